@@ -1,0 +1,131 @@
+/**
+ * Step 3: the portable folder, `<out>/opt/attune/agent/`, which runs in any x86_64 Linux image
+ * (glibc, musl/alpine, busybox, distroless, scratch): the executable's ELF interpreter and RPATH
+ * are rewritten to point at a bundled glibc loader and the libraries `ldd` lists.
+ *
+ * The ELF interpreter path must be absolute, so `/opt/attune/agent` is a fixed contract (it is
+ * also Attune's documented mount path). The absolute directory comes first in the RPATH because
+ * `$ORIGIN` cannot be resolved where /proc is not mounted; DT_RPATH (--force-rpath) rather than
+ * DT_RUNPATH so a hostile LD_LIBRARY_PATH cannot override the bundled libraries.
+ */
+import { copyFileSync, existsSync, mkdirSync, realpathSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { basename, join } from 'node:path';
+import { normalizeTree, runTool } from './files.ts';
+
+export const AGENT_DIR = '/opt/attune/agent';
+export const AGENT_LIB_DIR = `${AGENT_DIR}/lib`;
+export const AGENT_RPATH = `${AGENT_LIB_DIR}:$ORIGIN/lib`;
+export const TINI_SOURCE = '/usr/bin/tini-static';
+
+/** Debian packages whose files ship in the folder, with the copyright file that covers them. */
+const DEBIAN_NOTICES: readonly { pkg: string; covers: string }[] = [
+  { pkg: 'libc6', covers: 'lib/ld-linux-x86-64.so.2, libc, libm, libdl, libpthread (GNU C Library, LGPL-2.1+)' },
+  { pkg: 'libstdc++6', covers: 'lib/libstdc++.so.6 (GPL-3 with the GCC Runtime Library Exception)' },
+  { pkg: 'libgcc-s1', covers: 'lib/libgcc_s.so.1 (GPL-3 with the GCC Runtime Library Exception)' },
+  { pkg: 'tini', covers: 'tini-static (MIT)' },
+];
+/** Full licence texts the Debian copyright files refer to (from base-files). */
+const COMMON_LICENSES = ['LGPL-2.1', 'GPL-2', 'GPL-3'];
+
+export interface SharedLib { name: string; path: string }
+
+/** The loader and libraries the dynamic linker resolves for `exe` on this host (via ldd). */
+export function sharedLibraries(exe: string): { loader: string; libs: SharedLib[] } {
+  const loader = runTool('patchelf', ['--print-interpreter', exe]).stdout.trim();
+  const libs: SharedLib[] = [];
+  for (const line of runTool('ldd', [exe]).stdout.split('\n')) {
+    const missing = /^\s*(\S+) => not found/.exec(line);
+    if (missing) throw new Error(`build: ${exe} needs ${missing[1]}, which this build host lacks; install it (apt) and rebuild`);
+    const m = /^\s*(\S+) => (\/\S+) \(0x[0-9a-f]+\)$/.exec(line);
+    if (m) libs.push({ name: m[1], path: m[2] });
+  }
+  if (!loader.startsWith('/') || libs.length === 0) throw new Error(`build: cannot determine the libraries of ${exe} (interpreter '${loader}')`);
+  return { loader, libs: libs.sort((a, b) => a.name.localeCompare(b.name)) };
+}
+
+function debianVersion(pkg: string): string {
+  try {
+    return runTool('dpkg-query', ['-W', '-f', '${Version}', pkg]).stdout.trim();
+  } catch {
+    return 'unknown (dpkg-query unavailable)';
+  }
+}
+
+export interface PortableInput {
+  /** The glibc single executable (dist/attune-agent). */
+  exe: string;
+  /** Root of the folder tree; the agent lands in `<outRoot>/opt/attune/agent`. */
+  outRoot: string;
+  nodeLicense: string;
+  nodeVersion: string;
+  thirdPartyNotices: string;
+  agentVersion: string;
+  epoch: number;
+}
+
+export function buildPortable(input: PortableInput): string {
+  const agentDir = join(input.outRoot, AGENT_DIR);
+  rmSync(input.outRoot, { recursive: true, force: true });
+  mkdirSync(join(agentDir, 'lib'), { recursive: true });
+  mkdirSync(join(agentDir, 'LICENSES', 'common-licenses'), { recursive: true });
+
+  const { loader, libs } = sharedLibraries(input.exe);
+  const loaderName = basename(loader);
+  copyFileSync(realpathSync(loader), join(agentDir, 'lib', loaderName));
+  for (const lib of libs) copyFileSync(realpathSync(lib.path), join(agentDir, 'lib', lib.name));
+
+  const exe = join(agentDir, 'attune-agent');
+  copyFileSync(input.exe, exe);
+  chmodSync(exe, 0o755);
+  runTool('patchelf', ['--set-interpreter', `${AGENT_LIB_DIR}/${loaderName}`, '--force-rpath', '--set-rpath', AGENT_RPATH, exe]);
+  const interp = runTool('patchelf', ['--print-interpreter', exe]).stdout.trim();
+  const rpath = runTool('patchelf', ['--print-rpath', exe]).stdout.trim();
+  if (interp !== `${AGENT_LIB_DIR}/${loaderName}` || rpath !== AGENT_RPATH) {
+    throw new Error(`build: patchelf left interpreter '${interp}' and rpath '${rpath}' on ${exe}`);
+  }
+
+  if (!existsSync(TINI_SOURCE)) throw new Error(`build: ${TINI_SOURCE} is missing; apt-get install tini (it reaps orphans when the agent is PID 1)`);
+  copyFileSync(TINI_SOURCE, join(agentDir, 'tini-static'));
+
+  writeLicenses(join(agentDir, 'LICENSES'), input, [loaderName, ...libs.map((l) => l.name)]);
+
+  const executables = new Set(['attune-agent', 'tini-static', `lib/${loaderName}`]);
+  const prefix = `${AGENT_DIR.slice(1)}/`; // paths below are relative to outRoot
+  normalizeTree(input.outRoot, (rel) => rel.startsWith(prefix) && executables.has(rel.slice(prefix.length)), input.epoch);
+  return agentDir;
+}
+
+function writeLicenses(dir: string, input: PortableInput, libNames: readonly string[]): void {
+  const rows: string[] = [];
+  for (const { pkg, covers } of DEBIAN_NOTICES) {
+    const src = `/usr/share/doc/${pkg}/copyright`;
+    if (!existsSync(src)) throw new Error(`build: ${src} is missing; the ${pkg} package's notice must ship with the folder (apt-get install --reinstall ${pkg})`);
+    copyFileSync(realpathSync(src), join(dir, `${pkg}.copyright`));
+    rows.push(`${`${pkg}.copyright`.padEnd(28)} Debian ${pkg} ${debianVersion(pkg)}: ${covers}`);
+  }
+  copyFileSync(input.nodeLicense, join(dir, 'node.LICENSE'));
+  rows.push(`${'node.LICENSE'.padEnd(28)} Node.js v${input.nodeVersion} (MIT and bundled third-party licences): the runtime inside attune-agent`);
+  writeFileSync(join(dir, 'npm-packages.txt'), input.thirdPartyNotices);
+  rows.push(`${'npm-packages.txt'.padEnd(28)} npm packages compiled into attune-agent`);
+  for (const l of COMMON_LICENSES) {
+    const src = `/usr/share/common-licenses/${l}`;
+    if (existsSync(src)) {
+      copyFileSync(src, join(dir, 'common-licenses', l));
+      rows.push(`${`common-licenses/${l}`.padEnd(28)} full licence text referred to by the Debian copyright files`);
+    }
+  }
+  writeFileSync(
+    join(dir, 'README'),
+    [
+      `attune-agent ${input.agentVersion} portable folder (${AGENT_DIR}): licence notices.`,
+      '',
+      'attune-agent itself is MIT-licensed. The folder also ships, unmodified, these files taken from',
+      `Debian packages of the build host: ${libNames.map((n) => `lib/${n}`).join(', ')}, tini-static.`,
+      'Their sources are available from the Debian archive (https://sources.debian.org) under the',
+      'package names and versions below.',
+      '',
+      ...rows,
+      '',
+    ].join('\n'),
+  );
+}

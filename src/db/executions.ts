@@ -1,0 +1,172 @@
+/**
+ * The reads and writes of the execution pipeline (contract §5.1, §5.2, §5.12). Explicit column lists
+ * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
+ * The worker writes only `status`, `result`, `started_at` and `updated`.
+ */
+import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { Queryable } from './pool.ts';
+
+export const EXECUTION_COLUMNS = [
+  'id', 'action', 'action_ref', 'pack_release', 'pack_release_digest', 'executable_snapshot', 'config', 'env_vars',
+  'parent', 'enforcement', 'executor', 'permission_set_refs', 'artifact_retention_policy', 'artifact_retention_limit',
+  'worker_selector', 'worker_tolerations', 'worker_affinity', 'worker', 'status', 'trace_tag', 'result', 'retry_count',
+  'max_retries', 'retry_reason', 'original_execution', 'started_at', 'timeout_seconds', 'workflow_task', 'created', 'updated',
+] as const;
+
+export const ACTION_COLUMNS = [
+  'id', 'ref', 'pack', 'pack_ref', 'entrypoint', 'runtime', 'runtime_version_constraint', 'param_schema', 'out_schema',
+  'is_adhoc', 'parameter_delivery', 'parameter_format', 'output_format', 'timeout_seconds', 'log_retention_policy',
+  'log_retention_limit',
+] as const;
+
+export const RUNTIME_COLUMNS = [
+  'id', 'ref', 'pack', 'pack_ref', 'description', 'name', 'aliases', 'distributions', 'installation', 'installers',
+  'execution_config', 'auto_detected', 'detection_config', 'retired_at', 'created', 'updated',
+] as const;
+
+export const RUNTIME_VERSION_COLUMNS = [
+  'id', 'runtime', 'runtime_ref', 'version', 'version_major', 'version_minor', 'version_patch', 'execution_config',
+  'distributions', 'is_default', 'available', 'verified_at', 'meta', 'retired_at', 'created', 'updated',
+] as const;
+
+/** The §5.12 columns ExecutionRow (model.ts) leaves out. */
+export interface ExecutionRecord extends ExecutionRow {
+  artifact_retention_policy: string | null;
+  artifact_retention_limit: number | null;
+  worker_selector: unknown;
+  worker_tolerations: unknown;
+  worker_affinity: unknown;
+  retry_count: number;
+  max_retries: number | null;
+  retry_reason: string | null;
+  original_execution: number | null;
+  created: Date;
+  updated: Date;
+}
+
+export interface RuntimeRecord extends RuntimeRow {
+  installers: unknown;
+  retired_at: Date | null;
+}
+
+export interface RuntimeVersionRecord extends RuntimeVersionRow {
+  version_major: number | null;
+  version_minor: number | null;
+  version_patch: number | null;
+  distributions: unknown;
+  verified_at: Date | null;
+  meta: unknown;
+  retired_at: Date | null;
+}
+
+export interface EnforcementRefs {
+  id: number;
+  rule_ref: string;
+  trigger_ref: string;
+}
+
+export type TerminalStatus = 'completed' | 'failed' | 'cancelled' | 'timeout';
+
+/** Statuses a dispatch may move to `running` (the executor's own states). */
+export const CLAIMABLE_STATUSES: readonly ExecutionStatus[] = ['requested', 'scheduling', 'scheduled'];
+
+const cols = (c: readonly string[], alias = '') => c.map((x) => alias + x).join(', ');
+
+export async function loadExecution(db: Queryable, id: number): Promise<ExecutionRecord | null> {
+  const { rows } = await db.query<ExecutionRecord>(`SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1`, [id]);
+  return rows[0] ?? null;
+}
+
+/** By id when given (whatever its state), else — or when that id is gone — by ref. */
+export async function loadAction(db: Queryable, key: { id: number | null; ref: string }): Promise<ActionRow | null> {
+  if (key.id !== null) {
+    const byId = (await db.query<ActionRow>(`SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = $1`, [key.id])).rows[0];
+    if (byId) return byId;
+  }
+  const { rows } = await db.query<ActionRow>(`SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE ref = $1`, [key.ref]);
+  return rows[0] ?? null;
+}
+
+export async function loadRuntime(db: Queryable, id: number): Promise<RuntimeRecord | null> {
+  const { rows } = await db.query<RuntimeRecord>(`SELECT ${cols(RUNTIME_COLUMNS)} FROM runtime WHERE id = $1`, [id]);
+  return rows[0] ?? null;
+}
+
+/** Live (not retired) versions of a runtime, in id order; choosing one is the caller's job. */
+export async function listRuntimeVersions(db: Queryable, runtimeId: number): Promise<RuntimeVersionRecord[]> {
+  const { rows } = await db.query<RuntimeVersionRecord>(
+    `SELECT ${cols(RUNTIME_VERSION_COLUMNS)} FROM runtime_version WHERE runtime = $1 AND retired_at IS NULL ORDER BY id`,
+    [runtimeId],
+  );
+  return rows;
+}
+
+export async function loadEnforcement(db: Queryable, id: number): Promise<EnforcementRefs | null> {
+  const { rows } = await db.query<EnforcementRefs>('SELECT id, rule_ref, trigger_ref FROM enforcement WHERE id = $1', [id]);
+  return rows[0] ?? null;
+}
+
+/** `worker.capabilities` of the assigned worker (runtime-version matching, §5.2 step 4). */
+export async function loadWorkerCapabilities(db: Queryable, workerId: number): Promise<Record<string, unknown> | null> {
+  const { rows } = await db.query<{ capabilities: Record<string, unknown> | null }>('SELECT capabilities FROM worker WHERE id = $1', [workerId]);
+  return rows[0]?.capabilities ?? null;
+}
+
+export async function currentStatus(db: Queryable, id: number): Promise<ExecutionStatus | null> {
+  const { rows } = await db.query<{ status: ExecutionStatus }>('SELECT status FROM execution WHERE id = $1', [id]);
+  return rows[0]?.status ?? null;
+}
+
+export interface MarkRunningResult {
+  /** True when this call moved the row to `running`. */
+  claimed: boolean;
+  /** The status before this call (under a row lock); null when the execution does not exist. */
+  previousStatus: ExecutionStatus | null;
+  startedAt: Date | null;
+}
+
+/**
+ * `running` + `started_at`, only from `from` (default: requested/scheduling/scheduled). The row lock
+ * makes two deliveries of one dispatch race safely: exactly one claims it, the other sees `running`.
+ */
+export async function markRunning(db: Queryable, id: number, from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<MarkRunningResult> {
+  const { rows } = await db.query<{ previous_status: ExecutionStatus; started_at: Date | null; claimed: boolean }>(
+    `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE),
+          upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
+                    FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
+                  RETURNING e.started_at)
+     SELECT prev.status AS previous_status, (SELECT started_at FROM upd) AS started_at,
+            EXISTS (SELECT 1 FROM upd) AS claimed
+       FROM prev`,
+    [id, from],
+  );
+  const r = rows[0];
+  if (!r) return { claimed: false, previousStatus: null, startedAt: null };
+  return { claimed: r.claimed, previousStatus: r.previous_status, startedAt: r.started_at };
+}
+
+export interface TerminalWrite {
+  id: number;
+  action: number | null;
+  action_ref: string;
+  status: TerminalStatus;
+  result: unknown;
+  previous_status: ExecutionStatus;
+  started_at: Date | null;
+  updated: Date;
+}
+
+/**
+ * The one terminal write (§5.2 step 7). Unconditional like Attune's (the worker's outcome is
+ * authoritative); `previous_status` tells the caller what it replaced. Null when the row is gone.
+ */
+export async function writeTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<TerminalWrite | null> {
+  const { rows } = await db.query<TerminalWrite>(
+    `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE)
+     UPDATE execution e SET status = $2::execution_status_enum, result = $3::jsonb, updated = now()
+       FROM prev WHERE e.id = prev.id
+     RETURNING e.id, e.action, e.action_ref, e.status, e.result, prev.status AS previous_status, e.started_at, e.updated`,
+    [id, status, result === undefined ? null : JSON.stringify(result)],
+  );
+  return rows[0] ?? null;
+}

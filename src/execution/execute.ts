@@ -1,0 +1,172 @@
+/**
+ * One action execution for the worker service: locate the code, plan, write parameter/inline files,
+ * run, decide the outcome, write result.json, clean up. Never throws for anything the action or its
+ * rows can cause: every problem becomes a `failed` outcome whose `result.error` names it.
+ */
+import { accessSync, constants, statSync } from 'node:fs';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import which from 'which';
+import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { Config } from '../config/index.ts';
+import type { EnforcementRefs } from './context-env.ts';
+import { resolveActionSource } from './pack-files.ts';
+import { planExecution, type DetectedInterpreter, type PlanFacts, type PlannedFile } from './plan.ts';
+import { chooseRuntimeVersion } from './runtime-version.ts';
+import { runProcess, type RunLogger } from './runner.ts';
+import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
+import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
+
+export type ExecuteConfig = Pick<Config,
+  'packsBaseDir' | 'runtimeEnvsDir' | 'artifactsDir' | 'apiUrl' | 'defaultExecutionTimeoutMs'> & {
+  security: Pick<Config['security'], 'jwtSecret'>;
+  log: Pick<Config['log'], 'mirrorStdout' | 'mirrorStderr'>;
+  worker: Pick<Config['worker'], 'maxStdoutBytes' | 'maxStderrBytes' | 'killGracePeriodMs'>;
+};
+
+export interface ExecuteInput {
+  execution: ExecutionRow;
+  action: ActionRow;
+  runtime: RuntimeRow | null;
+  /** runtime_version rows of the runtime (from the snapshot or the table); may be empty. */
+  runtimeVersions?: readonly RuntimeVersionRow[];
+  /** `{rule_ref, trigger_ref}` of the execution's enforcement row, when it has one. */
+  enforcement?: EnforcementRefs | null;
+  config: ExecuteConfig;
+  detected: readonly DetectedInterpreter[];
+  /** The child-process baseline captured at agent start (execution/environment.ts). */
+  baselineEnv: Readonly<Record<string, string>>;
+  /** Abort to cancel; `signal.reason` 'shutdown' records a shutdown, anything else a user cancel. */
+  signal?: AbortSignal;
+  logger?: RunLogger;
+  /** Shared across executions so a pack release archive is hashed once. */
+  verifiedReleases?: Set<string>;
+  /** Default 1000 ms (Attune's log_finalization_timeout_ms). */
+  logFinalizationTimeoutMs?: number;
+  /** Injected for tests; defaults to the real filesystem / PATH lookups and clock. */
+  facts?: PlanFacts;
+  nowSeconds?: () => number;
+}
+
+export interface ExecuteOutput {
+  status: TerminalStatus;
+  /** The `execution.result` JSON to write. */
+  result: Record<string, unknown>;
+  /** Set when the process ran. */
+  durationMs?: number;
+}
+
+const NOOP: RunLogger = { debug() {}, info() {}, warn() {} };
+
+export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput> {
+  const log = input.logger ?? NOOP;
+  let tempDir: string | null = null;
+  try {
+    const { execution, action, config } = input;
+    const located = await resolveActionSource({
+      packsBaseDir: config.packsBaseDir, action, execution, verifiedReleases: input.verifiedReleases,
+    });
+    if (!located.ok) return done(executionFailure(located.error));
+
+    const runtimeVersion = input.runtime && input.runtimeVersions && input.runtimeVersions.length > 0
+      ? chooseRuntimeVersion(input.runtimeVersions, action.runtime_version_constraint)
+      : null;
+
+    // Created only when a parameter or inline file needs it (a read-only /tmp must not break stdin actions).
+    const privateDir = join(tmpdir(), `attune-exec-${execution.id}-${randomBytes(6).toString('hex')}`);
+    const planned = planExecution({
+      execution, action, runtime: input.runtime, runtimeVersion, config, detected: input.detected,
+      baselineEnv: input.baselineEnv, source: located.source, enforcement: input.enforcement, tempDir: privateDir,
+      facts: input.facts ?? REAL_FACTS, nowSeconds: (input.nowSeconds ?? nowSeconds)(),
+    });
+    if (!planned.ok) {
+      const e = planned.error;
+      return done(e.stage === 'prepare' ? preparationFailure(e.message) : executionFailure(e.message));
+    }
+    const plan = planned.plan;
+    for (const w of plan.warnings) log.warn({ execution_id: execution.id }, w);
+    if (plan.paramFile || plan.inlineFile) {
+      try {
+        await mkdir(privateDir, { mode: 0o700 });
+        tempDir = privateDir;
+        for (const f of [plan.paramFile, plan.inlineFile]) if (f) await writePrivateFile(f);
+      } catch (e) {
+        return done(preparationFailure(`cannot write the parameter/inline file in ${tmpdir()} (${(e as Error).message}); give the agent a writable TMPDIR`));
+      }
+    }
+
+    const paths = executionLogPaths(config.artifactsDir, execution.id);
+    const logsDir = await ensureSharedDir(paths.dir).then(() => true, (e: Error) => {
+      log.warn({ execution_id: execution.id, err: e.message }, `cannot create ${paths.dir}; action output is kept in the result only`);
+      return false;
+    });
+
+    log.info({ execution_id: execution.id, argv0: plan.argv[0], runtime: plan.runtimeName, timeout_ms: plan.timeoutMs }, 'starting action');
+    const run = await runProcess({
+      argv: plan.argv,
+      env: plan.env,
+      cwd: plan.cwd,
+      stdin: plan.stdin,
+      timeoutMs: plan.timeoutMs,
+      killGracePeriodMs: config.worker.killGracePeriodMs,
+      logFinalizationTimeoutMs: input.logFinalizationTimeoutMs,
+      maxStdoutBytes: config.worker.maxStdoutBytes,
+      maxStderrBytes: config.worker.maxStderrBytes,
+      stdoutLogPath: logsDir ? paths.stdout : null,
+      stderrLogPath: logsDir ? paths.stderr : null,
+      mirrorStdout: config.log.mirrorStdout ? process.stdout : null,
+      mirrorStderr: config.log.mirrorStderr ? process.stderr : null,
+    }, { signal: input.signal, logger: log });
+
+    if (run.kind === 'spawn-error') return done(executionFailure(run.message));
+    for (const e of run.logErrors) log.warn({ execution_id: execution.id }, e);
+
+    const stderrLogged = logsDir && !run.logErrors.some((e) => e.includes(paths.stderr) || e.includes('stderr log'));
+    const outcome = decideOutcome(run, {
+      outputFormat: action.output_format ?? 'text',
+      stderrLogPath: stderrLogged ? paths.stderr : null,
+      timeoutMs: plan.timeoutMs,
+    });
+    if (outcome.data !== undefined && logsDir) {
+      await writeResultJson(paths.result, outcome.data).catch((e: Error) =>
+        log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
+    }
+    log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs };
+  } catch (e) {
+    // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
+    return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));
+  } finally {
+    if (tempDir) await rm(tempDir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function done(o: { status: TerminalStatus; result: Record<string, unknown> }): ExecuteOutput {
+  return { status: o.status, result: o.result };
+}
+
+async function writePrivateFile(f: PlannedFile): Promise<void> {
+  await writeFile(f.path, f.content, { mode: f.mode, flag: 'wx' });
+  await chmod(f.path, f.mode); // umask-proof
+}
+
+function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+export const REAL_FACTS: PlanFacts = {
+  isExecutableFile(path) {
+    try {
+      if (!statSync(path).isFile()) return false;
+      accessSync(path, constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  which(name, pathEnv) {
+    return which.sync(name, { path: pathEnv, nothrow: true });
+  },
+};

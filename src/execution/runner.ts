@@ -1,0 +1,343 @@
+/**
+ * The process adapter (contract §5.7–5.8): run one argv in its own process group with a cleared
+ * environment, feed stdin, capture bounded stdout/stderr (optionally streamed to log files and
+ * mirrored), enforce the timeout and cancellation, and always leave no process of the group behind.
+ *
+ * Completion is the child's `exit` event plus a bounded drain of the pipes, never `close`: a
+ * daemonised grandchild that inherited stdout would otherwise hang the run forever. After the drain
+ * whatever is left of the process group is SIGKILLed.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { Writable } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
+import { BoundedCapture } from './capture.ts';
+import { openLogFile } from './log-files.ts';
+
+export type CancelReason = 'cancel' | 'shutdown';
+
+export interface RunSpec {
+  argv: string[];
+  env: Record<string, string>;
+  /** null = inherit the agent's cwd. */
+  cwd: string | null;
+  /** Text written to stdin before it is closed; null = stdin opened and closed at once. */
+  stdin: string | null;
+  timeoutMs: number;
+  killGracePeriodMs: number;
+  /** How long the pipes may keep delivering after the process exited (Attune default 1 s). */
+  logFinalizationTimeoutMs?: number;
+  maxStdoutBytes: number;
+  maxStderrBytes: number;
+  /** Log files that receive the same bounded bytes as the capture (created/truncated here). */
+  stdoutLogPath?: string | null;
+  stderrLogPath?: string | null;
+  /** Copy the bounded output here too (`log.mirror_runtime_*`). */
+  mirrorStdout?: NodeJS.WritableStream | null;
+  mirrorStderr?: NodeJS.WritableStream | null;
+}
+
+export interface RunLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+}
+
+export interface RunResult {
+  kind: 'exited';
+  pid: number;
+  /** Process exit code; -1 when killed by a signal or timed out. */
+  exitCode: number;
+  signal: NodeJS.Signals | null;
+  timedOut: boolean;
+  cancelled: CancelReason | null;
+  durationMs: number;
+  stdout: string;
+  stderr: string;
+  stdoutTruncated: boolean;
+  stdoutBytesTruncated: number;
+  stderrTruncated: boolean;
+  stderrBytesTruncated: number;
+  /** The pipes did not reach EOF within the finalization window (a grandchild held them). */
+  logsIncomplete: boolean;
+  /** Writing parameters to stdin failed (EPIPE when the action exited without reading). */
+  stdinError: { code: string | undefined; message: string } | null;
+  /** Log file problems (the run itself is unaffected). */
+  logErrors: string[];
+}
+
+export interface SpawnFailure {
+  kind: 'spawn-error';
+  code: string | undefined;
+  message: string;
+  durationMs: number;
+}
+
+export type RunOutcome = RunResult | SpawnFailure;
+
+const NOOP_LOGGER: RunLogger = { debug() {}, info() {}, warn() {} };
+export const DEFAULT_LOG_FINALIZATION_TIMEOUT_MS = 1000;
+const SPAWN_ATTEMPTS = 5;
+const ETXTBSY_RETRY_MS = 25;
+/** After the leftover group was SIGKILLed, how long its pipe ends may take to close. */
+const POST_KILL_DRAIN_MS = 250;
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; logger?: RunLogger } = {}): Promise<RunOutcome> {
+  const log = opts.logger ?? NOOP_LOGGER;
+  const signal = opts.signal;
+  const started = performance.now();
+  const elapsed = () => Math.round(performance.now() - started);
+
+  if (signal?.aborted) return cancelledBeforeStart(cancelReason(signal));
+
+  const logErrors: string[] = [];
+  const stdoutFile = await openOptional(spec.stdoutLogPath, logErrors);
+  const stderrFile = await openOptional(spec.stderrLogPath, logErrors);
+  const closeFiles = async () => {
+    await Promise.allSettled([stdoutFile?.close(), stderrFile?.close()]);
+  };
+
+  let child: ChildProcess;
+  try {
+    child = await spawnWithRetry(spec, log);
+  } catch (e) {
+    await closeFiles();
+    const err = e as NodeJS.ErrnoException;
+    return { kind: 'spawn-error', code: err.code, message: describeSpawnError(spec, err), durationMs: elapsed() };
+  }
+  const pid = child.pid!;
+  child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
+
+  const outSink = new OutputSink(new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
+  const errSink = new OutputSink(new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
+  const outDone = finished(outSink);
+  const errDone = finished(errSink);
+  child.stdout!.pipe(outSink);
+  child.stderr!.pipe(errSink);
+
+  let stdinError: RunResult['stdinError'] = null;
+  child.stdin!.on('error', (e: NodeJS.ErrnoException) => {
+    stdinError ??= { code: e.code, message: e.code === 'EPIPE' ? 'Broken pipe (os error 32)' : e.message };
+  });
+  if (spec.stdin !== null && spec.stdin !== '') child.stdin!.end(spec.stdin);
+  else child.stdin!.end();
+
+  const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve) => {
+    child.once('exit', (code, sig) => resolve({ code, sig }));
+  });
+
+  let terminating: 'timeout' | CancelReason | null = null;
+  let graceTimer: NodeJS.Timeout | undefined;
+  const terminate = (why: 'timeout' | CancelReason) => {
+    if (terminating !== null || child.exitCode !== null || child.signalCode !== null) return;
+    terminating = why;
+    log.info({ pid, reason: why, grace_ms: spec.killGracePeriodMs }, 'terminating action process group (SIGTERM)');
+    killGroup(pid, 'SIGTERM');
+    graceTimer = setTimeout(() => {
+      log.warn({ pid, reason: why }, 'action still running after the grace period; SIGKILL to its process group');
+      killGroup(pid, 'SIGKILL');
+    }, Math.min(spec.killGracePeriodMs, MAX_TIMER_MS));
+  };
+  // setTimeout fires at once above 2^31−1 ms (~24.8 days): clamp very long timeouts.
+  const timeoutTimer = setTimeout(() => terminate('timeout'), Math.min(spec.timeoutMs, MAX_TIMER_MS));
+  const onAbort = () => terminate(cancelReason(signal!));
+  signal?.addEventListener('abort', onAbort, { once: true });
+  if (signal?.aborted) onAbort(); // aborted while the process was being spawned
+
+  const { code, sig } = await exited;
+  clearTimeout(timeoutTimer);
+  clearTimeout(graceTimer);
+  signal?.removeEventListener('abort', onAbort);
+  const durationMs = elapsed();
+
+  // Bounded drain: the pipes normally reach EOF right after exit.
+  const finalizationMs = spec.logFinalizationTimeoutMs ?? DEFAULT_LOG_FINALIZATION_TIMEOUT_MS;
+  const drained = await within(Promise.all([outDone, errDone]), finalizationMs);
+  // Whatever is left of the group (background children) goes now; ESRCH when nothing is.
+  killGroup(pid, 'SIGKILL', true);
+  if (!drained) {
+    log.warn({ pid, finalization_ms: finalizationMs }, 'action output pipes still open after exit (a background process held them); logs are incomplete');
+    if (!(await within(Promise.all([outDone, errDone]), POST_KILL_DRAIN_MS))) {
+      for (const [src, sink] of [[child.stdout!, outSink], [child.stderr!, errSink]] as const) {
+        src.unpipe(sink);
+        src.destroy();
+        if (!sink.writableEnded) sink.end();
+      }
+      await Promise.all([outDone, errDone]);
+    }
+  }
+  await closeFiles();
+
+  const out = outSink.capture.result();
+  const err = errSink.capture.result();
+  const timedOut = terminating === 'timeout';
+  const cancelled = terminating === 'cancel' || terminating === 'shutdown' ? terminating : null;
+  return {
+    kind: 'exited',
+    pid,
+    exitCode: timedOut || code === null ? -1 : code,
+    signal: sig,
+    timedOut,
+    cancelled,
+    durationMs,
+    stdout: out.text,
+    stderr: err.text,
+    stdoutTruncated: out.truncated,
+    stdoutBytesTruncated: out.bytesTruncated,
+    stderrTruncated: err.truncated,
+    stderrBytesTruncated: err.bytesTruncated,
+    logsIncomplete: !drained,
+    stdinError,
+    logErrors,
+  };
+}
+
+function cancelReason(signal: AbortSignal): CancelReason {
+  return signal.reason === 'shutdown' ? 'shutdown' : 'cancel';
+}
+
+function cancelledBeforeStart(reason: CancelReason): RunResult {
+  return {
+    kind: 'exited', pid: 0, exitCode: -1, signal: null, timedOut: false, cancelled: reason, durationMs: 0,
+    stdout: '', stderr: '', stdoutTruncated: false, stdoutBytesTruncated: 0, stderrTruncated: false,
+    stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, logErrors: [],
+  };
+}
+
+/** Signal the process group (negative pid); fall back to the pid itself if the group is gone. */
+export function killGroup(pid: number, sig: NodeJS.Signals, groupOnly = false): void {
+  try {
+    process.kill(-pid, sig);
+    return;
+  } catch {
+    // ESRCH: no member left; EPERM: not ours any more.
+  }
+  if (groupOnly) return;
+  try {
+    process.kill(pid, sig);
+  } catch {
+    // already gone
+  }
+}
+
+async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<ChildProcess> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnOnce(spec);
+    } catch (e) {
+      // ETXTBSY: the file was just written by another thread/process and is still open for writing.
+      if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt >= SPAWN_ATTEMPTS) throw e;
+      log.debug({ attempt, file: spec.argv[0] }, 'spawn hit ETXTBSY; retrying');
+      await new Promise((r) => setTimeout(r, ETXTBSY_RETRY_MS));
+    }
+  }
+}
+
+function spawnOnce(spec: RunSpec): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    let child: ChildProcess;
+    try {
+      child = spawn(spec.argv[0], spec.argv.slice(1), {
+        cwd: spec.cwd ?? undefined,
+        env: spec.env,
+        // detached = setsid(): the action leads its own process group, so signals reach its children.
+        detached: true,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        windowsHide: true,
+      });
+    } catch (e) {
+      reject(e);
+      return;
+    }
+    const onError = (e: Error) => {
+      child.stdin?.destroy();
+      child.stdout?.destroy();
+      child.stderr?.destroy();
+      reject(e);
+    };
+    child.once('error', onError);
+    child.once('spawn', () => {
+      child.removeListener('error', onError);
+      resolve(child);
+    });
+  });
+}
+
+function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
+  const file = spec.argv[0];
+  switch (e.code) {
+    case 'ENOENT':
+      return `cannot start '${file}': no such file or directory (ENOENT)` +
+        (spec.cwd ? ` (or the working directory ${spec.cwd} is missing)` : '');
+    case 'EACCES':
+      return `cannot start '${file}': permission denied (EACCES); check it is executable and not on a noexec mount`;
+    case 'ETXTBSY':
+      return `cannot start '${file}': text file busy (ETXTBSY) after ${SPAWN_ATTEMPTS} attempts`;
+    case 'ENOEXEC':
+      return `cannot start '${file}': not an executable format (ENOEXEC); add a #! line or set the action's runtime`;
+    default:
+      return `cannot start '${file}': ${e.message}`;
+  }
+}
+
+async function openOptional(path: string | null | undefined, errors: string[]): Promise<FileHandle | null> {
+  if (!path) return null;
+  try {
+    return await openLogFile(path);
+  } catch (e) {
+    errors.push(`cannot create log file ${path}: ${(e as Error).message}`);
+    return null;
+  }
+}
+
+/** Resolves true if `p` settles within `ms`, false otherwise; never leaves a timer behind. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<false>((r) => {
+    timer = setTimeout(() => r(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true as const), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function finished(w: Writable): Promise<void> {
+  return new Promise((resolve) => {
+    if (w.writableFinished) return resolve();
+    w.once('finish', () => resolve());
+    w.once('close', () => resolve());
+  });
+}
+
+/** Feeds one pipe into the bounded capture, its log file and the optional mirror (backpressured). */
+class OutputSink extends Writable {
+  readonly capture: BoundedCapture;
+  #file: FileHandle | null;
+  #mirror: NodeJS.WritableStream | null;
+  #errors: string[];
+
+  constructor(capture: BoundedCapture, file: FileHandle | null, mirror: NodeJS.WritableStream | null, errors: string[]) {
+    super({ highWaterMark: 64 * 1024 });
+    this.capture = capture;
+    this.#file = file;
+    this.#mirror = mirror;
+    this.#errors = errors;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (error?: Error | null) => void): void {
+    const kept = this.capture.write(chunk);
+    if (kept.length === 0) return cb();
+    if (this.#mirror) this.#mirror.write(kept);
+    if (!this.#file) return cb();
+    this.#file.appendFile(kept).then(
+      () => cb(),
+      (e: Error) => {
+        this.#errors.push(`writing ${this.capture.stream} log failed: ${e.message}`);
+        this.#file = null;
+        cb();
+      },
+    );
+  }
+}

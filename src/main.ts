@@ -1,0 +1,76 @@
+/**
+ * Composition root: argv → config → adapters → run. The ONLY place that exits (codes: exit-codes.ts).
+ * Everything past the command line is imported lazily: `--version` must not evaluate config (yaml),
+ * detection, pg or amqplib (bench/: evaluating them eagerly cost ~10 ms of a ~70 ms start).
+ */
+import { parseCommandLine } from './cli.ts';
+import { EXIT } from './exit-codes.ts';
+import { AGENT_BINARY_NAME, AGENT_VERSION } from './version.ts';
+
+async function main(argv: readonly string[]): Promise<number> {
+  const cmd = parseCommandLine(argv);
+  if (cmd.kind === 'exit') {
+    (cmd.stream === 'stdout' ? process.stdout : process.stderr).write(cmd.output);
+    return cmd.code;
+  }
+  // Contract §1.1: the agent marks itself before anything else; these reach `capabilities`.
+  process.env.ATTUNE_AGENT_MODE = 'true';
+  process.env.ATTUNE_AGENT_BINARY_NAME = AGENT_BINARY_NAME;
+  process.env.ATTUNE_AGENT_BINARY_VERSION = AGENT_VERSION;
+  if ('config' in cmd && cmd.config !== undefined) process.env.ATTUNE_CONFIG = cmd.config;
+
+  if (cmd.kind === 'install') {
+    const { installAgent } = await import('./install.ts');
+    return installAgent({ targetDir: cmd.dir, sourceDir: cmd.source });
+  }
+
+  const { loadConfig, ConfigError } = await import('./config/index.ts');
+  let config;
+  try {
+    config = loadConfig({
+      env: process.env,
+      cwd: process.cwd(),
+      flags: { config: cmd.config, name: cmd.kind === 'run' ? cmd.name : undefined },
+      implicitFiles: cmd.kind === 'run',
+    });
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      process.stderr.write(`attune-agent: configuration error: ${e.message}\n`);
+      return EXIT.CONFIG;
+    }
+    throw e;
+  }
+
+  if (cmd.kind === 'detect') {
+    const [{ detectRuntimes }, { formatTextReport, jsonReport }, { baselineEnvironment }] = await Promise.all([
+      import('./detect/detect.ts'),
+      import('./detect/report.ts'),
+      import('./execution/environment.ts'),
+    ]);
+    const result = await detectRuntimes({
+      env: baselineEnvironment(process.env, config.worker.passthroughEnv),
+      probeTimeoutMs: config.worker.probeTimeoutMs,
+      filter: config.worker.runtimes,
+    });
+    process.stdout.write(cmd.json ? JSON.stringify(jsonReport(result), null, 2) + '\n' : formatTextReport(result, process.env.ATTUNE_WORKER_RUNTIMES));
+    return EXIT.OK;
+  }
+
+  const { runAgent } = await import('./worker/run.ts');
+  const { ExecutionsAgentService } = await import('./worker/executions-service.ts');
+  return runAgent(config, { services: [new ExecutionsAgentService()] });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => flushAndExit(code),
+  (e: unknown) => {
+    process.stderr.write(`attune-agent: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    flushAndExit(EXIT.INTERNAL);
+  },
+);
+
+function flushAndExit(code: number): void {
+  // Let stdout drain (pipes are async in Node) before exiting.
+  if (process.stdout.writableLength === 0) process.exit(code);
+  process.stdout.once('drain', () => process.exit(code));
+}

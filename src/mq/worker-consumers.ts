@@ -1,0 +1,54 @@
+/**
+ * The two consumers an agent runs, configured as Attune's worker does (contract §4.3):
+ * `worker.{id}.executions` (tag `worker-{id}`, prefetch max_concurrent_tasks + 2) and
+ * `worker.{id}.cancel` (tag `worker-{id}-cancel`, prefetch 10). Before each (re)subscribe the
+ * queue and its binding are re-declared, so a queue deleted under a running agent comes back.
+ */
+import type { Logger } from 'pino';
+import type { Envelope } from '../protocol/envelope.ts';
+import { decodeExecutionCancelRequested, decodeExecutionRequested, type ExecutionCancelRequested, type ExecutionRequested } from '../protocol/messages.ts';
+import { CANCEL_PREFETCH, cancelConsumerTag, cancelQueue, executionsConsumerTag, executionsPrefetch, executionsQueue } from '../protocol/names.ts';
+import type { MqConnection } from './connection.ts';
+import { QueueConsumer, type DeliveryInfo, type Disposition } from './consumer.ts';
+import { assertWorkerQueue } from './topology.ts';
+
+type Handler<P> = (payload: P, envelope: Envelope<P>, delivery: DeliveryInfo) => Promise<Disposition> | Disposition;
+
+export function createExecutionsConsumer(
+  connection: MqConnection,
+  workerId: number,
+  maxConcurrentTasks: number,
+  handler: Handler<ExecutionRequested>,
+  logger: Logger,
+): QueueConsumer<ExecutionRequested> {
+  const queue = executionsQueue(workerId);
+  return new QueueConsumer({
+    connection,
+    queue,
+    consumerTag: executionsConsumerTag(workerId),
+    prefetch: executionsPrefetch(maxConcurrentTasks),
+    decodePayload: decodeExecutionRequested,
+    handler: (env, delivery) => handler(env.payload, env, delivery),
+    beforeConsume: (ch) => assertWorkerQueue(ch, workerId, queue),
+    logger,
+  });
+}
+
+export function createCancelConsumer(
+  connection: MqConnection,
+  workerId: number,
+  handler: Handler<ExecutionCancelRequested>,
+  logger: Logger,
+): QueueConsumer<ExecutionCancelRequested> {
+  const queue = cancelQueue(workerId);
+  return new QueueConsumer({
+    connection,
+    queue,
+    consumerTag: cancelConsumerTag(workerId),
+    prefetch: CANCEL_PREFETCH,
+    decodePayload: decodeExecutionCancelRequested,
+    handler: (env, delivery) => handler(env.payload, env, delivery),
+    beforeConsume: (ch) => assertWorkerQueue(ch, workerId, queue),
+    logger,
+  });
+}

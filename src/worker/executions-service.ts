@@ -1,0 +1,193 @@
+/**
+ * The agent's main job as an AgentService (plugged into run.ts after registration): RabbitMQ
+ * connection + topology, the executions and cancel consumers, the confirm publisher, and the
+ * ExecutionService wired to PostgreSQL and the process runner.
+ *
+ * Stop order (the fix of contract §6): stop consuming first, drain running actions while the
+ * heartbeat still beats, cancel what is left with reason `shutdown`, flush the publisher, close.
+ */
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { AgentContext, AgentService } from './run.ts';
+import { ExecutionService, type ActionRunner, type ExecutionStore } from './service.ts';
+import { MqConnection } from '../mq/connection.ts';
+import { workerTopologySetup } from '../mq/topology.ts';
+import { ConfirmPublisher } from '../mq/publisher.ts';
+import { createStatusPublisher } from '../mq/status-publisher.ts';
+import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
+import type { QueueConsumer } from '../mq/consumer.ts';
+import { loadAction, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
+import { dbError } from '../db/pool.ts';
+import { executeAction } from '../execution/execute.ts';
+import { baselineEnvironment } from '../execution/environment.ts';
+import type { ActionRow, ExecutionRow, RuntimeRow } from '../model.ts';
+import { formatTimestamp } from '../protocol/envelope.ts';
+
+export interface ExecutionsServiceHooks {
+  /** Observability (metrics) hook: called for every execution that ends or is skipped. */
+  onFinished?: (e: { executionId: number; status: string; durationMs?: number }) => void;
+}
+
+export class ExecutionsAgentService implements AgentService {
+  readonly name = 'executions';
+  readonly #hooks: ExecutionsServiceHooks;
+  #connection: MqConnection | null = null;
+  #publisher: ConfirmPublisher | null = null;
+  #executions: QueueConsumer<unknown> | null = null;
+  #cancels: QueueConsumer<unknown> | null = null;
+  #service: ExecutionService | null = null;
+
+  constructor(hooks: ExecutionsServiceHooks = {}) {
+    this.#hooks = hooks;
+  }
+
+  get service(): ExecutionService | null {
+    return this.#service;
+  }
+
+  get connection(): MqConnection | null {
+    return this.#connection;
+  }
+
+  async start(ctx: AgentContext): Promise<void> {
+    const { config, worker, log } = ctx;
+    const connection = new MqConnection({ url: config.messageQueue.url, logger: log, connectionName: `attune-agent ${worker.name}` });
+    connection.addSetup(workerTopologySetup(worker.id, log));
+    this.#connection = connection;
+    // The first connect (and the per-worker queue declaration) must succeed: fail loudly and early.
+    await connection.start({ retryWindowMs: config.database.connectTimeoutMs });
+    log.info({ broker: connection.safeUrl }, 'connected to RabbitMQ; worker queues declared');
+
+    const publisher = new ConfirmPublisher({ connection, logger: log });
+    this.#publisher = publisher;
+    const statusPublisher = createStatusPublisher(publisher, log);
+    publishRecovered(ctx, statusPublisher);
+
+    const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
+    const verifiedReleases = new Set<string>();
+    const runner: ActionRunner = {
+      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases }),
+    };
+    const service = new ExecutionService({
+      store: pgExecutionStore(ctx.pool),
+      runner,
+      publisher: statusPublisher,
+      logger: log,
+      maxConcurrentTasks: config.worker.maxConcurrentTasks,
+      retryWrite: retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log),
+      onFinished: this.#hooks.onFinished,
+    });
+    this.#service = service;
+
+    this.#executions = createExecutionsConsumer(connection, worker.id, config.worker.maxConcurrentTasks, (p) => service.onDispatch(p), log) as QueueConsumer<unknown>;
+    this.#cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), log) as QueueConsumer<unknown>;
+    await this.#executions.start();
+    await this.#cancels.start();
+    log.info({ max_concurrent_tasks: config.worker.maxConcurrentTasks }, 'consuming execution dispatches');
+  }
+
+  /** Stop consuming, drain, cancel leftovers as `shutdown`, flush messages, close the broker link. */
+  async stop(ctx: AgentContext, reason: string): Promise<void> {
+    const { config, log } = ctx;
+    const service = this.#service;
+    await this.#executions?.cancel().catch((e: Error) => log.warn({ err: e.message }, 'could not cancel the executions consumer'));
+    if (service) {
+      service.startDrain();
+      if (service.running > 0) log.info({ running: service.running, timeout_ms: config.worker.shutdownTimeoutMs, reason }, 'draining: waiting for running actions');
+      const drained = await service.waitIdle(config.worker.shutdownTimeoutMs);
+      if (!drained) {
+        const n = service.cancelAll('shutdown');
+        log.warn({ cancelled: n }, 'shutdown timeout reached: cancelling the actions still running');
+        await service.waitIdle(config.worker.killGracePeriodMs + 10_000);
+      }
+    }
+    await this.#cancels?.close().catch(() => undefined);
+    await this.#executions?.close().catch(() => undefined);
+    if (this.#publisher) {
+      const flushed = await this.#publisher.flush(10_000);
+      if (!flushed) log.error({ pending: this.#publisher.pending }, 'LOST MESSAGES: status messages still unconfirmed at shutdown');
+      await this.#publisher.close();
+    }
+    await this.#connection?.close();
+  }
+
+  /** Second signal: cancel every running action now (reason `shutdown`). */
+  cancelRunning(): number {
+    return this.#service?.cancelAll('shutdown') ?? 0;
+  }
+}
+
+function pgExecutionStore(pool: pg.Pool): ExecutionStore {
+  return {
+    loadExecution: (id) => loadExecution(pool, id),
+    markRunning: async (id) => {
+      const r = await markRunning(pool, id);
+      return { claimed: r.claimed, previous: r.previousStatus };
+    },
+    writeTerminal: async (id, status, result) => {
+      const w = await writeTerminal(pool, id, status, result);
+      if (!w) throw new Error(`execution ${id} disappeared before its ${status} result could be written`);
+      return { action: w.action, action_ref: w.action_ref, result: w.result };
+    },
+  };
+}
+
+/** Database writes survive outages shorter than `worker.db_retry_window`. */
+function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger) {
+  return async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+    const deadline = Date.now() + windowMs;
+    let delay = 250;
+    let warned = false;
+    for (;;) {
+      try {
+        const v = await fn();
+        if (warned) log.info(`database back: ${what} succeeded`);
+        return v;
+      } catch (e) {
+        const err = dbError(pool, e, what);
+        if (!err.retryable || Date.now() + delay > deadline) throw err;
+        if (!warned) log.warn({ err: err.message, retry_window_ms: windowMs }, `database unavailable: retrying ${what}`);
+        warned = true;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 5_000);
+      }
+    }
+  };
+}
+
+async function runExecution(
+  pool: pg.Pool,
+  execution: ExecutionRow,
+  signal: AbortSignal,
+  log: Logger,
+  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string> },
+): ReturnType<ActionRunner['run']> {
+  const snapshot = execution.executable_snapshot?.executable ?? null;
+  const action: ActionRow | null = snapshot?.action ?? (await loadAction(pool, { id: execution.action, ref: execution.action_ref }));
+  if (!action) {
+    return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
+  }
+  const runtime: RuntimeRow | null = snapshot?.runtime ?? (action.runtime != null ? await loadRuntime(pool, action.runtime) : null);
+  const runtimeVersions = snapshot?.runtime_versions?.length ? snapshot.runtime_versions : runtime ? await listRuntimeVersions(pool, runtime.id) : [];
+  const enforcement = execution.enforcement != null ? await loadEnforcement(pool, execution.enforcement) : null;
+  const out = await executeAction({
+    execution, action, runtime, runtimeVersions, enforcement,
+    config: deps.ctx.config,
+    detected: deps.ctx.detection.selected,
+    baselineEnv: deps.baselineEnv,
+    signal,
+    logger: log,
+    verifiedReleases: deps.verifiedReleases,
+  });
+  return { status: out.status, result: out.result };
+}
+
+function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof createStatusPublisher>): void {
+  const at = formatTimestamp(new Date());
+  for (const r of ctx.recovered) {
+    publisher.statusChanged({ execution_id: r.id, action_ref: r.action_ref, previous_status: r.previous_status, new_status: r.status, changed_at: at });
+    if (r.action != null) {
+      publisher.completed({ execution_id: r.id, action_id: r.action, action_ref: r.action_ref, status: r.status.charAt(0).toUpperCase() + r.status.slice(1), result: r.result, completed_at: at });
+    }
+  }
+}

@@ -1,0 +1,243 @@
+/**
+ * The execution service: turns dispatches into runs. It owns the permits, the cancellation registry,
+ * duplicate protection and the write/publish sequence of one execution; the database, the broker and
+ * the process runner are handed in as ports, so its logic is tested with fakes and the adapters with
+ * real servers.
+ *
+ * Per execution (contract §5.1–5.2, with the fixes listed at the top of the contract):
+ *   permit → ack (claim) → load row → guards → `running` row + message → run → one terminal row
+ *   → one terminal status + completion pair carrying the REAL outcome.
+ * Every failure after the ack ends in a terminal row whose `result.error` says what went wrong.
+ */
+import type { Logger } from 'pino';
+import type { ExecutionRow, ExecutionStatus } from '../model.ts';
+import { Permits } from './permits.ts';
+import { Cancellations, type CancelReason } from './cancellations.ts';
+
+export type TerminalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled';
+export type AckDecision = 'ack' | 'nack-requeue' | 'nack-drop';
+
+export interface DispatchRequest {
+  execution_id: number;
+  action_ref: string;
+  release_id?: number | null;
+  release_digest?: string | null;
+}
+
+export interface ExecutionStore {
+  loadExecution(id: number): Promise<ExecutionRow | null>;
+  /** `running` + `started_at`, refused when the row is already running or finished. */
+  markRunning(id: number): Promise<{ claimed: boolean; previous: ExecutionStatus | null }>;
+  /** The one terminal write; returns what the completion message needs. */
+  writeTerminal(id: number, status: TerminalStatus, result: Record<string, unknown>): Promise<{ action: number | null; action_ref: string; result: unknown }>;
+}
+
+export interface ActionRunner {
+  run(execution: ExecutionRow, signal: AbortSignal, log: Logger): Promise<{ status: TerminalStatus; result: Record<string, unknown> }>;
+}
+
+export interface StatusPublisher {
+  /** Queued durably in memory until the broker confirms; never throws. */
+  statusChanged(p: { execution_id: number; action_ref: string; previous_status: string; new_status: string; changed_at: string }): void;
+  completed(p: { execution_id: number; action_id: number; action_ref: string; status: string; result: unknown; completed_at: string }): void;
+}
+
+export interface ServiceDeps {
+  store: ExecutionStore;
+  runner: ActionRunner;
+  publisher: StatusPublisher;
+  logger: Logger;
+  maxConcurrentTasks: number;
+  /** Retries a database write until it succeeds or the window is over (database outages). */
+  retryWrite: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
+  now?: () => Date;
+  onFinished?: (e: { executionId: number; status: TerminalStatus | 'skipped'; runtime?: string; durationMs?: number }) => void;
+}
+
+const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
+
+export class ExecutionService {
+  readonly permits: Permits;
+  readonly cancellations = new Cancellations();
+  readonly #deps: ServiceDeps;
+  readonly #inFlight = new Set<Promise<void>>();
+  /** Delivered but waiting for a permit: handed back to the queue on drain. */
+  readonly #queued = new Set<number>();
+  readonly #log: Logger;
+  #draining = false;
+
+  constructor(deps: ServiceDeps) {
+    this.#deps = deps;
+    this.#log = deps.logger;
+    this.permits = new Permits(deps.maxConcurrentTasks);
+  }
+
+  get running(): number {
+    return this.#inFlight.size;
+  }
+
+  /**
+   * Consumer handler for `worker.{id}.executions`. Resolves when the dispatch is claimed (permit
+   * taken → ack) or refused; the run itself continues in the background.
+   */
+  async onDispatch(req: DispatchRequest): Promise<AckDecision> {
+    const id = req.execution_id;
+    const log = this.#log.child({ execution_id: id, action_ref: req.action_ref });
+    if (this.cancellations.has(id)) {
+      log.warn('duplicate dispatch of an execution already taken by this worker: ignored');
+      return 'ack';
+    }
+    if (this.#draining) return 'nack-requeue'; // another worker takes it
+    const ac = this.cancellations.register(id);
+    this.#queued.add(id);
+    try {
+      await this.permits.acquire(ac.signal);
+    } catch {
+      this.#queued.delete(id);
+      const reason = ac.signal.reason as CancelReason;
+      if (reason === 'shutdown') {
+        this.cancellations.unregister(id);
+        log.info('dispatch handed back to the queue: this worker is shutting down');
+        return 'nack-requeue';
+      }
+      // Cancelled while queued behind the permits: claim it and finish it as cancelled without running.
+      this.#track(this.#finishCancelledBeforeStart(req, log).finally(() => this.cancellations.unregister(id)));
+      return 'ack';
+    }
+    this.#queued.delete(id);
+    this.#track(
+      this.#process(req, ac.signal, log).finally(() => {
+        this.cancellations.unregister(id);
+        this.permits.release();
+      }),
+    );
+    return 'ack';
+  }
+
+  /** Consumer handler for `worker.{id}.cancel`. */
+  onCancel(executionId: number): AckDecision {
+    const known = this.cancellations.cancel(executionId, 'cancel');
+    this.#log.info({ execution_id: executionId, known }, known ? 'cancelling execution' : 'cancel for an execution not (yet) on this worker: remembered');
+    return 'ack';
+  }
+
+  /** Stop taking work; dispatches waiting for a permit go back to the queue. */
+  startDrain(): void {
+    this.#draining = true;
+    for (const id of this.#queued) this.cancellations.cancel(id, 'shutdown');
+  }
+
+  /** Cancel everything still running (reason recorded in the result). */
+  cancelAll(reason: CancelReason): number {
+    return this.cancellations.cancelAll(reason);
+  }
+
+  /** Resolves when every in-flight execution has written its terminal row (or `timeoutMs` passed). */
+  async waitIdle(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.#inFlight.size > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.#inFlight]), new Promise((r) => (timer = setTimeout(r, left)))]);
+      clearTimeout(timer);
+    }
+    return true;
+  }
+
+  #track(p: Promise<void>): void {
+    const tracked = p.catch((e) => this.#log.error({ err: e }, 'internal error in execution task')).finally(() => this.#inFlight.delete(tracked));
+    this.#inFlight.add(tracked);
+  }
+
+  #now(): string {
+    return (this.#deps.now?.() ?? new Date()).toISOString();
+  }
+
+  async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
+    const { store } = this.#deps;
+    const id = req.execution_id;
+    const execution = await this.#deps.retryWrite(`load execution ${id}`, () => store.loadExecution(id));
+    if (!execution) {
+      log.error(`unknown execution ${id}: no row in the execution table (deleted, or ATTUNE__DATABASE__SCHEMA points at another schema); dispatch dropped`);
+      this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      return;
+    }
+    const releaseProblem = checkRelease(req, execution);
+    if (releaseProblem) {
+      await this.#finish(execution, execution.status, 'failed', { succeeded: false, error: releaseProblem }, log);
+      return;
+    }
+    if (execution.status === 'canceling') {
+      await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, error: 'Execution cancelled by user' }, log);
+      return;
+    }
+    if (execution.status === 'running' || TERMINAL.has(execution.status)) {
+      log.warn({ status: execution.status }, `execution ${id} is already ${execution.status}: duplicate dispatch ignored`);
+      this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      return;
+    }
+    const claim = await this.#deps.retryWrite(`mark execution ${id} running`, () => store.markRunning(id));
+    if (!claim.claimed) {
+      log.warn({ status: claim.previous }, `execution ${id} became ${claim.previous} before it could start: not run`);
+      this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      return;
+    }
+    const previous = claim.previous ?? execution.status;
+    this.#deps.publisher.statusChanged({ execution_id: id, action_ref: execution.action_ref, previous_status: previous, new_status: 'running', changed_at: this.#now() });
+
+    let outcome: { status: TerminalStatus; result: Record<string, unknown> };
+    try {
+      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log);
+    } catch (e) {
+      log.error({ err: e }, 'action execution failed before the process could finish');
+      outcome = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };
+    }
+    await this.#finish(execution, 'running', outcome.status, outcome.result, log);
+  }
+
+  async #finishCancelledBeforeStart(req: DispatchRequest, log: Logger): Promise<void> {
+    const execution = await this.#deps.retryWrite(`load execution ${req.execution_id}`, () => this.#deps.store.loadExecution(req.execution_id));
+    if (!execution) {
+      log.error(`unknown execution ${req.execution_id}: cancelled before start, but no row exists`);
+      return;
+    }
+    if (TERMINAL.has(execution.status)) return;
+    await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, cancel_reason: 'user', error: 'Execution cancelled by user', exit_code: null, duration_ms: 0 }, log);
+  }
+
+  async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger): Promise<void> {
+    const id = execution.id;
+    let written: { action: number | null; action_ref: string; result: unknown };
+    try {
+      written = await this.#deps.retryWrite(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result));
+    } catch (e) {
+      log.error({ err: e, status }, `LOST RESULT: could not write the ${status} result of execution ${id}; the row stays ${previous}`);
+      return;
+    }
+    const at = this.#now();
+    this.#deps.publisher.statusChanged({ execution_id: id, action_ref: written.action_ref, previous_status: previous, new_status: status, changed_at: at });
+    if (written.action !== null) {
+      this.#deps.publisher.completed({ execution_id: id, action_id: written.action, action_ref: written.action_ref, status: capitalise(status), result: written.result, completed_at: at });
+    } else {
+      log.warn(`execution ${id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
+    }
+    log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms }, `execution ${id} ${status}`);
+    this.#deps.onFinished?.({ executionId: id, status, durationMs: typeof result.duration_ms === 'number' ? result.duration_ms : undefined });
+  }
+}
+
+/** Attune's `ExecutionStatus` Debug name: `Completed`, `Failed`, `Timeout`, `Cancelled`. */
+export function capitalise(s: string): string {
+  return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+function checkRelease(req: DispatchRequest, e: ExecutionRow): string | null {
+  if (req.release_id != null && e.pack_release != null && Number(req.release_id) !== Number(e.pack_release)) {
+    return `pack release mismatch: the dispatch names release ${req.release_id} but execution ${e.id} is pinned to release ${e.pack_release}; the execution was re-pinned after scheduling — re-run it`;
+  }
+  if (req.release_digest && e.pack_release_digest && req.release_digest !== e.pack_release_digest) {
+    return `pack release digest mismatch: the dispatch names ${req.release_digest} but execution ${e.id} is pinned to ${e.pack_release_digest}; re-run it`;
+  }
+  return null;
+}
