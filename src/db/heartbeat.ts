@@ -43,6 +43,8 @@ export interface HeartbeatState {
   running: boolean;
   /** Time (ms since epoch, per the injected clock) of the last successful beat. */
   lastSuccessAt: number | null;
+  /** Time of the last failed beat (same clock); later than lastSuccessAt while the database is away. */
+  lastFailureAt: number | null;
   consecutiveFailures: number;
   lastError: string | null;
   /** The UPDATE matched no row: someone deleted this worker's row. */
@@ -70,7 +72,7 @@ export class Heartbeat {
   #stopPromise: Promise<void> | null = null;
   #retryMs: number;
   #outageStartedAt: number | null = null;
-  #state: HeartbeatState = { running: false, lastSuccessAt: null, consecutiveFailures: 0, lastError: null, rowMissing: false, beats: 0 };
+  #state: HeartbeatState = { running: false, lastSuccessAt: null, lastFailureAt: null, consecutiveFailures: 0, lastError: null, rowMissing: false, beats: 0 };
 
   constructor(o: HeartbeatOptions) {
     this.#db = o.db;
@@ -155,6 +157,7 @@ export class Heartbeat {
   #onFailure(e: unknown): void {
     const s = this.#state;
     s.consecutiveFailures++;
+    s.lastFailureAt = this.#timers.now();
     s.lastError = this.#describe(e);
     if (s.consecutiveFailures === 1) {
       this.#outageStartedAt = this.#timers.now();

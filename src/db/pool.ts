@@ -127,3 +127,61 @@ export async function verifyDatabase(pool: pg.Pool, schema: string): Promise<voi
     );
   }
 }
+
+/**
+ * What the agent currently believes about the database: down after a retryable failure (a
+ * heartbeat, a result write), up after any success. Used to hold dispatches back (unacked) while
+ * the database is known to be unreachable, instead of acking work that cannot be claimed.
+ */
+export class DbAvailability {
+  readonly #pool: pg.Pool;
+  readonly #now: () => number;
+  readonly #heartbeat: (() => { lastSuccessAt: number | null; lastFailureAt: number | null }) | undefined;
+  #lastFailureAt = 0;
+  #lastSuccessAt = 0;
+
+  constructor(pool: pg.Pool, opts: { heartbeat?: () => { lastSuccessAt: number | null; lastFailureAt: number | null }; now?: () => number } = {}) {
+    this.#pool = pool;
+    this.#heartbeat = opts.heartbeat;
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** True when the latest thing heard from the database (any query here or a heartbeat) was a failure. */
+  get down(): boolean {
+    const hb = this.#heartbeat?.();
+    const failed = Math.max(this.#lastFailureAt, hb?.lastFailureAt ?? 0);
+    const ok = Math.max(this.#lastSuccessAt, hb?.lastSuccessAt ?? 0);
+    return failed > ok;
+  }
+
+  markDown(): void {
+    this.#lastFailureAt = this.#now();
+  }
+
+  markUp(): void {
+    this.#lastSuccessAt = this.#now();
+  }
+
+  /**
+   * Resolve true as soon as the database answers (`SELECT 1`, probed every `probeMs`), false after
+   * `timeoutMs` or when `stop()` returns true (checked between probes).
+   */
+  async waitUp(timeoutMs: number, opts: { probeMs?: number; stop?: () => boolean } = {}): Promise<boolean> {
+    const deadline = this.#now() + timeoutMs;
+    const probeMs = opts.probeMs ?? 500;
+    for (;;) {
+      if (!this.down) return true;
+      if (opts.stop?.()) return false;
+      try {
+        await this.#pool.query({ text: 'SELECT 1', query_timeout: Math.max(probeMs, 2000) } as pg.QueryConfig);
+        this.markUp();
+        return true;
+      } catch {
+        this.markDown();
+      }
+      const left = deadline - this.#now();
+      if (left <= 0 || opts.stop?.()) return false;
+      await new Promise((r) => setTimeout(r, Math.min(probeMs, left)));
+    }
+  }
+}

@@ -94,6 +94,11 @@ export class QueueConsumer<P> {
     return this.#session?.open === true && !this.#stopped;
   }
 
+  /** True once `cancel()` or `close()` was called: no more deliveries will be taken. */
+  get cancelled(): boolean {
+    return this.#cancelling !== null;
+  }
+
   /** Subscribe. Rejects if the first basic.consume fails (e.g. queue missing, 403); later losses are recovered. */
   async start(): Promise<void> {
     if (this.#started) throw new Error(`consumer ${this.#o.consumerTag} already started`);

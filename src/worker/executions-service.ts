@@ -17,7 +17,7 @@ import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
-import { dbError } from '../db/pool.ts';
+import { DbAvailability, dbError } from '../db/pool.ts';
 import { executeAction } from '../execution/execute.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow, RuntimeRow } from '../model.ts';
@@ -68,18 +68,21 @@ export class ExecutionsAgentService implements AgentService {
     const runner: ActionRunner = {
       run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases }),
     };
+    const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
     const service = new ExecutionService({
-      store: pgExecutionStore(ctx.pool),
+      store: pgExecutionStore(ctx.pool, log),
       runner,
       publisher: statusPublisher,
       logger: log,
       maxConcurrentTasks: config.worker.maxConcurrentTasks,
-      retryWrite: retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log),
+      retryWrite: retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability),
       onFinished: this.#hooks.onFinished,
     });
     this.#service = service;
 
-    this.#executions = createExecutionsConsumer(connection, worker.id, config.worker.maxConcurrentTasks, (p) => service.onDispatch(p), log) as QueueConsumer<unknown>;
+    // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
+    const holdWhileDbDown = databaseGate(dbAvailability, config.worker.dbRetryWindowMs, () => this.#executions?.cancelled !== true, log);
+    this.#executions = createExecutionsConsumer(connection, worker.id, config.worker.maxConcurrentTasks, async (p) => ((await holdWhileDbDown(p.execution_id)) ? service.onDispatch(p) : 'nack-requeue'), log) as QueueConsumer<unknown>;
     this.#cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), log) as QueueConsumer<unknown>;
     await this.#executions.start();
     await this.#cancels.start();
@@ -117,11 +120,25 @@ export class ExecutionsAgentService implements AgentService {
   }
 }
 
-function pgExecutionStore(pool: pg.Pool): ExecutionStore {
+function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
+  // Ids whose `running` claim failed in flight: the UPDATE may have committed with its answer lost.
+  const unsure = new Set<number>();
   return {
     loadExecution: (id) => loadExecution(pool, id),
     markRunning: async (id) => {
-      const r = await markRunning(pool, id);
+      let r: Awaited<ReturnType<typeof markRunning>>;
+      try {
+        r = await markRunning(pool, id);
+      } catch (e) {
+        unsure.add(id);
+        throw e;
+      }
+      // A retry that finds the row `running` after an attempt whose answer was lost: that attempt
+      // was ours (this process is the only one handling the id), so the claim stands.
+      if (unsure.delete(id) && !r.claimed && r.previousStatus === 'running') {
+        log.warn({ execution_id: id }, `execution ${id}: the running claim committed before the database connection was lost; continuing with it`);
+        return { claimed: true, previous: null };
+      }
       return { claimed: r.claimed, previous: r.previousStatus };
     },
     writeTerminal: async (id, status, result) => {
@@ -132,26 +149,60 @@ function pgExecutionStore(pool: pg.Pool): ExecutionStore {
   };
 }
 
-/** Database writes survive outages shorter than `worker.db_retry_window`. */
-function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger) {
+/**
+ * Database writes survive outages shorter than `worker.db_retry_window`: retryable failures are
+ * retried with capped exponential backoff until the window (counted from the first failure) is
+ * over. Giving up is logged here with the execution id; the caller logs what is lost.
+ */
+function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger, availability?: DbAvailability) {
   return async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
-    const deadline = Date.now() + windowMs;
+    let deadline = 0;
     let delay = 250;
-    let warned = false;
+    let failures = 0;
+    const executionId = /execution (\d+)/.exec(what)?.[1];
+    const fields = executionId === undefined ? {} : { execution_id: Number(executionId) };
     for (;;) {
       try {
         const v = await fn();
-        if (warned) log.info(`database back: ${what} succeeded`);
+        availability?.markUp();
+        if (failures > 0) log.info({ ...fields, attempts: failures + 1 }, `database back: ${what} succeeded`);
         return v;
       } catch (e) {
         const err = dbError(pool, e, what);
-        if (!err.retryable || Date.now() + delay > deadline) throw err;
-        if (!warned) log.warn({ err: err.message, retry_window_ms: windowMs }, `database unavailable: retrying ${what}`);
-        warned = true;
+        if (!err.retryable) throw err;
+        availability?.markDown();
+        failures++;
+        if (failures === 1) deadline = Date.now() + windowMs;
+        if (Date.now() + delay > deadline) {
+          log.error({ ...fields, err: err.message, attempts: failures, retry_window_ms: windowMs }, `database unreachable for longer than worker.db_retry_window: giving up on ${what}`);
+          throw err;
+        }
+        if (failures === 1) log.warn({ ...fields, err: err.message, retry_window_ms: windowMs }, `database unavailable: retrying ${what}`);
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 5_000);
       }
     }
+  };
+}
+
+/**
+ * Dispatch admission while the database is away: a dispatch is held (not acked, so RabbitMQ keeps it
+ * and the rest of the prefetch waits behind it) until the database answers again. After
+ * max(db_retry_window, 1 s) — capped at 20 min, below RabbitMQ's 30 min consumer timeout — it goes
+ * back to the queue (nack, requeue). A drain (consumer cancelled) ends the hold: the dispatch is handed back.
+ */
+function databaseGate(availability: DbAvailability, windowMs: number, active: () => boolean, log: Logger) {
+  const holdMs = Math.min(Math.max(windowMs, 1_000), 20 * 60_000);
+  return async (executionId: number): Promise<boolean> => {
+    if (!availability.down) return true;
+    log.warn({ execution_id: executionId, hold_ms: holdMs }, `database unreachable: holding dispatch of execution ${executionId} (not acked) until it is back`);
+    const up = await availability.waitUp(holdMs, { stop: () => !active() });
+    if (up) {
+      log.info({ execution_id: executionId }, `database reachable again: taking execution ${executionId}`);
+      return true;
+    }
+    log.warn({ execution_id: executionId }, `database still unreachable: dispatch of execution ${executionId} handed back to the queue (nack, requeue)`);
+    return false;
   };
 }
 

@@ -1,0 +1,226 @@
+/**
+ * Outages, end to end: the BUILT agent (dist/attune-agent) against real PostgreSQL and RabbitMQ.
+ * Both servers are shared with other test files, so they are never stopped: each agent reaches them
+ * through a TCP proxy (test/helpers/proxy.ts) that the test cuts. The test itself (rows, dispatches,
+ * the observer of the agent's messages) talks to the servers directly and sees everything.
+ *
+ * Agent A (db_retry_window 60 s): broker outages in the middle of a burst of executions, and a
+ * database outage shorter than the window. Agent B (db_retry_window 2 s): a database outage longer
+ * than the window.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import type { ChannelModel } from 'amqplib';
+import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
+import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
+import { TcpProxy } from '../helpers/proxy.ts';
+import { createExecution, insertAction, seedCoreRuntimes, startAgent, until, type AgentProcess } from '../harness/platform.ts';
+
+const run = promisify(execFile);
+const MAX_CONCURRENT = 8;
+
+let db: TestDatabase;
+let mq: ChannelModel;
+let collector: Collector;
+let work: string;
+let recordFile: string;
+
+interface Agent {
+  name: string;
+  proc: AgentProcess;
+  workerId: number;
+  mqProxy: TcpProxy;
+  dbProxy: TcpProxy;
+}
+let A: Agent;
+let B: Agent;
+
+async function launch(name: string, retryWindowSec: number): Promise<Agent> {
+  const mqProxy = await TcpProxy.start(Number(new URL(AMQP_URL).port || 5672), new URL(AMQP_URL).hostname);
+  const dbUrl = new URL(db.url);
+  const dbProxy = await TcpProxy.start(Number(dbUrl.port || 5432), dbUrl.hostname);
+  const proc = startAgent({
+    ATTUNE__DATABASE__URL: dbProxy.url(db.url),
+    ATTUNE__DATABASE__SCHEMA: db.schema,
+    ATTUNE__DATABASE__CONNECT_TIMEOUT: '5',
+    ATTUNE__MESSAGE_QUEUE__URL: mqProxy.url(AMQP_URL),
+    ATTUNE__PACKS_BASE_DIR: join(work, 'packs'),
+    ATTUNE__ARTIFACTS_DIR: join(work, `artifacts-${name}`),
+    ATTUNE__RUNTIME_ENVS_DIR: join(work, `envs-${name}`),
+    ATTUNE__WORKER__MAX_CONCURRENT_TASKS: String(MAX_CONCURRENT),
+    ATTUNE__WORKER__HEARTBEAT_INTERVAL: '1',
+    ATTUNE__WORKER__DB_RETRY_WINDOW: String(retryWindowSec),
+    ATTUNE__WORKER__KILL_GRACE_PERIOD: '1',
+    ATTUNE__WORKER__SHUTDOWN_TIMEOUT: '5',
+    ATTUNE__LOG__LEVEL: 'debug',
+    ATTUNE_WORKER_RUNTIMES: 'shell',
+    ATTUNE_WORKER_NAME: name,
+  });
+  await proc.waitForLog((l) => l.msg === 'consuming execution dispatches', `agent ${name} to consume`, 30_000);
+  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  return { name, proc, workerId, mqProxy, dbProxy };
+}
+
+before(async () => {
+  db = await createTestDatabase('e2e_resilience');
+  const runtimeIds = await seedCoreRuntimes(db.pool);
+  work = mkdtempSync(join(tmpdir(), 'attune-e2e-resilience-'));
+  recordFile = join(work, 'started.log');
+  const actions = join(work, 'packs', 'respack', 'actions');
+  mkdirSync(actions, { recursive: true });
+  // Each start of the action appends its execution id: a second run of one execution shows up here.
+  writeFileSync(join(actions, 'record.sh'), `#!/bin/bash\neval "$(cat)"\necho "$ATTUNE_EXEC_ID" >> ${JSON.stringify(recordFile)}\nsleep "\${s:-0.2}"\necho "done $ATTUNE_EXEC_ID"\n`);
+  chmodSync(join(actions, 'record.sh'), 0o755);
+  await insertAction(db.pool, 'respack', { ref: 'respack.record', entrypoint: 'record.sh', runtime: 'shell', parameter_format: 'dotenv' }, runtimeIds);
+  mq = await connectTest('e2e-resilience');
+  collector = await collectExecutionMessages(mq);
+  const tag = `${process.pid}-${Date.now() % 100000}`;
+  [A, B] = await Promise.all([launch(`e2e-res-a-${tag}`, 60), launch(`e2e-res-b-${tag}`, 2)]);
+});
+
+after(async () => {
+  const exits = await Promise.all([A, B].filter(Boolean).map(async (a) => {
+    a.mqProxy.up();
+    a.dbProxy.up();
+    const exit = await a.proc.stop('SIGTERM');
+    await a.mqProxy.close();
+    await a.dbProxy.close();
+    return exit;
+  }));
+  await collector?.close();
+  await mq?.close();
+  await db?.drop();
+  if (work) rmSync(work, { recursive: true, force: true });
+  for (const e of exits) assert.equal(e.code, 0, 'each agent stops cleanly after its outages');
+});
+
+/** Create + dispatch executions of respack.record for `agent`. */
+async function dispatch(agent: Agent, n: number, s = 0.2): Promise<number[]> {
+  const ids: number[] = [];
+  for (let i = 0; i < n; i++) ids.push(await createExecution(db.pool, { actionRef: 'respack.record', workerId: agent.workerId, config: { s } }));
+  for (const id of ids) await publishExecutionRequested(mq, agent.workerId, { execution_id: id, action_ref: 'respack.record', config: { s } });
+  return ids;
+}
+
+const completions = (id: number) => collector.forExecution(id).filter((m) => m.routingKey === 'execution.completed');
+const completedCount = (ids: number[]) => ids.filter((id) => completions(id).length > 0).length;
+
+function starts(): Map<number, number> {
+  const counts = new Map<number, number>();
+  if (!existsSync(recordFile)) return counts;
+  for (const line of readFileSync(recordFile, 'utf8').split('\n').filter(Boolean)) counts.set(Number(line), (counts.get(Number(line)) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * Every execution: row `completed`, the action started exactly once, exactly one ExecutionCompleted
+ * and status messages running → completed (in that order). Duplicates the broker may see when a
+ * publish was in flight at the cut carry the SAME message id (at-least-once republish); they are
+ * counted and reported, and there must be none of anything else.
+ */
+async function assertExactlyOnce(ids: number[], label: string): Promise<{ republished: number }> {
+  const rows = (await db.pool.query<{ id: number; status: string }>('SELECT id, status::text AS status FROM execution WHERE id = ANY($1)', [ids])).rows;
+  const notDone = rows.filter((r) => r.status !== 'completed');
+  assert.deepEqual(notDone, [], `${label}: every row completed`);
+  const started = starts();
+  const wrongStarts = ids.filter((id) => started.get(id) !== 1).map((id) => ({ id, starts: started.get(id) ?? 0 }));
+  assert.deepEqual(wrongStarts, [], `${label}: every action started exactly once`);
+  let republished = 0;
+  for (const id of ids) {
+    const msgs = collector.forExecution(id);
+    const unique = new Map(msgs.map((m) => [m.properties.messageId as string, m]));
+    republished += msgs.length - unique.size;
+    const done = [...unique.values()].filter((m) => m.routingKey === 'execution.completed');
+    assert.equal(done.length, 1, `${label}: exactly one ExecutionCompleted for execution ${id}`);
+    assert.equal(done[0].json!.payload!.status, 'Completed');
+    const statuses = [...unique.values()].filter((m) => m.routingKey === 'execution.status.changed').map((m) => m.json!.payload!.new_status);
+    assert.deepEqual(statuses, ['running', 'completed'], `${label}: status messages of execution ${id}, in order`);
+  }
+  return { republished };
+}
+
+describe('broker outages in the middle of a burst', () => {
+  test('proxy cut for 3 s during 100 executions: each runs once, one terminal row, one completion', async () => {
+    const ids = await dispatch(A, 100);
+    await until('a quarter of the executions completed', () => completedCount(ids) >= 25, 30_000);
+    const before = completedCount(ids);
+    await A.mqProxy.outage(3000);
+    await until('all 100 ExecutionCompleted messages', () => completedCount(ids) === 100, 60_000);
+    await new Promise((r) => setTimeout(r, 500)); // late duplicates would show up here
+    const { republished } = await assertExactlyOnce(ids, 'proxy outage');
+    assert.ok(before < 100, 'the outage happened in the middle of the burst');
+    assert.ok(A.proc.logs.some((l) => /lost the RabbitMQ connection/.test(String(l.msg))), 'the loss was noticed');
+    assert.ok(A.proc.logs.some((l) => l.msg === 'reconnected to RabbitMQ'), 'the agent reconnected');
+    assert.ok(A.mqProxy.refused > 0, 'reconnect attempts were refused while the broker was away');
+    const dups = A.proc.logs.filter((l) => /duplicate/.test(String(l.msg)) && ids.includes(Number(l.execution_id))).length;
+    const held = A.proc.logs.filter((l) => typeof l.msg === 'string' && /published .* after the reconnect|republish/i.test(l.msg)).length;
+    console.log(`# proxy outage: ${before}/100 completed before the cut, ${dups} redelivered dispatches ignored, ${republished} republished duplicates, ${held} republish log lines`);
+  });
+
+  test('rabbitmqctl close_connection of the agent\'s connection during 30 executions', async () => {
+    const ids = await dispatch(A, 30, 0.3);
+    await until('some executions completed', () => completedCount(ids) >= 5, 30_000);
+    const reconnectsBefore = A.proc.logs.filter((l) => l.msg === 'reconnected to RabbitMQ').length;
+    const { stdout } = await run('rabbitmqctl', ['list_connections', 'pid', 'client_properties', '-q', '--no-table-headers']);
+    const line = stdout.split('\n').find((l) => l.includes(`attune-agent ${A.name}`));
+    assert.ok(line, `the agent's connection is listed by rabbitmqctl (connection_name "attune-agent ${A.name}")`);
+    await run('rabbitmqctl', ['close_connection', line.split('\t')[0], 'resilience test']);
+    await until('the reconnect', () => A.proc.logs.filter((l) => l.msg === 'reconnected to RabbitMQ').length > reconnectsBefore, 30_000);
+    await until('all 30 ExecutionCompleted messages', () => completedCount(ids) === 30, 60_000);
+    await new Promise((r) => setTimeout(r, 500));
+    await assertExactlyOnce(ids, 'close_connection');
+  });
+});
+
+describe('database outages', () => {
+  const lastBeat = async (a: Agent): Promise<number> =>
+    ((await db.pool.query<{ t: Date }>('SELECT last_heartbeat AS t FROM worker WHERE id = $1', [a.workerId])).rows[0].t).getTime();
+
+  test('outage shorter than db_retry_window: heartbeats resume, the result is written, a dispatch sent meanwhile runs', async () => {
+    const [running] = await dispatch(A, 1, 2.5);
+    await until('the execution is running', async () => (await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [running])).rows[0].status === 'running');
+    A.dbProxy.goDown();
+    const cutAt = Date.now();
+    // Attune's executor dispatches more while the agent's database link is down.
+    const [meanwhile] = await dispatch(A, 1, 0.1);
+    await until('the agent notices the outage', () => A.proc.logs.some((l) => /heartbeat failed/.test(String(l.msg))), 10_000);
+    await until('the action finished during the outage', () => starts().get(running) === 1 && Date.now() - cutAt > 3500, 10_000);
+    const beatDuringOutage = await lastBeat(A);
+    assert.ok(beatDuringOutage <= cutAt + 50, 'no heartbeat reached the database during the outage');
+    assert.equal((await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [meanwhile])).rows[0].status, 'scheduled', 'the dispatch sent during the outage waits');
+    A.dbProxy.up();
+    const upAt = Date.now();
+    await until('heartbeats resume', async () => (await lastBeat(A)) > upAt - 50, 10_000);
+    await until('both executions complete', () => completions(running).length === 1 && completions(meanwhile).length === 1, 20_000);
+    await assertExactlyOnce([running, meanwhile], 'db outage');
+    assert.ok(A.proc.logs.some((l) => l.msg === 'heartbeat recovered: database reachable again'));
+    assert.ok(A.proc.logs.some((l) => /database back/.test(String(l.msg))), 'the result write was retried until the database came back');
+    await until('two more heartbeats', async () => (await lastBeat(A)) > upAt + 1000, 10_000);
+  });
+
+  test('outage longer than db_retry_window: the lost result is logged with its execution id, dispatches are not lost, the agent keeps serving', async () => {
+    const [lost] = await dispatch(B, 1, 1);
+    await until('the execution is running', async () => (await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [lost])).rows[0].status === 'running');
+    B.dbProxy.goDown();
+    const entry = await B.proc.waitForLog((l) => l.execution_id === lost && /LOST RESULT/.test(String(l.msg)), 'the lost result to be logged', 15_000);
+    assert.equal(entry.level, 'error');
+    const [heldBack] = await dispatch(B, 1, 0.1);
+    await B.proc.waitForLog((l) => l.execution_id === heldBack && /database unreachable/.test(String(l.msg)), 'the dispatch to be held back', 10_000);
+    await new Promise((r) => setTimeout(r, 3000)); // longer than the window: the held dispatch goes back to the queue
+    assert.ok(B.proc.logs.some((l) => l.execution_id === heldBack && /handed back to the queue \(nack, requeue\)/.test(String(l.msg))), 'after the window the held dispatch went back to the queue (not acked, not dropped)');
+    B.dbProxy.up();
+    const [after] = await dispatch(B, 1, 0.1);
+    await until('the held-back and the new execution complete', () => completions(heldBack).length === 1 && completions(after).length === 1, 30_000);
+    await assertExactlyOnce([heldBack, after], 'after a long db outage');
+    assert.equal(B.proc.child.exitCode, null, 'the agent is still running');
+    // The lost one: its action ran once; its row could not be written (it stays running until a restart recovers it).
+    assert.equal(starts().get(lost), 1);
+    assert.equal((await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [lost])).rows[0].status, 'running');
+    assert.equal(completions(lost).length, 0, 'no completion for a result that is not in the database');
+  });
+});
