@@ -102,7 +102,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.probe_timeout', type: int(1, 300), default: 5, doc: 'Seconds each interpreter version probe may take (agent extension).' },
   { key: 'worker.kill_grace_period', type: int(0, 3600), default: 10, doc: 'Seconds between SIGTERM and SIGKILL of an action\'s process group (agent extension).' },
   { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of /healthz, /readyz, /metrics (0 = off; agent extension).' },
-  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds result writes are retried while the database is unreachable (agent extension).' },
+  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds an execution\'s database reads/writes are retried, and a dispatch is held unacked, while the database is unreachable (agent extension).' },
 ];
 
 export const OPTION_BY_KEY: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.key, o]));

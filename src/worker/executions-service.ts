@@ -65,17 +65,18 @@ export class ExecutionsAgentService implements AgentService {
 
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
     const verifiedReleases = new Set<string>();
-    const runner: ActionRunner = {
-      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases }),
-    };
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
+    const retry = retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability);
+    const runner: ActionRunner = {
+      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry }),
+    };
     const service = new ExecutionService({
       store: pgExecutionStore(ctx.pool, log),
       runner,
       publisher: statusPublisher,
       logger: log,
       maxConcurrentTasks: config.worker.maxConcurrentTasks,
-      retryWrite: retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability),
+      retryWrite: retry,
       onFinished: this.#hooks.onFinished,
     });
     this.#service = service;
@@ -135,6 +136,7 @@ function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
       }
       // A retry that finds the row `running` after an attempt whose answer was lost: that attempt
       // was ours (this process is the only one handling the id), so the claim stands.
+      if (unsure.size > 10_000) unsure.clear(); // only claims given up on stay behind
       if (unsure.delete(id) && !r.claimed && r.previousStatus === 'running') {
         log.warn({ execution_id: id }, `execution ${id}: the running claim committed before the database connection was lost; continuing with it`);
         return { claimed: true, previous: null };
@@ -211,16 +213,18 @@ async function runExecution(
   execution: ExecutionRow,
   signal: AbortSignal,
   log: Logger,
-  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string> },
+  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string>; retry: ReturnType<typeof retryingWrite> },
 ): ReturnType<ActionRunner['run']> {
+  // Reads before the start survive a database blip like the writes do (within worker.db_retry_window).
+  const read = <T>(what: string, fn: () => Promise<T>): Promise<T> => deps.retry(`${what} of execution ${execution.id}`, fn);
   const snapshot = execution.executable_snapshot?.executable ?? null;
-  const action: ActionRow | null = snapshot?.action ?? (await loadAction(pool, { id: execution.action, ref: execution.action_ref }));
+  const action: ActionRow | null = snapshot?.action ?? (await read('load the action', () => loadAction(pool, { id: execution.action, ref: execution.action_ref })));
   if (!action) {
     return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
   }
-  const runtime: RuntimeRow | null = snapshot?.runtime ?? (action.runtime != null ? await loadRuntime(pool, action.runtime) : null);
-  const runtimeVersions = snapshot?.runtime_versions?.length ? snapshot.runtime_versions : runtime ? await listRuntimeVersions(pool, runtime.id) : [];
-  const enforcement = execution.enforcement != null ? await loadEnforcement(pool, execution.enforcement) : null;
+  const runtime: RuntimeRow | null = snapshot?.runtime ?? (action.runtime != null ? await read('load the runtime', () => loadRuntime(pool, action.runtime!)) : null);
+  const runtimeVersions = snapshot?.runtime_versions?.length ? snapshot.runtime_versions : runtime ? await read('list runtime versions', () => listRuntimeVersions(pool, runtime.id)) : [];
+  const enforcement = execution.enforcement != null ? await read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null;
   const out = await executeAction({
     execution, action, runtime, runtimeVersions, enforcement,
     config: deps.ctx.config,

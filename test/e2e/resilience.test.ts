@@ -183,13 +183,13 @@ describe('database outages', () => {
 
   test('outage shorter than db_retry_window: heartbeats resume, the result is written, a dispatch sent meanwhile runs', async () => {
     const [running] = await dispatch(A, 1, 2.5);
-    await until('the execution is running', async () => (await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [running])).rows[0].status === 'running');
+    await until('the action process started', () => starts().get(running) === 1);
     A.dbProxy.goDown();
     const cutAt = Date.now();
     // Attune's executor dispatches more while the agent's database link is down.
     const [meanwhile] = await dispatch(A, 1, 0.1);
     await until('the agent notices the outage', () => A.proc.logs.some((l) => /heartbeat failed/.test(String(l.msg))), 10_000);
-    await until('the action finished during the outage', () => starts().get(running) === 1 && Date.now() - cutAt > 3500, 10_000);
+    await until('the action to finish during the outage', () => Date.now() - cutAt > 3500, 10_000);
     const beatDuringOutage = await lastBeat(A);
     assert.ok(beatDuringOutage <= cutAt + 50, 'no heartbeat reached the database during the outage');
     assert.equal((await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [meanwhile])).rows[0].status, 'scheduled', 'the dispatch sent during the outage waits');
@@ -205,7 +205,7 @@ describe('database outages', () => {
 
   test('outage longer than db_retry_window: the lost result is logged with its execution id, dispatches are not lost, the agent keeps serving', async () => {
     const [lost] = await dispatch(B, 1, 1);
-    await until('the execution is running', async () => (await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [lost])).rows[0].status === 'running');
+    await until('the action process started', () => starts().get(lost) === 1);
     B.dbProxy.goDown();
     const entry = await B.proc.waitForLog((l) => l.execution_id === lost && /LOST RESULT/.test(String(l.msg)), 'the lost result to be logged', 15_000);
     assert.equal(entry.level, 'error');

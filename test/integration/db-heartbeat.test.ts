@@ -2,7 +2,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/pg.ts';
-import { createPool, dbError } from '../../src/db/pool.ts';
+import { DbAvailability, createPool, dbError } from '../../src/db/pool.ts';
+import { TcpProxy } from '../helpers/proxy.ts';
 import { deregisterWorker, registerWorker } from '../../src/db/registration.ts';
 import { Heartbeat } from '../../src/db/heartbeat.ts';
 import type { Logger } from '../../src/observe/logger.ts';
@@ -122,4 +123,40 @@ test('after stop + deregister the row stays inactive: no late beat flips it back
   await waitFor('2.5 heartbeat intervals to pass', () => Date.now() - stoppedAt > 2500, { timeoutMs: 5000 });
   assert.equal((await db.pool.query('SELECT status FROM worker WHERE id = $1', [w.id])).rows[0].status, 'inactive');
   assert.equal(hb.state().beats, beats);
+});
+
+test('DbAvailability: down once a beat fails; waitUp holds until the database answers again', async () => {
+  const w = await registerWorker(db.pool, { name: 'hb-availability', workerType: 'local', runtimeId: null, host: 'h', port: null, capabilities: {} });
+  const u = new URL(db.url);
+  const proxy = await TcpProxy.start(Number(u.port || 5432), u.hostname);
+  const pool = createPool(db.dbConfig({ url: proxy.url(db.url), connectTimeoutMs: 1000 }));
+  const hb = new Heartbeat({ db: pool, workerId: w.id, intervalMs: 1000, log: captureLog().log });
+  const availability = new DbAvailability(pool, { heartbeat: () => hb.state() });
+  hb.start();
+  try {
+    await waitFor('first beat', () => hb.state().beats >= 1, { timeoutMs: 5000 });
+    assert.equal(availability.down, false);
+    assert.equal(await availability.waitUp(1000), true, 'no wait while up');
+    proxy.goDown();
+    await waitFor('the failed beat to mark the database down', () => availability.down, { timeoutMs: 5000 });
+    const t0 = Date.now();
+    assert.equal(await availability.waitUp(800, { probeMs: 200 }), false, 'still down after the timeout');
+    assert.ok(Date.now() - t0 >= 700, 'it waited (probing) for the timeout');
+    let stop = false;
+    setTimeout(() => (stop = true), 300);
+    const t1 = Date.now();
+    assert.equal(await availability.waitUp(10_000, { probeMs: 100, stop: () => stop }), false, 'stop() ends the wait');
+    assert.ok(Date.now() - t1 < 2000);
+    const waiting = availability.waitUp(10_000, { probeMs: 100 });
+    setTimeout(() => proxy.up(), 500);
+    const t2 = Date.now();
+    assert.equal(await waiting, true, 'resolves once the database answers');
+    assert.ok(Date.now() - t2 < 3000);
+    assert.equal(availability.down, false);
+    assert.ok(proxy.refused > 0, 'probes were refused while down');
+  } finally {
+    await hb.stop();
+    await pool.end();
+    await proxy.close();
+  }
 });
