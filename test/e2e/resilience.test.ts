@@ -221,6 +221,26 @@ describe('database outages', () => {
     await until('two more heartbeats', async () => (await lastBeat(A)) > upAt + 1000, 10_000);
   });
 
+  test('the answer to the running claim is lost in a cut: the claim is kept, the execution runs once', async () => {
+    let armed = true;
+    A.dbProxy.onClientData = (chunk, conn) => {
+      if (!armed || !chunk.includes("SET status = 'running'")) return;
+      armed = false;
+      conn.dropResponses(); // PostgreSQL commits the claim; the agent never sees the reply
+      setTimeout(() => A.dbProxy.goDown(1000), 300);
+    };
+    try {
+      const [id] = await dispatch(A, 1, 0.1);
+      await until('the execution completes', () => completions(id).length === 1, 20_000);
+      assert.equal(armed, false, 'the claim went through the proxy');
+      await assertExactlyOnce([id], 'lost claim answer');
+      assert.ok(A.proc.logs.some((l) => l.execution_id === id && /running claim committed before the database connection was lost/.test(String(l.msg))));
+    } finally {
+      A.dbProxy.onClientData = null;
+      A.dbProxy.up();
+    }
+  });
+
   test('outage longer than db_retry_window: the lost result is logged with its execution id, dispatches are not lost, the agent keeps serving', async () => {
     const [lost] = await dispatch(B, 1, 1);
     await until('the action process started', () => starts().get(lost) === 1);

@@ -24,6 +24,12 @@ export class TcpProxy {
   accepted = 0;
   /** Connections reset at once because the proxy was down. */
   refused = 0;
+  /**
+   * Sees every chunk a client sends (after it is forwarded). `conn.dropResponses()` makes the proxy
+   * swallow everything the server sends back on that connection from then on: the server acts on
+   * the request, the client never hears the answer (a cut between commit and reply).
+   */
+  onClientData: ((chunk: Buffer, conn: { dropResponses(): void }) => void) | null = null;
 
   private constructor(server: net.Server, targetHost: string, targetPort: number) {
     this.#server = server;
@@ -114,6 +120,13 @@ export class TcpProxy {
     this.#pairs.add(pair);
     client.pipe(upstream);
     upstream.pipe(client);
+    const conn = {
+      dropResponses: (): void => {
+        upstream.unpipe(client);
+        upstream.on('data', () => undefined); // keep reading, into the void
+      },
+    };
+    client.on('data', (chunk: Buffer) => this.onClientData?.(chunk, conn));
     const done = (): void => {
       if (!this.#pairs.delete(pair)) return;
       client.destroy();
