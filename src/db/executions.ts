@@ -5,6 +5,7 @@
  */
 import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Queryable } from './pool.ts';
+import { collectAfterLargeRelease } from '../execution/memory.ts';
 
 export const EXECUTION_COLUMNS = [
   'id', 'action', 'action_ref', 'pack_release', 'pack_release_digest', 'executable_snapshot', 'config', 'env_vars',
@@ -159,14 +160,24 @@ export interface TerminalWrite {
 /**
  * The one terminal write (§5.2 step 7). Unconditional like Attune's (the worker's outcome is
  * authoritative); `previous_status` tells the caller what it replaced. Null when the row is gone.
+ *
+ * `result` in the answer is the value written, not the column read back: for JSON made by
+ * JSON.stringify the stored jsonb is the same JSON value (jsonb only reorders object keys and drops
+ * whitespace), and reading back a result with 10 MiB of captured output would cost another two
+ * copies of it (the text on the wire and the parsed object) for nothing. A large result's copies
+ * are collected right after the write (execution/memory.ts).
  */
 export async function writeTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<TerminalWrite | null> {
-  const { rows } = await db.query<TerminalWrite>(
+  const json = result === undefined ? null : JSON.stringify(result);
+  const { rows } = await db.query<Omit<TerminalWrite, 'result'>>(
     `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE)
      UPDATE execution e SET status = $2::execution_status_enum, result = $3::jsonb, updated = now()
        FROM prev WHERE e.id = prev.id
-     RETURNING e.id, e.action, e.action_ref, e.status, e.result, prev.status AS previous_status, e.started_at, e.updated`,
-    [id, status, result === undefined ? null : JSON.stringify(result)],
+     RETURNING e.id, e.action, e.action_ref, e.status, prev.status AS previous_status, e.started_at, e.updated`,
+    [id, status, json],
   );
-  return rows[0] ?? null;
+  // The JSON text and the driver's copies of it (wire buffers) are garbage now.
+  collectAfterLargeRelease(json?.length ?? 0);
+  const row = rows[0];
+  return row ? { ...row, result: result === undefined ? null : result } : null;
 }

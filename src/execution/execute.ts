@@ -18,6 +18,7 @@ import { chooseRuntimeVersion } from './runtime-version.ts';
 import { runProcess, type RunLogger } from './runner.ts';
 import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
 import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
+import { collectAfterLargeRelease } from './memory.ts';
 
 export type ExecuteConfig = Pick<Config,
   'packsBaseDir' | 'runtimeEnvsDir' | 'artifactsDir' | 'apiUrl' | 'defaultExecutionTimeoutMs'> & {
@@ -134,6 +135,8 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
         log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
     }
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
+    // The capture buffers (and a parsed stdout's text) are garbage now.
+    collectAfterLargeRelease(run.stdout.length + run.stderr.length);
     return { status: outcome.status, result: outcome.result, durationMs: run.durationMs };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.

@@ -93,11 +93,15 @@ export function decideOutcome(run: RunFacts, opts: OutcomeOptions): Outcome {
 }
 
 /**
- * PostgreSQL JSONB rejects U+0000 (`\u0000`), which binary action output easily contains: the
- * result written to `execution.result` carries U+FFFD instead (result.json keeps the original).
+ * PostgreSQL JSONB rejects U+0000 (`\u0000`), which binary action output easily contains, and lone
+ * surrogates (`"\ud800"` parses in JS but not in PostgreSQL): the result written to
+ * `execution.result` carries U+FFFD instead (result.json keeps the original).
  */
 export function jsonbSafe(value: unknown): unknown {
-  if (typeof value === 'string') return value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
+  if (typeof value === 'string') {
+    const s = value.includes('\0') ? value.replaceAll('\0', '\uFFFD') : value;
+    return s.isWellFormed() ? s : s.toWellFormed();
+  }
   if (Array.isArray(value)) return value.map(jsonbSafe);
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};

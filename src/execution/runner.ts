@@ -8,7 +8,8 @@
  * whatever is left of the process group is SIGKILLed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Writable } from 'node:stream';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
@@ -108,12 +109,10 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   const pid = child.pid!;
   child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
 
-  const outSink = new OutputSink(new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
-  const errSink = new OutputSink(new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
-  const outDone = finished(outSink);
-  const errDone = finished(errSink);
-  child.stdout!.pipe(outSink);
-  child.stderr!.pipe(errSink);
+  const outPump = new OutputPump(child.stdout!, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
+  const errPump = new OutputPump(child.stderr!, new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
+  const outDone = outPump.done;
+  const errDone = errPump.done;
 
   let stdinError: RunResult['stdinError'] = null;
   child.stdin!.on('error', (e: NodeJS.ErrnoException) => {
@@ -158,18 +157,15 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   if (!drained) {
     log.warn({ pid, finalization_ms: finalizationMs }, 'action output pipes still open after exit (a background process held them); logs are incomplete');
     if (!(await within(Promise.all([outDone, errDone]), POST_KILL_DRAIN_MS))) {
-      for (const [src, sink] of [[child.stdout!, outSink], [child.stderr!, errSink]] as const) {
-        src.unpipe(sink);
-        src.destroy();
-        if (!sink.writableEnded) sink.end();
-      }
+      outPump.abandon();
+      errPump.abandon();
       await Promise.all([outDone, errDone]);
     }
   }
   await closeFiles();
 
-  const out = outSink.capture.result();
-  const err = errSink.capture.result();
+  const out = outPump.capture.result();
+  const err = errPump.capture.result();
   const timedOut = terminating === 'timeout';
   const cancelled = terminating === 'cancel' || terminating === 'shutdown' ? terminating : null;
   return {
@@ -303,41 +299,86 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   }
 }
 
-function finished(w: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    if (w.writableFinished) return resolve();
-    w.once('finish', () => resolve());
-    w.once('close', () => resolve());
-  });
-}
-
-/** Feeds one pipe into the bounded capture, its log file and the optional mirror (backpressured). */
-class OutputSink extends Writable {
+/**
+ * Feeds one pipe into the bounded capture, its log file and the optional mirror.
+ *
+ * Memory: a stream `data` event carries a freshly allocated buffer per read (64 KiB), garbage as
+ * soon as it is copied or dropped; an action writing 1 GiB made ~60 MB of such garbage pile up
+ * before V8 collected it. Instead the pipe's handle is adopted by a socket with `onread`: libuv
+ * reads into ONE reused 64 KiB buffer, the capture copies what it keeps, the rest costs nothing.
+ * Reading never pauses: what waits for the log file is only what the capture kept (≤ its limit),
+ * written in order from the capture's own memory.
+ */
+class OutputPump {
   readonly capture: BoundedCapture;
+  /** Resolves once the pipe reached EOF (or was abandoned) and the log file writes are done. */
+  readonly done: Promise<void>;
+  readonly #source: Readable;
   #file: FileHandle | null;
-  #mirror: NodeJS.WritableStream | null;
-  #errors: string[];
+  readonly #mirror: NodeJS.WritableStream | null;
+  readonly #errors: string[];
+  #writes: Promise<void> = Promise.resolve();
 
-  constructor(capture: BoundedCapture, file: FileHandle | null, mirror: NodeJS.WritableStream | null, errors: string[]) {
-    super({ highWaterMark: 64 * 1024 });
+  constructor(pipe: Readable, capture: BoundedCapture, file: FileHandle | null, mirror: NodeJS.WritableStream | null, errors: string[]) {
     this.capture = capture;
     this.#file = file;
     this.#mirror = mirror;
     this.#errors = errors;
+    const adopted = adoptWithReadBuffer(pipe, (n, buf) => {
+      this.#take(buf.subarray(0, n));
+      return true;
+    });
+    this.#source = adopted ?? pipe;
+    if (!adopted) pipe.on('data', (chunk: Buffer) => this.#take(chunk));
+    const source = this.#source;
+    const ended = new Promise<void>((resolve) => {
+      source.once('end', resolve);
+      source.once('close', resolve);
+      source.once('error', () => resolve());
+    });
+    this.done = ended.then(() => this.#writes);
   }
 
-  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (error?: Error | null) => void): void {
-    const kept = this.capture.write(chunk);
-    if (kept.length === 0) return cb();
-    if (this.#mirror) this.#mirror.write(kept);
-    if (!this.#file) return cb();
-    this.#file.appendFile(kept).then(
-      () => cb(),
-      (e: Error) => {
-        this.#errors.push(`writing ${this.capture.stream} log failed: ${e.message}`);
-        this.#file = null;
-        cb();
-      },
-    );
+  /** Stop reading (a background process keeps the pipe open): whatever it still writes is lost. */
+  abandon(): void {
+    this.#source.destroy();
   }
+
+  #take(chunk: Uint8Array): void {
+    const kept = this.capture.write(chunk);
+    if (kept.length === 0) return;
+    if (this.#mirror) this.#mirror.write(kept);
+    if (this.#file) this.#writes = this.#writes.then(() => this.#append(kept));
+  }
+
+  async #append(bytes: Buffer): Promise<void> {
+    const file = this.#file;
+    if (!file) return;
+    try {
+      for (let off = 0; off < bytes.length;) off += (await file.write(bytes, off, bytes.length - off)).bytesWritten;
+    } catch (e) {
+      this.#errors.push(`writing ${this.capture.stream} log failed: ${(e as Error).message}`);
+      this.#file = null;
+    }
+  }
+}
+
+const READ_BUFFER_BYTES = 64 * 1024;
+
+/**
+ * Move a child-process pipe's handle to a socket that reads into one reused buffer (net.Socket's
+ * `onread`); the original stream is detached from the handle and destroyed. Null when this Node
+ * does not expose what is needed (the caller then reads the stream normally).
+ */
+function adoptWithReadBuffer(pipe: Readable, onChunk: (n: number, buf: Buffer) => boolean): Socket | null {
+  const original = pipe as Socket & { _handle?: { useUserBuffer?: unknown } | null };
+  const handle = original._handle;
+  if (!(pipe instanceof Socket) || !handle || typeof handle.useUserBuffer !== 'function' || pipe.readableLength > 0) return null;
+  const adopted = new Socket({
+    handle, readable: true, writable: false,
+    onread: { buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), callback: onChunk },
+  } as unknown as ConstructorParameters<typeof Socket>[0]);
+  original._handle = null; // the original no longer touches the handle ...
+  original.destroy(); // ... and just closes (ChildProcess counts that 'close')
+  return adopted;
 }

@@ -188,7 +188,7 @@ describe('outputs and failures', () => {
     assert.match(String(noInterp.result.error), /detected: .*shell/);
   });
 
-  test('50 MB of output is truncated with a notice; the agent\'s memory stays bounded', async () => {
+  test('50 MB of output is truncated with a notice; the agent\'s memory stays bounded', async (t) => {
     const pid = agent.child.pid!;
     writeFileSync(`/proc/${pid}/clear_refs`, '5'); // reset the peak-RSS counter (VmHWM) to the current RSS
     const rssBefore = vmRssKb(pid);
@@ -198,6 +198,7 @@ describe('outputs and failures', () => {
     assert.ok(stdout.endsWith('\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n'));
     assert.equal(Buffer.byteLength(stdout), 10 * 1024 * 1024 - 128 + '\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n'.length);
     const grewMb = (vmHwmKb(pid) - rssBefore) / 1024;
+    t.diagnostic(`agent peak RSS grew by ${grewMb.toFixed(1)} MB (RSS before ${(rssBefore / 1024).toFixed(1)} MB)`);
     assert.ok(grewMb < 64, `agent peak RSS grew by ${grewMb.toFixed(1)} MB for 50 MB of output (cap 10 MiB)`);
   });
 

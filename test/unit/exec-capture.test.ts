@@ -55,3 +55,19 @@ test('invalid UTF-8 is decoded lossily, never throws', () => {
   c.write(Buffer.from([0x6f, 0x6b, 0xff, 0xfe, 0x00, 0xc3, 0x28]));
   assert.equal(c.result().text, 'ok\uFFFD\uFFFD\u0000\uFFFD(');
 });
+
+test('growth past the first buffers keeps the content and earlier returned slices intact; chunks may be reused by the caller', () => {
+  const c = new BoundedCapture('stdout', 4 * 1024 * 1024);
+  const chunk = Buffer.alloc(700 * 1024);
+  const returned: Buffer[] = [];
+  for (let i = 0; i < 5; i++) {
+    chunk.fill(0x61 + i); // the caller reuses its buffer (like the runner's read buffer)
+    returned.push(c.write(chunk));
+  }
+  returned.forEach((r, i) => assert.ok(r.length === chunk.length && r.every((b) => b === 0x61 + i), `slice ${i} unchanged`));
+  const text = c.result().text;
+  assert.equal(text.length, 5 * 700 * 1024);
+  for (let i = 0; i < 5; i++) assert.equal(text[i * 700 * 1024], String.fromCharCode(0x61 + i));
+  assert.equal(c.write(Buffer.from('late')).length, 0, 'sealed after result()');
+  assert.equal(c.result().text, text);
+});

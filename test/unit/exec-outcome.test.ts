@@ -109,6 +109,12 @@ test('NUL characters never reach the JSONB result', () => {
   assert.deepEqual(Object.keys(proto), ['__proto__']);
 });
 
+test('lone surrogates (valid in JS, rejected by PostgreSQL JSONB) become U+FFFD', () => {
+  const data = JSON.parse('{"s": "a\\ud800b", "ok": "\\ud83d\\ude00"}') as unknown;
+  const o = decideOutcome({ ...base, stdout: JSON.stringify(data) }, { ...opts, outputFormat: 'json' });
+  assert.deepEqual(o.result.data, { s: 'a\uFFFDb', ok: '\u{1F600}' });
+});
+
 test('preparation and execution failure helpers', () => {
   assert.deepEqual(preparationFailure('env_vars must be an object').result, {
     succeeded: false, error: 'Failed to prepare execution context: env_vars must be an object',
