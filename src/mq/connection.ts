@@ -144,6 +144,9 @@ export class MqConnection extends EventEmitter<Events> {
     this.#attempts++;
     const model = await connect(this.#opts.url, {
       timeout: this.#opts.connectTimeoutMs ?? 10_000,
+      // TCP_NODELAY: a status message written right after another must not wait ~40 ms for the
+      // broker's delayed ACK (Nagle): it made dispatch → ExecutionCompleted ~45 ms instead of ~15 ms.
+      noDelay: true,
       clientProperties: { connection_name: this.#opts.connectionName ?? 'attune-agent' },
       ...(this.#opts.heartbeatSec !== undefined ? { heartbeat: this.#opts.heartbeatSec } : {}),
     } as Parameters<typeof connect>[1]);
