@@ -10,10 +10,10 @@ export interface Command { cmd: string; args: readonly string[]; env?: Record<st
 export interface Figure {
   name: string;
   value: number;
-  unit: 'ms' | 'MB';
+  unit: 'ms' | 'MB' | 'exec/s';
   floor?: { name: string; value: number };
-  /** Upper bound for value/floor (ratio) or for the value itself. */
-  target?: { maxRatio?: number; maxValue?: number };
+  /** Bounds for value/floor (ratio) or for the value itself. */
+  target?: { maxRatio?: number; minRatio?: number; maxValue?: number };
   note?: string;
 }
 

@@ -10,8 +10,9 @@
 import { parseArgs } from 'node:util';
 import type { BenchSection, Figure } from './lib.ts';
 import { executableSection } from './sections/executable.ts';
+import { executionsSection } from './sections/executions.ts';
 
-const SECTIONS: readonly BenchSection[] = [executableSection];
+const SECTIONS: readonly BenchSection[] = [executableSection, executionsSection];
 
 interface Verdict { ratio?: number; ok?: boolean; target?: string }
 
@@ -23,6 +24,10 @@ function judge(f: Figure): Verdict {
   if (f.target.maxRatio !== undefined && ratio !== undefined) {
     checks.push(ratio <= f.target.maxRatio);
     parts.push(`≤ ${f.target.maxRatio.toFixed(2)}×`);
+  }
+  if (f.target.minRatio !== undefined && ratio !== undefined) {
+    checks.push(ratio >= f.target.minRatio);
+    parts.push(`≥ ${f.target.minRatio.toFixed(2)}×`);
   }
   if (f.target.maxValue !== undefined) {
     checks.push(f.value <= f.target.maxValue);
@@ -44,7 +49,7 @@ function table(title: string, figures: readonly Figure[]): string {
       f.floor ? `${f.floor.name}: ${fmt(f.floor.value, f.unit)}` : '',
       v.ratio !== undefined ? `${v.ratio.toFixed(2)}×` : '',
       v.target ?? '',
-      v.ok === undefined ? '' : v.ok ? 'ok' : 'MISSED',
+      v.ok === undefined ? '' : v.ok ? 'PASS' : 'MISS',
     ];
   });
   const head = ['figure', 'value', 'floor (same run)', 'ratio', 'target', ''];

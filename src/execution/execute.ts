@@ -99,7 +99,8 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     }
 
     const paths = executionLogPaths(config.artifactsDir, execution.id);
-    const logsDir = await ensureSharedDir(paths.dir).then(() => true, (e: Error) => {
+    // Made while the process starts (runProcess waits for it only to create the log files).
+    const logsDirReady = ensureSharedDir(paths.dir).then(() => true, (e: Error) => {
       log.warn({ execution_id: execution.id, err: e.message }, `cannot create ${paths.dir}; action output is kept in the result only`);
       return false;
     });
@@ -115,12 +116,14 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       logFinalizationTimeoutMs: input.logFinalizationTimeoutMs,
       maxStdoutBytes: config.worker.maxStdoutBytes,
       maxStderrBytes: config.worker.maxStderrBytes,
-      stdoutLogPath: logsDir ? paths.stdout : null,
-      stderrLogPath: logsDir ? paths.stderr : null,
+      stdoutLogPath: paths.stdout,
+      stderrLogPath: paths.stderr,
+      logDirReady: logsDirReady,
       mirrorStdout: config.log.mirrorStdout ? process.stdout : null,
       mirrorStderr: config.log.mirrorStderr ? process.stderr : null,
     }, { signal: input.signal, logger: log });
 
+    const logsDir = await logsDirReady;
     if (run.kind === 'spawn-error') return done(executionFailure(run.message));
     for (const e of run.logErrors) log.warn({ execution_id: execution.id }, e);
 

@@ -32,6 +32,8 @@ export interface RunSpec {
   /** Log files that receive the same bounded bytes as the capture (created/truncated here). */
   stdoutLogPath?: string | null;
   stderrLogPath?: string | null;
+  /** Resolves false when the log files' directory could not be made (no files then, no error). */
+  logDirReady?: Promise<boolean>;
   /** Copy the bounded output here too (`log.mirror_runtime_*`). */
   mirrorStdout?: NodeJS.WritableStream | null;
   mirrorStderr?: NodeJS.WritableStream | null;
@@ -92,10 +94,14 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   if (signal?.aborted) return cancelledBeforeStart(cancelReason(signal));
 
   const logErrors: string[] = [];
-  const stdoutFile = await openOptional(spec.stdoutLogPath, logErrors);
-  const stderrFile = await openOptional(spec.stderrLogPath, logErrors);
+  // The log files are created while the process starts (not before: that was two sequential
+  // open+fchmod round trips to the thread pool on every execution's critical path); what the
+  // action writes meanwhile waits in the capture, which holds it anyway.
+  const stdoutFile = openOptional(spec.stdoutLogPath, spec.logDirReady, logErrors);
+  const stderrFile = openOptional(spec.stderrLogPath, spec.logDirReady, logErrors);
   const closeFiles = async () => {
-    await Promise.allSettled([stdoutFile?.close(), stderrFile?.close()]);
+    const files = await Promise.all([stdoutFile, stderrFile]);
+    await Promise.allSettled(files.map((f) => f?.close()));
   };
 
   let child: ChildProcess;
@@ -276,8 +282,8 @@ function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
   }
 }
 
-async function openOptional(path: string | null | undefined, errors: string[]): Promise<FileHandle | null> {
-  if (!path) return null;
+async function openOptional(path: string | null | undefined, dirReady: Promise<boolean> | undefined, errors: string[]): Promise<FileHandle | null> {
+  if (!path || (dirReady && !(await dirReady))) return null;
   try {
     return await openLogFile(path);
   } catch (e) {
@@ -314,14 +320,17 @@ class OutputPump {
   /** Resolves once the pipe reached EOF (or was abandoned) and the log file writes are done. */
   readonly done: Promise<void>;
   readonly #source: Readable;
-  #file: FileHandle | null;
+  #file: FileHandle | null = null;
+  #fileFailed = false;
   readonly #mirror: NodeJS.WritableStream | null;
   readonly #errors: string[];
   #writes: Promise<void> = Promise.resolve();
 
-  constructor(pipe: Readable, capture: BoundedCapture, file: FileHandle | null, mirror: NodeJS.WritableStream | null, errors: string[]) {
+  constructor(pipe: Readable, capture: BoundedCapture, file: Promise<FileHandle | null>, mirror: NodeJS.WritableStream | null, errors: string[]) {
     this.capture = capture;
-    this.#file = file;
+    this.#writes = file.then((f) => {
+      this.#file = f;
+    });
     this.#mirror = mirror;
     this.#errors = errors;
     const adopted = adoptWithReadBuffer(pipe, (n, buf) => {
@@ -348,7 +357,7 @@ class OutputPump {
     const kept = this.capture.write(chunk);
     if (kept.length === 0) return;
     if (this.#mirror) this.#mirror.write(kept);
-    if (this.#file) this.#writes = this.#writes.then(() => this.#append(kept));
+    if (!this.#fileFailed) this.#writes = this.#writes.then(() => this.#append(kept));
   }
 
   async #append(bytes: Buffer): Promise<void> {
@@ -359,6 +368,7 @@ class OutputPump {
     } catch (e) {
       this.#errors.push(`writing ${this.capture.stream} log failed: ${(e as Error).message}`);
       this.#file = null;
+      this.#fileFailed = true;
     }
   }
 }

@@ -1,0 +1,53 @@
+/**
+ * The floor of the executions benchmark: the pieces the agent needs for one execution, done
+ * minimally — consume the dispatch (amqplib), the same `running` UPDATE, spawn the same interpreter
+ * on the same file and collect its output, the same terminal UPDATE, publish the completion (plain
+ * channel, no confirm). No envelope validation, no row loads, no environment building, no logs,
+ * no log files, no status messages. Started by bench/sections/executions.ts as its own process.
+ *
+ * env: FLOOR_PG_URL, FLOOR_SCHEMA, FLOOR_AMQP_URL, FLOOR_QUEUE, FLOOR_ARGV (JSON array), FLOOR_PREFETCH
+ */
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { connect } from 'amqplib';
+import { markRunning, writeTerminal } from '../src/db/executions.ts';
+
+const env = (k: string): string => {
+  const v = process.env[k];
+  if (!v) throw new Error(`floor-worker: ${k} is not set`);
+  return v;
+};
+const argv = JSON.parse(env('FLOOR_ARGV')) as string[];
+const prefetch = Number(process.env.FLOOR_PREFETCH ?? 10);
+const pool = new pg.Pool({ connectionString: env('FLOOR_PG_URL'), options: `-c search_path=${env('FLOOR_SCHEMA')}`, max: prefetch });
+const conn = await connect(env('FLOOR_AMQP_URL'), { noDelay: true }); // as the agent's connection
+const ch = await conn.createChannel();
+await ch.prefetch(prefetch);
+
+function runOnce(): Promise<{ code: number; stdout: string; ms: number }> {
+  const t = performance.now();
+  return new Promise((resolve, reject) => {
+    const child = spawn(argv[0], argv.slice(1), { env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    child.stdout.on('data', (d: Buffer) => out.push(d));
+    child.stderr.resume();
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout: Buffer.concat(out).toString('utf8'), ms: Math.round(performance.now() - t) }));
+  });
+}
+
+await ch.consume(env('FLOOR_QUEUE'), (msg) => {
+  if (!msg) return;
+  const id = (JSON.parse(msg.content.toString('utf8')) as { payload: { execution_id: number } }).payload.execution_id;
+  ch.ack(msg);
+  void (async () => {
+    await markRunning(pool, id);
+    const r = await runOnce();
+    const w = await writeTerminal(pool, id, r.code === 0 ? 'completed' : 'failed', { exit_code: r.code, duration_ms: r.ms, succeeded: r.code === 0, stdout: r.stdout });
+    ch.publish('attune.executions', 'execution.completed', Buffer.from(JSON.stringify({ payload: { execution_id: id, status: 'Completed', result: w?.result } })));
+  })().catch((e: Error) => process.stderr.write(`floor-worker: execution ${id}: ${e.message}\n`));
+});
+process.stdout.write('ready\n');
+process.on('SIGTERM', () => {
+  void Promise.allSettled([conn.close(), pool.end()]).then(() => process.exit(0));
+});
