@@ -11,6 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -68,6 +69,10 @@ async function launch(name: string, retryWindowSec: number): Promise<Agent> {
 
 before(async () => {
   db = await createTestDatabase('e2e_resilience');
+  // Other test files run agents against the same broker with their own databases, where worker and
+  // execution ids start at 1 too: queue names (worker.{id}.*) and message ids must not collide.
+  const base = randomInt(100_000, 1_000_000) * 1000;
+  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-resilience-'));
   recordFile = join(work, 'started.log');
@@ -86,6 +91,7 @@ before(async () => {
 after(async () => {
   for (const a of [A, B].filter(Boolean)) {
     const errors = [...new Set(a.proc.logs.filter((l) => l.level === 'error' || l.level === 'fatal').map((l) => String(l.msg).slice(0, 120)))];
+    if (process.env.RESILIENCE_LOG_DIR) writeFileSync(join(process.env.RESILIENCE_LOG_DIR, `${a.name}.jsonl`), a.proc.logs.map((l) => JSON.stringify(l)).join('\n'));
     console.log(`# ${a.name}: ${errors.length} distinct error lines${errors.length ? `: ${errors.join(' | ')}` : ''}`);
   }
   const exits = await Promise.all([A, B].filter(Boolean).map(async (a) => {
@@ -111,7 +117,12 @@ async function dispatch(agent: Agent, n: number, s = 0.2): Promise<number[]> {
   return ids;
 }
 
-const completions = (id: number) => collector.forExecution(id).filter((m) => m.routingKey === 'execution.completed');
+/**
+ * This test's messages about execution `id`. The broker is shared and other test files' databases
+ * reuse the same execution ids, so messages are also matched on this test's action ref.
+ */
+const messagesFor = (id: number) => collector.forExecution(id).filter((m) => m.json?.payload?.action_ref === 'respack.record');
+const completions = (id: number) => messagesFor(id).filter((m) => m.routingKey === 'execution.completed');
 const completedCount = (ids: number[]) => ids.filter((id) => completions(id).length > 0).length;
 
 function starts(): Map<number, number> {
@@ -151,7 +162,7 @@ async function assertExactlyOnce(ids: number[], label: string): Promise<{ republ
   assert.deepEqual(wrongStarts, [], `${label}: every action started exactly once`);
   let republished = 0;
   for (const id of ids) {
-    const msgs = collector.forExecution(id);
+    const msgs = messagesFor(id);
     const unique = new Map(msgs.map((m) => [m.properties.messageId as string, m]));
     republished += msgs.length - unique.size;
     const done = [...unique.values()].filter((m) => m.routingKey === 'execution.completed');

@@ -5,11 +5,13 @@
  *
  *   const proxy = await TcpProxy.start(5672);          // listens on 127.0.0.1:<random port>
  *   proxy.url('amqp://guest:guest@127.0.0.1:5672/%2f')   // same URL, pointing at the proxy
- *   await proxy.outage(3000);                           // reset every connection, refuse new ones for 3 s
+ *   await proxy.outage(3000);                           // drop every connection, refuse new ones for 3 s
  *
- * While "down" the proxy keeps listening but resets each new connection at once (RST): a client
- * sees ECONNRESET, as with a crashed server or a network cut. Connections are reset, never closed
- * cleanly, so neither side gets a protocol-level goodbye.
+ * While "down" the proxy keeps listening but drops each new connection at once: a client sees its
+ * connection die during the handshake, as with a server that is going away. Cut connections are
+ * dropped at the TCP level, so neither side gets a protocol-level goodbye (no AMQP close, no
+ * PostgreSQL Terminate). (Plain destroy, not resetAndDestroy: with RSTs a test process was once seen spinning at exit in
+ * Node's handle cleanup; suspected, not proven.)
  */
 import net from 'node:net';
 
@@ -22,7 +24,7 @@ export class TcpProxy {
   #downTimer: NodeJS.Timeout | null = null;
   /** Connections accepted and forwarded (for assertions that the client came back). */
   accepted = 0;
-  /** Connections reset at once because the proxy was down. */
+  /** Connections dropped at once because the proxy was down. */
   refused = 0;
   /**
    * Sees every chunk a client sends (after it is forwarded). `conn.dropResponses()` makes the proxy
@@ -72,14 +74,14 @@ export class TcpProxy {
     return u.toString();
   }
 
-  /** Reset every forwarded connection now (both sides), without refusing new ones. */
+  /** Drop every forwarded connection now (both sides), without refusing new ones. */
   cut(): number {
     const n = this.#pairs.size;
     for (const p of [...this.#pairs]) this.#reset(p);
     return n;
   }
 
-  /** Cut every connection and refuse (reset) new ones until `up()`, or for `ms` when given. */
+  /** Cut every connection and refuse (drop) new ones until `up()`, or for `ms` when given. */
   goDown(ms?: number): void {
     this.#down = true;
     this.cut();
@@ -110,7 +112,7 @@ export class TcpProxy {
     client.on('error', () => undefined);
     if (this.#down) {
       this.refused++;
-      client.resetAndDestroy();
+      client.destroy();
       return;
     }
     this.accepted++;
@@ -138,13 +140,10 @@ export class TcpProxy {
 
   #reset(p: { client: net.Socket; upstream: net.Socket }): void {
     this.#pairs.delete(p);
-    // RST on both sides: unread data is dropped, as when a network path dies.
+    // Both sides at once; data still buffered in the proxy is dropped, as when a network path dies.
     p.client.unpipe();
     p.upstream.unpipe();
-    if (!p.client.destroyed) p.client.resetAndDestroy();
-    if (!p.upstream.destroyed) {
-      if (p.upstream.connecting) p.upstream.destroy();
-      else p.upstream.resetAndDestroy();
-    }
+    p.client.destroy();
+    p.upstream.destroy();
   }
 }
