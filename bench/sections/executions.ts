@@ -10,7 +10,7 @@
  * - idle RSS, and the peak RSS while one action writes 1 GiB to stdout (cap 10 MiB, §5.8).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -109,6 +109,9 @@ export const executionsSection: BenchSection = {
     const figures: Figure[] = [];
     try {
       db = await createTestDatabase('bench_exec');
+      // Tests run agents against the same broker with their own databases: unique worker/execution ids.
+      const base = randomInt(100_000, 1_000_000) * 1000;
+      await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
       const runtimeIds = await seedCoreRuntimes(db.pool);
       await insertAction(db.pool, 'benchpack', { ref: 'benchpack.trivial', entrypoint: 'trivial.sh', runtime: 'shell' }, runtimeIds);
       await insertAction(db.pool, 'benchpack', { ref: 'benchpack.big', entrypoint: 'big.sh', runtime: 'shell', timeout_seconds: 600 }, runtimeIds);
@@ -202,7 +205,7 @@ export const executionsSection: BenchSection = {
         floor: { name: 'floor p99', value: p('floor', 99) },
       });
 
-      const n = 100;
+      const n = Number(process.env.BENCH_THROUGHPUT_N ?? 100);
       ctx.log(`throughput: ${n} trivial executions at max_concurrent_tasks=${MAX_CONCURRENT} …`);
       await dispatch('agent', MAX_CONCURRENT); // warm-up at full width
       let t = performance.now();

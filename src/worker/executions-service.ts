@@ -19,8 +19,9 @@ import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
 import { executeAction } from '../execution/execute.ts';
+import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
-import type { ActionRow, ExecutionRow, RuntimeRow } from '../model.ts';
+import type { ActionRow, ExecutionRow } from '../model.ts';
 import { formatTimestamp } from '../protocol/envelope.ts';
 
 export interface ExecutionsServiceHooks {
@@ -215,16 +216,43 @@ async function runExecution(
   log: Logger,
   deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string>; retry: ReturnType<typeof retryingWrite> },
 ): ReturnType<ActionRunner['run']> {
-  // Reads before the start survive a database blip like the writes do (within worker.db_retry_window).
-  const read = <T>(what: string, fn: () => Promise<T>): Promise<T> => deps.retry(`${what} of execution ${execution.id}`, fn);
+  // Reads before the start survive a database blip like the writes do (within worker.db_retry_window);
+  // a cancel (or shutdown) stops the retrying at the next attempt.
+  const read = <T>(what: string, fn: () => Promise<T>): Promise<T> =>
+    deps.retry(`${what} of execution ${execution.id}`, () => (signal.aborted ? Promise.reject(new Error('cancelled before the action started')) : fn()));
+  try {
+    return await loadAndRun(pool, execution, signal, log, deps, read);
+  } catch (e) {
+    if (!signal.aborted) throw e;
+    const shutdown = signal.reason === 'shutdown';
+    return {
+      status: 'cancelled',
+      result: { succeeded: false, cancelled: true, cancel_reason: shutdown ? 'shutdown' : 'user', error: shutdown ? CANCELLED_BY_SHUTDOWN : CANCELLED_BY_USER, exit_code: null, duration_ms: 0 },
+    };
+  }
+}
+
+async function loadAndRun(
+  pool: pg.Pool,
+  execution: ExecutionRow,
+  signal: AbortSignal,
+  log: Logger,
+  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string> },
+  read: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
+): ReturnType<ActionRunner['run']> {
   const snapshot = execution.executable_snapshot?.executable ?? null;
   const action: ActionRow | null = snapshot?.action ?? (await read('load the action', () => loadAction(pool, { id: execution.action, ref: execution.action_ref })));
   if (!action) {
     return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
   }
-  const runtime: RuntimeRow | null = snapshot?.runtime ?? (action.runtime != null ? await read('load the runtime', () => loadRuntime(pool, action.runtime!)) : null);
-  const runtimeVersions = snapshot?.runtime_versions?.length ? snapshot.runtime_versions : runtime ? await read('list runtime versions', () => listRuntimeVersions(pool, runtime.id)) : [];
-  const enforcement = execution.enforcement != null ? await read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null;
+  // Independent reads, issued together: one round trip of waiting instead of three per execution.
+  const runtimeId = snapshot?.runtime?.id ?? action.runtime ?? null;
+  const [runtime, versions, enforcement] = await Promise.all([
+    snapshot?.runtime ?? (action.runtime != null ? read('load the runtime', () => loadRuntime(pool, action.runtime!)) : null),
+    snapshot?.runtime_versions?.length ? snapshot.runtime_versions : runtimeId != null ? read('list runtime versions', () => listRuntimeVersions(pool, runtimeId)) : [],
+    execution.enforcement != null ? read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null,
+  ]);
+  const runtimeVersions = snapshot?.runtime_versions?.length || runtime ? versions : [];
   const out = await executeAction({
     execution, action, runtime, runtimeVersions, enforcement,
     config: deps.ctx.config,

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomInt, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -81,6 +81,11 @@ function assertOneTerminalPair(f: Finished, status: string): void {
 
 before(async () => {
   db = await createTestDatabase('e2e_exec');
+  // Other runs (this file run twice at once, other e2e files, the bench) start agents against the
+  // same broker with their own databases, where ids start at 1 too: queue names (worker.{id}.*) and
+  // the execution ids in messages must not collide, or agents take each other's dispatches.
+  const base = randomInt(100_000, 1_000_000) * 1000;
+  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
   runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-exec-'));
   mq = await connectTest('e2e-executions');
@@ -280,7 +285,9 @@ describe('cancellation, concurrency and bad input', () => {
       ids.push(id);
     }
     let peak = 0;
+    const deadline = Date.now() + 60_000;
     for (;;) {
+      assert.ok(Date.now() < deadline, 'all executions completed within 60 s');
       const { rows } = await db.pool.query(`SELECT count(*) FILTER (WHERE status = 'running')::int AS running, count(*) FILTER (WHERE status = 'completed')::int AS done FROM execution WHERE id = ANY($1)`, [ids]);
       peak = Math.max(peak, rows[0].running);
       if (rows[0].done === ids.length) break;

@@ -51,7 +51,7 @@ export function runtime(kind: string, over: Partial<RuntimeRow> = {}): RuntimeRo
 
 export function detected(): DetectedInterpreter[] {
   const out: DetectedInterpreter[] = [];
-  for (const [name, bin] of [['shell', 'bash'], ['python', 'python3'], ['node', process.execPath], ['java', 'java'], ['perl', 'perl']] as const) {
+  for (const [name, bin] of [['shell', 'bash'], ['python', 'python3'], ['node', process.execPath], ['java', 'java'], ['perl', 'perl'], ['ruby', 'ruby']] as const) {
     const path = bin.startsWith('/') ? bin : which.sync(bin, { nothrow: true });
     if (path) out.push({ name, path });
   }

@@ -25,6 +25,7 @@ const ACTIONS: [kind: string, entrypoint: string][] = [
   ['perl', 'echo_params.pl'],
   ['node', 'echo_params.js'],
   ['java', 'EchoParams.java'],
+  ['ruby', 'echo_params.rb'],
 ];
 const artifactsDir = h.tempDir('interp-artifacts');
 const cfg = h.config({ artifactsDir });

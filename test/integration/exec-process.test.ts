@@ -249,7 +249,9 @@ test('adhoc inline code runs (temp_file for shell, -c for python)', async () => 
 });
 
 test('no interpreter for the runtime: failed with the detected list', async () => {
-  const r = await run('echo_params.rb', { extra: { runtime: { ...h.runtime('shell'), name: 'Ruby', aliases: ['ruby'], execution_config: { interpreter: { binary: '/nonexistent/ruby' } } } } });
+  // An image without ruby: the configured binary is missing and nothing detected can stand in.
+  const withoutRuby = detected.filter((d) => d.name !== 'ruby');
+  const r = await run('echo_params.rb', { extra: { detected: withoutRuby, runtime: { ...h.runtime('shell'), name: 'Ruby', aliases: ['ruby'], execution_config: { interpreter: { binary: '/nonexistent/ruby' } } } } });
   assert.equal(r.status, 'failed');
   assert.match(r.result.error as string, /^Action execution failed: ruby action testpack\.echo_params: no interpreter 'ruby' in this image; detected: shell/);
 });
