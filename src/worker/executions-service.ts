@@ -137,8 +137,9 @@ function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
       }
       // A retry that finds the row `running` after an attempt whose answer was lost: that attempt
       // was ours (this process is the only one handling the id), so the claim stands.
+      const wasUnsure = unsure.delete(id);
       if (unsure.size > 10_000) unsure.clear(); // only claims given up on stay behind
-      if (unsure.delete(id) && !r.claimed && r.previousStatus === 'running') {
+      if (wasUnsure && !r.claimed && r.previousStatus === 'running') {
         log.warn({ execution_id: id }, `execution ${id}: the running claim committed before the database connection was lost; continuing with it`);
         return { claimed: true, previous: null };
       }
