@@ -88,6 +88,46 @@ export async function loadAction(db: Queryable, key: { id: number | null; ref: s
   return rows[0] ?? null;
 }
 
+export interface ActionContext {
+  action: ActionRow;
+  runtime: RuntimeRecord | null;
+  /** Live versions of `runtime`, in id order (empty without a runtime). */
+  runtimeVersions: RuntimeVersionRecord[];
+}
+
+const RV_DATE_COLUMNS = ['verified_at', 'retired_at', 'created', 'updated'] as const;
+
+/**
+ * loadAction + loadRuntime + listRuntimeVersions in ONE round trip (they were three sequential ones
+ * on every execution's critical path). Same answers: the action by id when that row exists, else by
+ * ref; its runtime row (null when it has none or the row is gone); that runtime's live versions.
+ */
+export async function loadActionContext(db: Queryable, key: { id: number | null; ref: string }): Promise<ActionContext | null> {
+  const { rows } = await db.query<Record<string, unknown>>(
+    `WITH a AS (
+       SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = $1::bigint
+       UNION ALL
+       SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE ref = $2 AND NOT EXISTS (SELECT 1 FROM action WHERE id = $1::bigint)
+     )
+     SELECT a.*, ${RUNTIME_COLUMNS.map((c) => `r.${c} AS "r.${c}"`).join(', ')},
+            (SELECT COALESCE(json_agg(v ORDER BY v.id), '[]'::json)
+               FROM (SELECT ${cols(RUNTIME_VERSION_COLUMNS)} FROM runtime_version WHERE runtime = r.id AND retired_at IS NULL) v) AS "r.versions"
+       FROM a LEFT JOIN runtime r ON r.id = a.runtime`,
+    [key.id, key.ref],
+  );
+  const row = rows[0];
+  if (!row) return null;
+  const action = Object.fromEntries(ACTION_COLUMNS.map((c) => [c, row[c]])) as unknown as ActionRow;
+  if (row['r.id'] === null || row['r.id'] === undefined) return { action, runtime: null, runtimeVersions: [] };
+  const runtime = Object.fromEntries(RUNTIME_COLUMNS.map((c) => [c, row[`r.${c}`]])) as unknown as RuntimeRecord;
+  // json_agg gives timestamps as text; the rest (numbers, JSON, booleans) arrives as the row types would.
+  const runtimeVersions = (row['r.versions'] as Record<string, unknown>[]).map((v) => {
+    for (const c of RV_DATE_COLUMNS) if (typeof v[c] === 'string') v[c] = new Date(v[c] as string);
+    return v as unknown as RuntimeVersionRecord;
+  });
+  return { action, runtime, runtimeVersions };
+}
+
 export async function loadRuntime(db: Queryable, id: number): Promise<RuntimeRecord | null> {
   const { rows } = await db.query<RuntimeRecord>(`SELECT ${cols(RUNTIME_COLUMNS)} FROM runtime WHERE id = $1`, [id]);
   return rows[0] ?? null;

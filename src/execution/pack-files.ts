@@ -46,19 +46,20 @@ export async function resolveActionSource(input: ResolveInput): Promise<ActionSo
   } else {
     packDir = join(input.packsBaseDir, action.pack_ref);
   }
-  const packDirExists = await isDir(packDir);
-
   // Attune looks for a file only for core packs or non-adhoc actions; other adhoc actions are inline.
-  if (action.is_adhoc && !action.pack_ref.startsWith('core')) {
+  const inlineOnly = action.is_adhoc && !action.pack_ref.startsWith('core');
+  const file = actionFilePath(packDir, action.entrypoint);
+  // Both checks at once: each is a round trip to the thread pool on every execution's critical path.
+  const [packDirExists, fileExists] = await Promise.all([isDir(packDir), !inlineOnly && file.ok ? isFile(file.path) : false]);
+  if (inlineOnly) {
     return { ok: true, source: { kind: 'inline', code: action.entrypoint, packDir, packDirExists } };
   }
-  const file = actionFilePath(packDir, action.entrypoint);
   if (action.is_adhoc) {
-    if (file.ok && (await isFile(file.path))) return { ok: true, source: { kind: 'file', path: file.path, packDir, packDirExists } };
+    if (file.ok && fileExists) return { ok: true, source: { kind: 'file', path: file.path, packDir, packDirExists } };
     return { ok: true, source: { kind: 'inline', code: action.entrypoint, packDir, packDirExists } };
   }
   if (!file.ok) return { ok: false, error: `action ${action.ref}: ${file.error}` };
-  if (await isFile(file.path)) return { ok: true, source: { kind: 'file', path: file.path, packDir, packDirExists } };
+  if (fileExists) return { ok: true, source: { kind: 'file', path: file.path, packDir, packDirExists } };
   const where = packDirExists
     ? `the pack directory ${packDir} has no file actions/${action.entrypoint}`
     : `the pack directory ${packDir} does not exist (is the packs volume mounted at packs_base_dir=${input.packsBaseDir}?)`;
