@@ -218,6 +218,10 @@ export const executionsSection: BenchSection = {
       t = performance.now();
       await dispatch('floor', n, 120_000);
       const floorWorkerRate = n / ((performance.now() - t) / 1000);
+      if (process.env.BENCH_DEBUG) {
+        const ms = agent.logs.filter((l) => typeof l.spawn_ms === 'number').map((l) => Number(l.spawn_ms));
+        ctx.log(`agent spawn() blocking: median ${median(ms).toFixed(2)} ms, p90 ${percentile(ms, 90).toFixed(2)} ms over ${ms.length} spawns`);
+      }
       figures.push({
         name: `throughput, max_concurrent_tasks=${MAX_CONCURRENT}`,
         value: agentRate, unit: 'exec/s',

@@ -105,6 +105,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   };
 
   let child: ChildProcess;
+  const spawnStarted = performance.now();
   try {
     child = await spawnWithRetry(spec, log);
   } catch (e) {
@@ -113,6 +114,8 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
     return { kind: 'spawn-error', code: err.code, message: describeSpawnError(spec, err), durationMs: elapsed() };
   }
   const pid = child.pid!;
+  // spawn() blocks the event loop until the child has exec'd (fork cost grows with the agent's RSS).
+  log.debug({ pid, spawn_ms: +(performance.now() - spawnStarted).toFixed(2) }, 'action process started');
   child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
 
   const outPump = new OutputPump(child.stdout!, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
