@@ -56,9 +56,21 @@ async function main(argv: readonly string[]): Promise<number> {
     return EXIT.OK;
   }
 
+  // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (pid1.ts).
+  const warnings: string[] = [];
+  if (process.pid === 1) {
+    const { ensureInit } = await import('./pid1.ts');
+    const w = ensureInit(argv);
+    if (w) warnings.push(w);
+  }
   const { runAgent } = await import('./worker/run.ts');
   const { ExecutionsAgentService } = await import('./worker/executions-service.ts');
-  return runAgent(config, { services: [new ExecutionsAgentService()] });
+  return runAgent(config, {
+    services: [new ExecutionsAgentService()],
+    startupWarnings: warnings,
+    // Third signal: exit at once (run.ts has already SIGKILLed the actions' process groups).
+    exitNow: (code) => process.exit(code),
+  });
 }
 
 main(process.argv.slice(2)).then(

@@ -45,6 +45,7 @@ export interface Config {
     probeTimeoutMs: number;
     killGracePeriodMs: number;
     healthPort: number;
+    healthHost: string;
     dbRetryWindowMs: number;
   };
 }
@@ -103,6 +104,7 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
       probeTimeoutMs: n('worker.probe_timeout') * 1000,
       killGracePeriodMs: n('worker.kill_grace_period') * 1000,
       healthPort: n('worker.health_port'),
+      healthHost: s('worker.health_host').trim() || '0.0.0.0',
       dbRetryWindowMs: n('worker.db_retry_window') * 1000,
     },
   };
@@ -163,7 +165,8 @@ function coerce(o: OptionSpec, rv: RawValue): unknown {
     }
     case 'enum': {
       let s = typeof val === 'string' ? val.trim().toLowerCase() : val;
-      if (o.key === 'log.level' && rv.origin === 'RUST_LOG') s = rustLogLevel(String(val));
+      // RUST_LOG-style directives (`attune_worker=debug,info`) are accepted from every source.
+      if (o.key === 'log.level' && (rv.origin === 'RUST_LOG' || (typeof val === 'string' && /[=,]/.test(val)))) s = rustLogLevel(String(val));
       if (typeof s !== 'string' || !t.values.includes(s)) throw bad(o, rv, `one of ${t.values.join(', ')}`);
       return s;
     }

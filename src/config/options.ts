@@ -65,10 +65,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Key for secret-backed parameters (>= 32 chars when set).' },
 
   { key: 'log.level', type: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error'] }, default: 'info', alsoEnv: 'RUST_LOG',
-    doc: 'Log level. `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune=debug,info` → info).' },
+    doc: 'Log level. `RUST_LOG`-style values are accepted here too; `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },
   { key: 'log.format', type: { kind: 'enum', values: ['json', 'pretty'] }, default: 'json', doc: 'Always JSON lines on stdout; `pretty` is accepted and logs JSON (pipe through pino-pretty).' },
-  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s stdout.' },
-  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s stderr.' },
+  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s stdout (as JSON log lines with `execution_id`, `stream`).' },
+  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s stdout log (as JSON log lines with `execution_id`, `stream`).' },
 
   { key: 'packs_base_dir', type: str, default: '/opt/attune/packs', doc: 'Pack volume root.' },
   { key: 'runtime_envs_dir', type: str, default: '/opt/attune/runtime_envs', doc: 'Runtime environments (venvs, node_modules) root.' },
@@ -101,7 +101,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.passthrough_env', type: { kind: 'list' }, default: [], doc: 'Extra agent environment variables copied into every action (not `ATTUNE_*`).' },
   { key: 'worker.probe_timeout', type: int(1, 300), default: 5, doc: 'Seconds each interpreter version probe may take (agent extension).' },
   { key: 'worker.kill_grace_period', type: int(0, 3600), default: 10, doc: 'Seconds between SIGTERM and SIGKILL of an action\'s process group (agent extension).' },
-  { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of /healthz, /readyz, /metrics (0 = off; agent extension).' },
+  { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of the HTTP listener serving /healthz, /readyz and /metrics (0 = off; agent extension; see docs/lifecycle.md).' },
+  { key: 'worker.health_host', type: str, default: '0.0.0.0', doc: 'Address the health/metrics listener binds (agent extension).' },
   { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds an execution\'s database reads/writes are retried, and a dispatch is held unacked, while the database is unreachable (agent extension).' },
 ];
 

@@ -57,6 +57,10 @@ export interface ExecuteOutput {
   result: Record<string, unknown>;
   /** Set when the process ran. */
   durationMs?: number;
+  /** Set when the process ran (metrics: runtime label, output truncations). */
+  runtime?: string;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
 }
 
 const NOOP: RunLogger = { debug() {}, info() {}, warn() {} };
@@ -140,7 +144,7 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
-    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs };
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
     return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));

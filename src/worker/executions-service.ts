@@ -78,7 +78,10 @@ export class ExecutionsAgentService implements AgentService {
       logger: log,
       maxConcurrentTasks: config.worker.maxConcurrentTasks,
       retryWrite: retry,
-      onFinished: this.#hooks.onFinished,
+      onFinished: (e) => {
+        ctx.metrics?.executionFinished(e);
+        this.#hooks.onFinished?.(e);
+      },
     });
     this.#service = service;
 
@@ -86,6 +89,14 @@ export class ExecutionsAgentService implements AgentService {
     const holdWhileDbDown = databaseGate(dbAvailability, config.worker.dbRetryWindowMs, () => this.#executions?.cancelled !== true, log);
     this.#executions = createExecutionsConsumer(connection, worker.id, config.worker.maxConcurrentTasks, async (p) => ((await holdWhileDbDown(p.execution_id)) ? service.onDispatch(p) : 'nack-requeue'), log) as QueueConsumer<unknown>;
     this.#cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), log) as QueueConsumer<unknown>;
+    // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
+    ctx.metrics?.watch({
+      running: () => service.running,
+      permitsInUse: () => service.permits.inUse,
+      permitsTotal: () => service.permits.size,
+      brokerUp: () => connection.state === 'connected',
+    });
+    connection.on('connected', () => ctx.metrics?.brokerReconnected());
     await this.#executions.start();
     await this.#cancels.start();
     log.info({ max_concurrent_tasks: config.worker.maxConcurrentTasks }, 'consuming execution dispatches');
@@ -95,9 +106,11 @@ export class ExecutionsAgentService implements AgentService {
   async stop(ctx: AgentContext, reason: string): Promise<void> {
     const { config, log } = ctx;
     const service = this.#service;
+    // Before any await: a dispatch delivered from here on (prefetched, or in flight while the
+    // basic.cancel travels) is handed back (nack, requeue), never claimed.
+    service?.startDrain();
     await this.#executions?.cancel().catch((e: Error) => log.warn({ err: e.message }, 'could not cancel the executions consumer'));
     if (service) {
-      service.startDrain();
       if (service.running > 0) log.info({ running: service.running, timeout_ms: config.worker.shutdownTimeoutMs, reason }, 'draining: waiting for running actions');
       const drained = await service.waitIdle(config.worker.shutdownTimeoutMs);
       if (!drained) {
@@ -119,6 +132,16 @@ export class ExecutionsAgentService implements AgentService {
   /** Second signal: cancel every running action now (reason `shutdown`). */
   cancelRunning(): number {
     return this.#service?.cancelAll('shutdown') ?? 0;
+  }
+
+  hurry(ctx: AgentContext): void {
+    const n = this.cancelRunning();
+    ctx.log.warn({ cancelled: n }, 'cancelling the running actions now (second signal)');
+  }
+
+  /** /readyz: connected to RabbitMQ and subscribed to the executions queue. */
+  health(): Record<string, boolean> {
+    return { broker: this.#connection?.state === 'connected', consuming: this.#executions?.consuming === true };
   }
 }
 
@@ -264,7 +287,7 @@ async function loadAndRun(
     logger: log,
     verifiedReleases: deps.verifiedReleases,
   });
-  return { status: out.status, result: out.result };
+  return out;
 }
 
 /**
@@ -296,7 +319,7 @@ async function runWithRows(
     logger: log,
     verifiedReleases: deps.verifiedReleases,
   });
-  return { status: out.status, result: out.result };
+  return out;
 }
 
 function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof createStatusPublisher>): void {

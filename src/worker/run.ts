@@ -10,8 +10,11 @@ import type { Config } from '../config/index.ts';
 import { detectRuntimes, type DetectionResult } from '../detect/detect.ts';
 import { workerRuntimesValue } from '../detect/report.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
-import { EXIT } from '../exit-codes.ts';
+import { EXIT, exitCodeForSignal } from '../exit-codes.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
+import { HealthServer, type Readiness } from '../observe/health.ts';
+import type { AgentMetrics } from '../observe/metrics.ts';
+import { killChildProcessGroups } from '../pid1.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { createPool, dbError, poolTarget, verifyDatabase } from '../db/pool.ts';
 import { formatTarget } from '../db/errors.ts';
@@ -30,15 +33,27 @@ export interface AgentContext {
   /** Executions finished at start-up (running → failed, canceling → cancelled): publish their messages. */
   recovered: RecoveredExecution[];
   heartbeat: Heartbeat;
+  /** Null unless `worker.health_port` is set (prom-client is then loaded). */
+  metrics: AgentMetrics | null;
 }
 
 /** A part of the agent started after registration and stopped (drained) before deregistration. */
 export interface AgentService {
   name: string;
   start(ctx: AgentContext): Promise<void>;
-  /** Called once per started service, in reverse order; the heartbeat keeps beating meanwhile. */
+  /**
+   * Called once per started service, in reverse order, on the first SIGTERM/SIGINT; the heartbeat
+   * keeps beating meanwhile. Must stop taking new work synchronously, before its first await.
+   */
   stop(ctx: AgentContext, reason: string): Promise<void>;
+  /** Second signal while stopping: cut the drain short (cancel running work now); stop() then finishes. */
+  hurry?(ctx: AgentContext): void;
+  /** Readiness checks this service contributes to /readyz (e.g. broker connected, consuming). */
+  health?(): Record<string, boolean>;
 }
+
+/** Where the agent is in its life; /readyz is ready only while `running`. */
+export type Phase = 'starting' | 'running' | 'draining' | 'stopping';
 
 export interface RunOptions {
   services?: readonly AgentService[];
@@ -48,14 +63,75 @@ export interface RunOptions {
   log?: Logger;
   /** In-process shutdown trigger (tests); the process signals SIGTERM/SIGINT always work. */
   shutdown?: AbortSignal;
+  /** Logged once the logger exists (e.g. the PID 1 check in main.ts). */
+  startupWarnings?: readonly string[];
+  /** Third signal: exit the process now with this code. Default process.exit (main.ts passes it). */
+  exitNow?: (code: number) => void;
 }
 
 export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}): Promise<number> {
   const env = opts.env ?? process.env;
   const hostname = opts.hostname ?? osHostname();
   let log = opts.log ?? createLogger(config.log.level);
+  for (const w of opts.startupWarnings ?? []) log.warn(w);
+  const graceNeeded = (config.worker.shutdownTimeoutMs + config.worker.killGracePeriodMs) / 1000;
+  if (graceNeeded > 40) {
+    log.warn({ shutdown_timeout_s: config.worker.shutdownTimeoutMs / 1000, kill_grace_period_s: config.worker.killGracePeriodMs / 1000 }, `a drain can take ${graceNeeded} s plus the final writes: keep terminationGracePeriodSeconds above that (Attune's charts use 45 s)`);
+  }
+  let phase: Phase = 'starting';
+  const started: AgentService[] = [];
+  let ctx: AgentContext | null = null;
+  let heartbeatRef: Heartbeat | null = null;
+  let registered = false;
+  let forcedCode: number | null = null;
   // Listen from the very start: a SIGTERM during start-up must not kill the agent half-registered.
-  const shutdown = waitForShutdown(log, opts.shutdown);
+  const shutdown = waitForShutdown(log, opts.shutdown, {
+    onSecond: (sig) => {
+      forcedCode = exitCodeForSignal(sig);
+      log.warn({ signal: sig }, 'second signal: cancelling running actions now (reason shutdown); the agent exits once their results are written');
+      for (const s of started) if (ctx) s.hurry?.(ctx);
+    },
+    onThird: (sig) => {
+      const groups = killChildProcessGroups();
+      log.error({ signal: sig, killed_process_groups: groups }, 'third signal: exiting at once (results of running actions are not written)');
+      (opts.exitNow ?? ((code: number) => process.exit(code)))(exitCodeForSignal(sig));
+    },
+  });
+
+  const dbUp = (): boolean => {
+    const hb = heartbeatRef?.state();
+    return hb !== undefined && hb.lastSuccessAt !== null && !(hb.lastFailureAt !== null && hb.lastFailureAt > hb.lastSuccessAt);
+  };
+  const readiness = (): Readiness => {
+    const hb = heartbeatRef?.state();
+    const checks: Record<string, boolean> = { registered: registered && hb?.rowMissing !== true, database: dbUp() };
+    for (const s of started) Object.assign(checks, s.health?.() ?? {});
+    checks.not_draining = phase === 'running';
+    return { ready: Object.values(checks).every(Boolean), checks };
+  };
+  let metrics: AgentMetrics | null = null;
+  let health: HealthServer | null = null;
+  if (config.worker.healthPort > 0) {
+    const { createMetrics } = await import('../observe/metrics.ts');
+    metrics = await createMetrics();
+    metrics.watch({
+      heartbeatAgeSeconds: () => {
+        const t = heartbeatRef?.state().lastSuccessAt;
+        return t == null ? undefined : (Date.now() - t) / 1000;
+      },
+      databaseUp: () => (heartbeatRef ? dbUp() : undefined),
+      draining: () => phase === 'draining' || phase === 'stopping',
+      ready: () => readiness().ready,
+    });
+    health = new HealthServer({ host: config.worker.healthHost, port: config.worker.healthPort, log, readiness, metrics });
+    try {
+      await health.start();
+    } catch (e) {
+      log.error({ err: (e as Error).message, port: config.worker.healthPort }, 'cannot listen on worker.health_port; exiting');
+      shutdown.dispose();
+      return EXIT.STARTUP;
+    }
+  }
   try {
     const detection = await detect(config, env, log);
 
@@ -93,6 +169,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       await pool.end();
       return EXIT.STARTUP;
     }
+    registered = true;
     log = log.child({ worker_id: worker.id, worker_name: worker.name });
     log.info({ inserted: worker.inserted, runtimes: (worker.capabilities as { runtimes?: unknown } | null)?.runtimes }, worker.inserted ? 'registered new worker' : 'registered worker (existing row re-activated)');
     if (worker.cordoned) log.warn({ reason: worker.cordon_reason }, 'this worker is cordoned by an operator: Attune will not schedule executions on it until uncordoned');
@@ -110,16 +187,18 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       describeError: (e) => dbError(pool, e).message,
     });
     heartbeat.start();
+    heartbeatRef = heartbeat;
 
-    const ctx: AgentContext = { config, log, pool, env, detection, worker, recovered, heartbeat };
-    const started: AgentService[] = [];
+    const agentCtx: AgentContext = { config, log, pool, env, detection, worker, recovered, heartbeat, metrics };
+    ctx = agentCtx;
     let code: number = EXIT.OK;
     let reason: string;
     try {
       for (const s of opts.services ?? []) {
-        await s.start(ctx);
+        await s.start(agentCtx);
         started.push(s);
       }
+      if (!shutdown.requested()) phase = 'running';
       log.info('worker running; waiting for SIGTERM/SIGINT');
       reason = await shutdown.promise;
     } catch (e) {
@@ -127,14 +206,19 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       code = EXIT.STARTUP;
       reason = 'startup failure';
     }
-    log.info({ reason }, 'shutting down');
-    for (const s of started.reverse()) {
+    phase = 'draining';
+    log.info({ reason, shutdown_timeout_ms: config.worker.shutdownTimeoutMs }, 'shutting down: no new dispatches are taken; running actions may finish');
+    // stop() must take effect at once (no new dispatch after the signal): start every service's stop
+    // synchronously, then wait for them in reverse start order.
+    const stopping = [...started].reverse().map((s) => ({ s, done: s.stop(agentCtx, reason) }));
+    for (const { s, done } of stopping) {
       try {
-        await s.stop(ctx, reason);
+        await done;
       } catch (e) {
         log.error({ service: s.name, err: e instanceof Error ? e.message : String(e) }, 'service did not stop cleanly');
       }
     }
+    phase = 'stopping';
     await heartbeat.stop();
     try {
       await deregisterWorker(pool, worker.id);
@@ -143,9 +227,12 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       log.error({ err: dbError(pool, e, 'deregistering').message }, 'could not mark the worker inactive; Attune will treat it as stale after 90 s');
     }
     await pool.end();
+    if (code === EXIT.OK && forcedCode !== null) code = forcedCode;
+    log.info({ exit_code: code }, 'attune-agent stopped');
     return code;
   } finally {
     shutdown.dispose();
+    await health?.close();
   }
 }
 
@@ -165,8 +252,15 @@ async function detect(config: Readonly<Config>, env: Record<string, string | und
   return detection;
 }
 
-/** First SIGTERM/SIGINT (or the abort signal) resolves `promise`; later ones are only logged for now. */
-function waitForShutdown(log: Logger, abort?: AbortSignal): { promise: Promise<string>; requested(): boolean; dispose(): void } {
+/**
+ * Escalating shutdown: the first SIGTERM/SIGINT (or the abort signal) resolves `promise` (drain);
+ * the second calls `onSecond` (cancel running actions now); the third calls `onThird` (exit at once).
+ */
+function waitForShutdown(
+  log: Logger,
+  abort: AbortSignal | undefined,
+  escalate: { onSecond(sig: NodeJS.Signals): void; onThird(sig: NodeJS.Signals): void },
+): { promise: Promise<string>; requested(): boolean; dispose(): void } {
   let resolve!: (reason: string) => void;
   const promise = new Promise<string>((r) => (resolve = r));
   let received = 0;
@@ -174,10 +268,13 @@ function waitForShutdown(log: Logger, abort?: AbortSignal): { promise: Promise<s
   const onSignal = (sig: NodeJS.Signals) => {
     received++;
     requested = true;
+    log.info({ signal: sig, count: received }, `received ${sig}`);
     if (received === 1) resolve(sig);
-    else log.warn({ signal: sig }, 'already shutting down');
+    else if (received === 2) escalate.onSecond(sig);
+    else escalate.onThird(sig);
   };
   const onAbort = () => {
+    if (received === 0) received = 1;
     requested = true;
     resolve('shutdown requested');
   };

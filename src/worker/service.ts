@@ -32,8 +32,28 @@ export interface ExecutionStore {
   writeTerminal(id: number, status: TerminalStatus, result: Record<string, unknown>): Promise<{ action: number | null; action_ref: string; result: unknown }>;
 }
 
+/** What a run tells the service; the optional facts only feed metrics. */
+export interface RunOutcome {
+  status: TerminalStatus;
+  result: Record<string, unknown>;
+  /** Runtime name the action ran with (`shell`, `python`, …). */
+  runtime?: string;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
+}
+
 export interface ActionRunner {
-  run(execution: ExecutionRow, signal: AbortSignal, log: Logger): Promise<{ status: TerminalStatus; result: Record<string, unknown> }>;
+  run(execution: ExecutionRow, signal: AbortSignal, log: Logger): Promise<RunOutcome>;
+}
+
+/** One execution ended (or a dispatch was skipped without running): the metrics hook. */
+export interface FinishedEvent {
+  executionId: number;
+  status: TerminalStatus | 'skipped';
+  runtime?: string;
+  durationMs?: number;
+  stdoutTruncated?: boolean;
+  stderrTruncated?: boolean;
 }
 
 export interface StatusPublisher {
@@ -51,7 +71,7 @@ export interface ServiceDeps {
   /** Retries a database write until it succeeds or the window is over (database outages). */
   retryWrite: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
   now?: () => Date;
-  onFinished?: (e: { executionId: number; status: TerminalStatus | 'skipped'; runtime?: string; durationMs?: number }) => void;
+  onFinished?: (e: FinishedEvent) => void;
 }
 
 const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
@@ -186,14 +206,14 @@ export class ExecutionService {
     const previous = claim.previous ?? execution.status;
     this.#deps.publisher.statusChanged({ execution_id: id, action_ref: execution.action_ref, previous_status: previous, new_status: 'running', changed_at: this.#now() });
 
-    let outcome: { status: TerminalStatus; result: Record<string, unknown> };
+    let outcome: RunOutcome;
     try {
       outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log);
     } catch (e) {
       log.error({ err: e }, 'action execution failed before the process could finish');
       outcome = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };
     }
-    await this.#finish(execution, 'running', outcome.status, outcome.result, log);
+    await this.#finish(execution, 'running', outcome.status, outcome.result, log, outcome);
   }
 
   async #finishCancelledBeforeStart(req: DispatchRequest, log: Logger): Promise<void> {
@@ -206,7 +226,7 @@ export class ExecutionService {
     await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, cancel_reason: 'user', error: 'Execution cancelled by user', exit_code: null, duration_ms: 0 }, log);
   }
 
-  async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger): Promise<void> {
+  async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger, facts: Partial<RunOutcome> = {}): Promise<void> {
     const id = execution.id;
     let written: { action: number | null; action_ref: string; result: unknown };
     try {
@@ -223,7 +243,11 @@ export class ExecutionService {
       log.warn(`execution ${id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
     }
     log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms }, `execution ${id} ${status}`);
-    this.#deps.onFinished?.({ executionId: id, status, durationMs: typeof result.duration_ms === 'number' ? result.duration_ms : undefined });
+    this.#deps.onFinished?.({
+      executionId: id, status, runtime: facts.runtime,
+      durationMs: typeof result.duration_ms === 'number' ? result.duration_ms : undefined,
+      stdoutTruncated: facts.stdoutTruncated, stderrTruncated: facts.stderrTruncated,
+    });
   }
 }
 
