@@ -12,6 +12,33 @@ import pg from 'pg';
 import { connect } from 'amqplib';
 import { markRunning, writeTerminal } from '../src/db/executions.ts';
 
+// `--spawns N --concurrency C --argv JSON`: only the throughput floor — N spawns of argv, C at a
+// time, from this small process (the bench process itself is big: fork() costs grow with RSS).
+if (process.argv[2] === '--spawns') {
+  const [n, c, a] = [Number(process.argv[3]), Number(process.argv[5]), JSON.parse(process.argv[7]) as string[]];
+  const once = () => new Promise<void>((resolve, reject) => {
+    const child = spawn(a[0], a.slice(1), { env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.resume();
+    child.stderr.resume();
+    child.on('error', reject);
+    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`exit ${code}`))));
+  });
+  let next = 0;
+  const batch = () => Promise.all(Array.from({ length: Math.min(c, n) }, async () => {
+    while (next < n) {
+      next++;
+      await once();
+    }
+  }));
+  next = n - c; // warm-up: c spawns
+  await batch();
+  next = 0;
+  const t = performance.now();
+  await batch();
+  process.stdout.write(JSON.stringify({ ms: performance.now() - t }) + '\n');
+  process.exit(0);
+}
+
 const env = (k: string): string => {
   const v = process.env[k];
   if (!v) throw new Error(`floor-worker: ${k} is not set`);

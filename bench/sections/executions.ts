@@ -8,8 +8,12 @@
  *   spawn, one publish). Agent and floor runs are interleaved so load drift hits both alike.
  * - throughput with max_concurrent_tasks=10 vs the same spawns at concurrency 10 without any agent.
  * - idle RSS, and the peak RSS while one action writes 1 GiB to stdout (cap 10 MiB, §5.8).
+ *
+ * Development knobs (env): BENCH_DEBUG=1 (agent at debug level; timeline of the last executions,
+ * spawn() blocking times, smaps), BENCH_AGENT_EXECUTABLE (e.g. a wrapper running dist/attune-agent.cjs
+ * under `node --cpu-prof`), BENCH_THROUGHPUT_N (default 100), BENCH_AGENT_ENV='K=V …'.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt, randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +26,7 @@ import { createExecution, insertAction, seedCoreRuntimes, startAgent, type Agent
 import { median, type BenchSection, type Figure } from '../lib.ts';
 
 const MAX_CONCURRENT = 10;
+const FLOOR_WORKER = new URL('../floor-worker.ts', import.meta.url).pathname;
 const GIB = 1024 * 1024 * 1024;
 const TRIVIAL = '#!/bin/bash\necho "hello from a trivial action"\n';
 const BIG = `#!/bin/bash\nyes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c ${GIB}\n`;
@@ -70,22 +75,14 @@ class Completions {
   }
 }
 
-function spawnOnce(argv: readonly string[]): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(argv[0], argv.slice(1), { env: { PATH: '/usr/bin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    child.stdout.on('data', (d: Buffer) => out.push(d));
-    child.stderr.resume();
-    child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`bench: ${argv.join(' ')} exited with ${code}`))));
-  });
-}
-
-async function atConcurrency(n: number, limit: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(Array.from({ length: Math.min(limit, n) }, async () => {
-    while (next < n) await fn(next++);
-  }));
+/**
+ * The throughput floor: n spawns at concurrency c, timed inside a small separate Node process (the
+ * bench process is big, and fork() cost grows with the parent's RSS — it measured 2–3× slower).
+ */
+function spawnFloorRate(n: number, c: number, argv: readonly string[]): number {
+  const r = spawnSync(process.execPath, [FLOOR_WORKER, '--spawns', String(n), '--concurrency', String(c), '--argv', JSON.stringify(argv)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bench: spawn floor failed (${r.status}): ${r.stderr}`);
+  return n / ((JSON.parse(r.stdout) as { ms: number }).ms / 1000);
 }
 
 export const executionsSection: BenchSection = {
@@ -132,6 +129,8 @@ export const executionsSection: BenchSection = {
         ATTUNE__WORKER__MAX_CONCURRENT_TASKS: String(MAX_CONCURRENT),
         ATTUNE_WORKER_NAME: workerName,
         ...(process.env.BENCH_DEBUG ? { ATTUNE__LOG__LEVEL: 'debug' } : {}),
+        // e.g. BENCH_AGENT_ENV='MALLOC_ARENA_MAX=2' to try allocator settings on the agent
+        ...Object.fromEntries((process.env.BENCH_AGENT_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
       }, [], { executable: process.env.BENCH_AGENT_EXECUTABLE ?? built.executable });
       await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume', 60_000);
       const pid = agent.child.pid!;
@@ -143,7 +142,7 @@ export const executionsSection: BenchSection = {
       const floorQueue = `bench.floor.${process.pid}.${randomUUID().slice(0, 8)}`;
       await ch.assertQueue(floorQueue, { exclusive: false, autoDelete: true, durable: false });
       await ch.bindQueue(floorQueue, 'attune.executions', `bench.floor.dispatch.${floorQueue}`);
-      floor = spawn(process.execPath, [new URL('../floor-worker.ts', import.meta.url).pathname], {
+      floor = spawn(process.execPath, [FLOOR_WORKER], {
         env: {
           PATH: process.env.PATH ?? '/usr/bin:/bin',
           FLOOR_PG_URL: db.url, FLOOR_SCHEMA: db.schema, FLOOR_AMQP_URL: AMQP_URL, FLOOR_QUEUE: floorQueue,
@@ -208,16 +207,22 @@ export const executionsSection: BenchSection = {
       const n = Number(process.env.BENCH_THROUGHPUT_N ?? 100);
       ctx.log(`throughput: ${n} trivial executions at max_concurrent_tasks=${MAX_CONCURRENT} …`);
       await dispatch('agent', MAX_CONCURRENT); // warm-up at full width
-      let t = performance.now();
-      await dispatch('agent', n, 120_000);
-      const agentRate = n / ((performance.now() - t) / 1000);
-      await atConcurrency(MAX_CONCURRENT, MAX_CONCURRENT, () => spawnOnce(trivialArgv));
-      t = performance.now();
-      await atConcurrency(n, MAX_CONCURRENT, () => spawnOnce(trivialArgv));
-      const spawnRate = n / ((performance.now() - t) / 1000);
-      t = performance.now();
-      await dispatch('floor', n, 120_000);
-      const floorWorkerRate = n / ((performance.now() - t) / 1000);
+      // Interleaved rounds, medians: the spawn floor in particular swings with the machine's load.
+      const rounds = 3;
+      const rates = { agent: [] as number[], spawn: [] as number[], floor: [] as number[] };
+      const rate = async (fn: () => Promise<unknown>) => {
+        const t0 = performance.now();
+        await fn();
+        return n / ((performance.now() - t0) / 1000);
+      };
+      for (let r = 0; r < rounds; r++) {
+        rates.agent.push(await rate(() => dispatch('agent', n, 120_000)));
+        rates.spawn.push(spawnFloorRate(n, MAX_CONCURRENT, trivialArgv));
+        rates.floor.push(await rate(() => dispatch('floor', n, 120_000)));
+      }
+      const agentRate = median(rates.agent);
+      const spawnRate = median(rates.spawn);
+      const floorWorkerRate = median(rates.floor);
       if (process.env.BENCH_DEBUG) {
         const ms = agent.logs.filter((l) => typeof l.spawn_ms === 'number').map((l) => Number(l.spawn_ms));
         ctx.log(`agent spawn() blocking: median ${median(ms).toFixed(2)} ms, p90 ${percentile(ms, 90).toFixed(2)} ms over ${ms.length} spawns`);
@@ -227,7 +232,8 @@ export const executionsSection: BenchSection = {
         value: agentRate, unit: 'exec/s',
         floor: { name: `the same ${n} spawns at concurrency ${MAX_CONCURRENT}, no agent`, value: spawnRate },
         target: { minRatio: 0.7 },
-        note: `for reference, the floor worker (with the 2 UPDATEs and messages) did ${floorWorkerRate.toFixed(1)} exec/s (${(agentRate / floorWorkerRate).toFixed(2)}× of it)`,
+        note: `medians of ${rounds} interleaved rounds of ${n} (agent ${rates.agent.map((x) => x.toFixed(0)).join('/')}, spawns ${rates.spawn.map((x) => x.toFixed(0)).join('/')}); ` +
+          `for reference, the floor worker (same spawns + the 2 UPDATEs + one publish each, one process) did ${floorWorkerRate.toFixed(1)} exec/s, the agent ${(agentRate / floorWorkerRate).toFixed(2)}× of it`,
       });
 
       await sleep(1500);
@@ -248,12 +254,16 @@ export const executionsSection: BenchSection = {
       const before = statusKb(pid, 'VmRSS') / 1024;
       const id = await createExecution(db.pool, { actionRef: 'benchpack.big', workerId });
       const body = attuneEnvelope('ExecutionRequested', { execution_id: id, worker_id: workerId, action_ref: 'benchpack.big', config: null, scheduled_attempt_updated_at: new Date().toISOString(), release_id: null, release_digest: null }, 'executor');
-      t = performance.now();
+      const t = performance.now();
       const done = completions.wait(id, 300_000);
       ch.publish('attune.executions', routing('agent'), body.body, { deliveryMode: 2, contentType: 'application/json', messageId: body.messageId });
       await done;
       const bigMs = performance.now() - t;
       const peakMb = statusKb(pid, 'VmHWM') / 1024;
+      if (process.env.BENCH_DEBUG) {
+        await sleep(1000);
+        ctx.log(`agent smaps_rollup (after the 1 GiB run, which ends with a full GC):\n${readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')}`);
+      }
       const row = (await db.pool.query(`SELECT status::text AS status, length(result->>'stdout') AS len FROM execution WHERE id = $1`, [id])).rows[0] as { status: string; len: number };
       figures.push({
         name: 'peak RSS while one action writes 1 GiB to stdout, above idle',

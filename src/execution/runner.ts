@@ -171,7 +171,9 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
       await Promise.all([outDone, errDone]);
     }
   }
-  await closeFiles();
+  // Every byte is written (the pumps awaited each write): closing the descriptors does not have to
+  // hold the result back (another thread-pool round trip on every execution's critical path).
+  void closeFiles();
 
   const out = outPump.capture.result();
   const err = errPump.capture.result();
