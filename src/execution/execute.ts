@@ -19,6 +19,7 @@ import { runProcess, type RunLogger } from './runner.ts';
 import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
 import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
 import { collectAfterLargeRelease } from './memory.ts';
+import { outputMirror } from '../observe/logger.ts';
 
 export type ExecuteConfig = Pick<Config,
   'packsBaseDir' | 'runtimeEnvsDir' | 'artifactsDir' | 'apiUrl' | 'defaultExecutionTimeoutMs'> & {
@@ -123,8 +124,9 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       stdoutLogPath: paths.stdout,
       stderrLogPath: paths.stderr,
       logDirReady: logsDirReady,
-      mirrorStdout: config.log.mirrorStdout ? process.stdout : null,
-      mirrorStderr: config.log.mirrorStderr ? process.stderr : null,
+      // Mirrored as JSON log lines of this run (observe/logger.ts), not raw bytes on the agent's stdio.
+      mirrorStdout: config.log.mirrorStdout ? outputMirror(log, 'stdout') : null,
+      mirrorStderr: config.log.mirrorStderr ? outputMirror(log, 'stderr') : null,
     }, { signal: input.signal, logger: log });
 
     const logsDir = await logsDirReady;

@@ -174,6 +174,9 @@ describe('first SIGTERM: drain', () => {
       ATTUNE__WORKER__MAX_CONCURRENT_TASKS: '3',
       ATTUNE__WORKER__SHUTDOWN_TIMEOUT: '3',
       ATTUNE__WORKER__MAX_STDOUT_BYTES: '10240',
+      ATTUNE__LOG__MIRROR_RUNTIME_STDOUT_TO_STDIO: 'true',
+      ATTUNE__LOG__MIRROR_RUNTIME_STDERR_TO_STDIO: 'true',
+      ATTUNE__LOG__LEVEL: 'attune_worker=debug,info', // RUST_LOG-style value → info
     }, true);
 
     // --- health while running
@@ -260,6 +263,19 @@ describe('first SIGTERM: drain', () => {
     assert.equal((await workerRow(a)).status, 'inactive');
     assert.ok(a.proc.logs.some((l) => l.msg === 'attune-agent stopped' && l.exit_code === 0));
     await until('no action process left', () => liveProcesses(tag).length === 0, 3_000);
+
+    // --- logs: JSON lines; every line about an execution carries execution_id, action_ref, worker_id
+    assert.ok(a.proc.logs.every((l) => typeof l.level === 'string' && typeof l.time === 'string'), 'every stdout line is a pino JSON line (mirrored output included)');
+    assert.ok(!a.proc.logs.some((l) => l.level === 'debug'), 'log.level attune_worker=debug,info → info');
+    const runLines = a.proc.logs.filter((l) => l.execution_id !== undefined);
+    const incomplete = runLines.filter((l) => l.worker_id !== a.workerId || typeof l.action_ref !== 'string');
+    assert.deepEqual(incomplete.map((l) => l.msg), [], 'lines without worker_id/action_ref');
+    for (const id of [...runs, finishes, outlasts, ignoresTerm]) assert.ok(runLines.some((l) => l.execution_id === id), `log lines for execution ${id}`);
+    // Mirrored action output: one JSON line per output line, tagged with the run.
+    const mirrored = a.proc.logs.filter((l) => l.stream === 'stdout' && l.execution_id === runs[0]);
+    assert.deepEqual(mirrored.map((l) => l.msg), ['done']);
+    assert.equal(mirrored[0].action_ref, `${PACK}.quick`);
+    assert.ok(a.proc.logs.some((l) => l.stream === 'stderr' && l.execution_id === runs[3] && l.msg === 'nope'), 'stderr mirrored too');
   });
 });
 
