@@ -25,7 +25,7 @@ export interface LiveProbes {
   running?: () => number | undefined;
   permitsInUse?: () => number | undefined;
   permitsTotal?: () => number | undefined;
-  /** Seconds since the last successful heartbeat. */
+  /** Seconds since the last successful heartbeat (since start while there was none). */
   heartbeatAgeSeconds?: () => number | undefined;
   brokerUp?: () => boolean | undefined;
   databaseUp?: () => boolean | undefined;
@@ -76,14 +76,15 @@ export async function createMetrics(): Promise<AgentMetrics> {
       name: `${p}${name}`, help, registers: [registry],
       collect() {
         const v = read();
-        if (v === undefined) this.reset();
-        else this.set(typeof v === 'boolean' ? (v ? 1 : 0) : v);
+        // Not known yet (before the services started): 0 — nothing running, not connected. (prom-client
+        // always exports an unlabelled gauge, and writes NaN as "Nan", which strict parsers refuse.)
+        this.set(v === undefined ? 0 : typeof v === 'boolean' ? (v ? 1 : 0) : v);
       },
     });
   gauge('executions_running', 'Executions taken by this agent and not finished yet.', () => probes.running?.());
   gauge('permits_in_use', 'Concurrency permits held (running actions).', () => probes.permitsInUse?.());
   gauge('permits_total', 'Concurrency permits (worker.max_concurrent_tasks).', () => probes.permitsTotal?.());
-  gauge('heartbeat_age_seconds', 'Seconds since the last successful heartbeat (Attune ignores workers above 90).', () => probes.heartbeatAgeSeconds?.());
+  gauge('heartbeat_age_seconds', 'Seconds since the last successful heartbeat, or since start before the first one (Attune ignores workers above 90).', () => probes.heartbeatAgeSeconds?.());
   gauge('broker_up', '1 while connected to RabbitMQ.', () => probes.brokerUp?.());
   gauge('database_up', '1 while the last database contact (heartbeat) succeeded.', () => probes.databaseUp?.());
   gauge('draining', '1 after SIGTERM/SIGINT: no new dispatches are taken.', () => probes.draining?.());

@@ -78,6 +78,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
   if (graceNeeded > 40) {
     log.warn({ shutdown_timeout_s: config.worker.shutdownTimeoutMs / 1000, kill_grace_period_s: config.worker.killGracePeriodMs / 1000 }, `a drain can take ${graceNeeded} s plus the final writes: keep terminationGracePeriodSeconds above that (Attune's charts use 45 s)`);
   }
+  const startedAt = Date.now();
   let phase: Phase = 'starting';
   const started: AgentService[] = [];
   let ctx: AgentContext | null = null;
@@ -115,10 +116,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     const { createMetrics } = await import('../observe/metrics.ts');
     metrics = await createMetrics();
     metrics.watch({
-      heartbeatAgeSeconds: () => {
-        const t = heartbeatRef?.state().lastSuccessAt;
-        return t == null ? undefined : (Date.now() - t) / 1000;
-      },
+      heartbeatAgeSeconds: () => (Date.now() - (heartbeatRef?.state().lastSuccessAt ?? startedAt)) / 1000,
       databaseUp: () => (heartbeatRef ? dbUp() : undefined),
       draining: () => phase === 'draining' || phase === 'stopping',
       ready: () => readiness().ready,

@@ -48,3 +48,67 @@ test('exit codes for signals are 128+n', () => {
   assert.equal(exitCodeForSignal('SIGTERM'), 143);
   assert.equal(exitCodeForSignal('SIGINT'), 130);
 });
+
+test('the service reports runtime and truncations of each finished run to onFinished (metrics hook)', async () => {
+  const { ExecutionService } = await import('../../src/worker/service.ts');
+  const pino = (await import('pino')).default;
+  const events: unknown[] = [];
+  const row = { id: 1, action: 101, action_ref: 'demo.echo', status: 'scheduled', result: null } as unknown as import('../../src/model.ts').ExecutionRow;
+  const svc = new ExecutionService({
+    store: {
+      loadExecution: async () => ({ ...row }),
+      markRunning: async () => ({ claimed: true, previous: 'scheduled' }),
+      writeTerminal: async (_id, _s, result) => ({ action: 101, action_ref: 'demo.echo', result }),
+    },
+    runner: { run: async () => ({ status: 'completed', result: { succeeded: true, exit_code: 0, duration_ms: 12 }, runtime: 'python', stdoutTruncated: true, stderrTruncated: false }) },
+    publisher: { statusChanged() {}, completed() {} },
+    logger: pino({ level: 'silent' }),
+    maxConcurrentTasks: 1,
+    retryWrite: (_w, fn) => fn(),
+    onFinished: (e) => events.push(e),
+  });
+  assert.equal(await svc.onDispatch({ execution_id: 1, action_ref: 'demo.echo' }), 'ack');
+  await svc.waitIdle(5000);
+  assert.deepEqual(events, [{ executionId: 1, status: 'completed', runtime: 'python', durationMs: 12, stdoutTruncated: true, stderrTruncated: false }]);
+});
+
+test('metrics: counters, histogram and scrape-time gauges in Prometheus text', async () => {
+  const { createMetrics } = await import('../../src/observe/metrics.ts');
+  const m = await createMetrics();
+  m.watch({ running: () => 2, permitsTotal: () => 10, draining: () => false, heartbeatAgeSeconds: () => undefined });
+  m.executionFinished({ status: 'completed', runtime: 'shell', durationMs: 30, stdoutTruncated: true });
+  m.executionFinished({ status: 'failed', runtime: 'shell', durationMs: 2000 });
+  m.executionFinished({ status: 'skipped' });
+  m.brokerReconnected();
+  const { body, contentType } = await m.render();
+  assert.match(contentType, /^text\/plain/);
+  for (const line of [
+    'attune_agent_executions_total{runtime="shell",status="completed"} 1',
+    'attune_agent_executions_total{runtime="shell",status="failed"} 1',
+    'attune_agent_executions_total{runtime="unknown",status="skipped"} 1',
+    'attune_agent_execution_duration_seconds_bucket{le="0.05",runtime="shell",status="completed"} 1',
+    'attune_agent_execution_duration_seconds_count{runtime="shell",status="failed"} 1',
+    'attune_agent_output_truncations_total{stream="stdout"} 1',
+    'attune_agent_output_truncations_total{stream="stderr"} 0',
+    'attune_agent_broker_reconnects_total 1',
+    'attune_agent_executions_running 2',
+    'attune_agent_permits_total 10',
+    'attune_agent_draining 0',
+  ]) assert.ok(body.split('\n').includes(line), `missing: ${line}`);
+  assert.ok(body.split('\n').includes('attune_agent_heartbeat_age_seconds 0'), 'unknown values are 0');
+});
+
+test('output mirror: one log line per output line, split across chunks, long lines cut, tail flushed', async () => {
+  const { outputMirror } = await import('../../src/observe/logger.ts');
+  const lines: { obj: object; msg?: string }[] = [];
+  const w = outputMirror({ info: (obj, msg) => lines.push({ obj, msg }) }, 'stderr', { maxLine: 8, idleMs: 20 });
+  const buf = Buffer.from('héllo\r\nwor');
+  w.write(buf.subarray(0, 2)); // splits the é
+  w.write(buf.subarray(2));
+  buf.fill(0); // the runner reuses its buffer: already consumed
+  w.write(Buffer.from('ld\n0123456789ab'));
+  assert.deepEqual(lines.map((l) => l.msg), ['héllo', 'world', '01234567']);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.deepEqual(lines.map((l) => l.msg), ['héllo', 'world', '01234567', '89ab']);
+  assert.deepEqual(lines[0].obj, { stream: 'stderr' });
+});
