@@ -1,0 +1,253 @@
+/**
+ * The init-container pattern, simulated with mount namespaces and chroot (what a kubelet or Docker
+ * does, minus the image pull): the agent-init image's root filesystem (the same files
+ * build/image.ts stages for Dockerfile.agent: the portable folder at /opt/attune/agent plus
+ * /etc/passwd, no shell) runs `attune-agent install /mnt/agent-bin` into an empty volume, as uid
+ * 65532 with a read-only root. That volume is then mounted read-only at /opt/attune/agent into
+ * OTHER root filesystems (busybox-only, musl, Debian-like with interpreters), again non-root with a
+ * read-only root, where `--detect-only` reports that root's interpreters and a worker registers
+ * with PostgreSQL and RabbitMQ and runs dispatched actions end to end. A noexec volume fails the
+ * install step with a message that says so.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ChannelModel } from 'amqplib';
+import { build, type BuildResult } from '../../build/build.ts';
+import { stageContext, NONROOT_UID } from '../../build/image.ts';
+import { listTree } from '../../build/files.ts';
+import { AGENT, AGENT_DIR, NONROOT, addDevNodes, createWorkspace, processesUnder } from '../helpers/rootfs.ts';
+import { createTestDatabase } from '../helpers/pg.ts';
+import { collectExecutionMessages, connectTest, publishExecutionRequested } from '../helpers/amqp.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent } from '../harness/platform.ts';
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+const VOLUME_MOUNT = '/mnt/agent-bin';
+const ws = createWorkspace('distribution');
+let built: BuildResult;
+/** The agent-init image's root filesystem. */
+let initRoot: string;
+/** The shared volume (an emptyDir), filled by the install step in the first test. */
+let volume: string;
+
+// ───────────────────────────── a tiny container runtime ─────────────────────────────
+
+interface Mount { path: string; host?: string; ro?: boolean; noexec?: boolean }
+interface ContainerOptions {
+  user?: { uid: number; gid: number };
+  env?: Record<string, string>;
+  /** Bind mounts (`host`) or fresh tmpfs (no `host`); mount points must exist in the root. */
+  mounts?: Mount[];
+  readOnlyRoot?: boolean;
+  proc?: boolean;
+}
+
+function q(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** argv for /usr/bin/unshare: a private mount namespace, the mounts, a read-only root, then env -i + chroot. */
+function containerArgs(root: string, argv: readonly string[], o: ContainerOptions): string[] {
+  const steps = [`mount --bind ${q(root)} ${q(root)}`];
+  for (const m of o.mounts ?? []) {
+    const at = q(join(root, m.path));
+    const flags = [m.ro ? 'ro' : 'rw', ...(m.noexec ? ['noexec'] : ['exec']), 'nosuid', 'nodev'].join(',');
+    if (m.host !== undefined) steps.push(`mount --bind ${q(m.host)} ${at}`, `mount -o remount,bind,${flags} ${at}`);
+    else steps.push(`mount -t tmpfs -o mode=1777,size=256m,${flags} tmpfs ${at}`);
+  }
+  if (o.proc) steps.push(`mount -t proc proc ${q(join(root, '/proc'))}`);
+  if (o.readOnlyRoot) steps.push(`mount -o remount,bind,ro ${q(root)}`);
+  steps.push('exec /usr/bin/env -i "$@"');
+  const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
+  const user = o.user ? [`--userspec=${o.user.uid}:${o.user.gid}`] : [];
+  return ['--mount', '--propagation', 'private', '/bin/sh', '-ec', steps.join('\n'), 'sh', ...env, '/usr/sbin/chroot', ...user, root, ...argv];
+}
+
+interface Run { code: number | null; stdout: string; stderr: string }
+
+function runContainer(root: string, argv: readonly string[], o: ContainerOptions = {}, timeoutMs = 60_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/usr/bin/unshare', containerArgs(root, argv, o), { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const show = (r: Run): string => `exit ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
+
+function sha(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+/** A fresh emptyDir: world-writable, like Kubernetes makes it. */
+function emptyVolume(name: string): string {
+  const dir = join(ws.dir, name);
+  mkdirSync(dir);
+  chmodSync(dir, 0o777);
+  return dir;
+}
+
+/** The worker container's mounts: the agent volume read-only, writable tmpfs for /tmp. */
+function workerMounts(extra: Mount[] = []): Mount[] {
+  return [{ path: AGENT_DIR, host: volume, ro: true }, { path: '/tmp' }, ...extra];
+}
+
+before(async () => {
+  assert.equal(process.getuid?.(), 0, 'e2e root-filesystem tests need root (chroot, mount namespaces): run them as root or in a privileged CI container');
+  built = await build({ log: () => {} });
+  initRoot = join(stageContext(join(ws.dir, 'agent-init-context'), built.portableAgentDir), 'rootfs');
+  // What the container runtime adds to every container: /dev nodes, and the volume's mount point.
+  addDevNodes(initRoot);
+  mkdirSync(join(initRoot, 'proc'));
+  mkdirSync(join(initRoot, VOLUME_MOUNT), { recursive: true });
+  volume = emptyVolume('agent-bin');
+});
+after(() => ws.dispose());
+
+test('agent-init install step: no shell in the image, uid 65532, read-only root → the folder lands in the empty volume and runs there', async () => {
+  for (const sh of ['bin/sh', 'bin/busybox', 'usr/bin/sh', 'bin/cp']) assert.ok(!existsSync(join(initRoot, sh)), `the init image must not need /${sh}`);
+  const r = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, mounts: [{ path: VOLUME_MOUNT, host: volume }] });
+  assert.equal(r.code, 0, show(r));
+  assert.match(r.stdout, new RegExp(`^attune-agent install: installed attune-agent ${VERSION.replace(/\./g, '\\.')} into ${VOLUME_MOUNT} \\(\\d+ files, [\\d.]+ MB\\); the copy runs there\\.$`, 'm'));
+  assert.equal(r.stderr, '');
+
+  const source = built.portableAgentDir;
+  assert.deepEqual(listTree(volume), listTree(source), 'the volume holds exactly the portable folder');
+  for (const rel of listTree(source)) {
+    const st = statSync(join(volume, rel));
+    const executable = (statSync(join(source, rel)).mode & 0o111) !== 0;
+    assert.equal(st.mode & 0o7777, executable ? 0o555 : 0o444, `${rel} mode`);
+    assert.equal(st.uid, NONROOT_UID, `${rel} owner`);
+  }
+  for (const d of ['lib', 'LICENSES']) assert.equal(statSync(join(volume, d)).mode & 0o7777, 0o555, `${d}/ mode`);
+  assert.equal(sha(join(volume, 'attune-agent')), sha(join(source, 'attune-agent')));
+
+  // A second run (compose re-creates init-agent on every `up`; an upgrade) replaces the files in place.
+  const again = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, mounts: [{ path: VOLUME_MOUNT, host: volume }] });
+  assert.equal(again.code, 0, show(again));
+  assert.deepEqual(listTree(volume), listTree(source), 'no temporary files are left behind');
+  assert.deepEqual(processesUnder(initRoot), []);
+});
+
+test('agent-init install into a noexec volume fails loudly (exit 5) and says noexec, with or without /proc', async () => {
+  for (const proc of [true, false]) {
+    const r = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, proc, mounts: [{ path: VOLUME_MOUNT, noexec: true }] });
+    assert.equal(r.code, 5, `proc=${proc}: ${show(r)}`);
+    assert.match(r.stderr, /^attune-agent install: error: .*noexec/m, `proc=${proc}`);
+    // With /proc the mount table names the mount; without it, running the copy is what catches it.
+    if (proc) assert.match(r.stderr, /\/mnt\/agent-bin is on a noexec mount \(\/mnt\/agent-bin\)/);
+    else assert.match(r.stderr, /cannot execute \/mnt\/agent-bin\/attune-agent \(EACCES\)/);
+    assert.equal(r.stdout, '');
+  }
+});
+
+interface Report { runtimes: { name: string; path: string; version: string | null }[]; attune_worker_runtimes: string }
+
+const DETECT_CASES = [
+  { kind: 'busybox', expect: [['shell', '/bin/sh']], runtimes: 'shell' },
+  { kind: 'musl', expect: [['shell', '/bin/sh']], runtimes: 'shell' },
+  {
+    kind: 'interpreters',
+    expect: [['shell', '/bin/bash'], ['python', '/usr/bin/python3'], ['node', '/usr/local/bin/node'], ['java', '/usr/bin/java'], ['perl', '/usr/bin/perl']],
+    runtimes: 'shell,python,node,java,perl',
+  },
+] as const;
+
+for (const c of DETECT_CASES) {
+  test(`the installed volume at ${AGENT_DIR} (read-only) in a ${c.kind} root, uid 65532, read-only root: --detect-only reports that root's interpreters`, async () => {
+    assert.ok(readdirSync(volume).includes('attune-agent'), 'the install test fills the volume first');
+    const root = ws.make(c.kind);
+    assert.deepEqual(readdirSync(join(root.dir, AGENT_DIR)), [], 'the root has no agent of its own: only the volume brings it');
+    const r = await runContainer(root.dir, [AGENT, '--detect-only', '--json'], { user: NONROOT, readOnlyRoot: true, proc: true, mounts: workerMounts() });
+    assert.equal(r.code, 0, show(r));
+    const report = JSON.parse(r.stdout) as Report;
+    assert.deepEqual(report.runtimes.map((x) => [x.name, x.path]), c.expect);
+    assert.equal(report.attune_worker_runtimes, c.runtimes);
+    if (c.kind === 'interpreters') for (const x of report.runtimes) assert.match(x.version ?? '', /^\d+\.\d+/, `${x.name} version`);
+    if (c.kind === 'busybox') {
+      // The simulation really is read-only where a hardened pod is: the root and the agent volume.
+      for (const path of ['/probe', `${AGENT_DIR}/probe`]) {
+        const w = await runContainer(root.dir, ['/bin/touch', path], { user: { uid: 0, gid: 0 }, readOnlyRoot: true, mounts: workerMounts() });
+        assert.notEqual(w.code, 0, `${path} must not be writable: ${show(w)}`);
+        assert.match(w.stderr, /Read-only file system/);
+      }
+    }
+    assert.deepEqual(processesUnder(root.dir), []);
+  });
+}
+
+test('worker from the installed volume in a Debian-like root (uid 65532, read-only root) registers and runs dispatched actions end to end', async (t) => {
+  assert.ok(readdirSync(volume).includes('attune-agent'), 'the install test fills the volume first');
+  const db = await createTestDatabase('e2e_distribution');
+  t.after(() => db.drop());
+  const base = randomInt(100_000, 1_000_000) * 1000; // ids unique on the shared broker (see agent-executions)
+  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  const runtimeIds = await seedCoreRuntimes(db.pool);
+  const mq: ChannelModel = await connectTest('e2e-distribution');
+  t.after(() => mq.close());
+  const collector = await collectExecutionMessages(mq);
+  t.after(() => collector.close());
+
+  // A pack of our own: bash builtins only (the root has no coreutils) and node.
+  const packs = join(ws.dir, 'packs');
+  mkdirSync(join(packs, 'distpack', 'actions'), { recursive: true });
+  writeFileSync(join(packs, 'distpack', 'actions', 'whoami.sh'), '#!/bin/bash\nread -r -d "" params\nprintf \'{"uid":%s,"params":%s}\' "$EUID" "$params"\n');
+  writeFileSync(join(packs, 'distpack', 'actions', 'echo.js'), "process.stdout.write(JSON.stringify({ node: process.version, params: JSON.parse(require('node:fs').readFileSync(0, 'utf8')) }));\n");
+  await insertAction(db.pool, 'distpack', { ref: 'distpack.whoami', entrypoint: 'whoami.sh', runtime: 'shell', output_format: 'json' }, runtimeIds);
+  await insertAction(db.pool, 'distpack', { ref: 'distpack.echo', entrypoint: 'echo.js', runtime: 'node', output_format: 'json' }, runtimeIds);
+
+  const root = ws.make('interpreters');
+  for (const d of ['/opt/attune/packs', '/opt/attune/artifacts', '/opt/attune/runtime_envs']) mkdirSync(join(root.dir, d), { recursive: true });
+  const name = `dist-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const env = {
+    ATTUNE__DATABASE__URL: db.url,
+    ATTUNE__DATABASE__SCHEMA: db.schema,
+    ATTUNE__MESSAGE_QUEUE__URL: 'amqp://guest:guest@127.0.0.1:5672/%2f',
+    ATTUNE__PACKS_BASE_DIR: '/opt/attune/packs',
+    ATTUNE__ARTIFACTS_DIR: '/opt/attune/artifacts',
+    ATTUNE__RUNTIME_ENVS_DIR: '/opt/attune/runtime_envs',
+    ATTUNE__WORKER__SHUTDOWN_TIMEOUT: '5',
+    ATTUNE_WORKER_NAME: name,
+    ATTUNE_WORKER_TYPE: 'container',
+  };
+  const mounts = workerMounts([{ path: '/opt/attune/packs', host: packs, ro: true }, { path: '/opt/attune/artifacts' }, { path: '/opt/attune/runtime_envs' }]);
+  const agent = startAgent({}, containerArgs(root.dir, [AGENT], { user: NONROOT, readOnlyRoot: true, proc: true, env, mounts }), { executable: '/usr/bin/unshare' });
+  t.after(async () => {
+    await agent.stop('SIGKILL');
+  });
+  await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume', 30_000);
+
+  const worker = (await db.pool.query('SELECT id, worker_type::text AS worker_type, status::text AS status, capabilities FROM worker WHERE name = $1', [name])).rows[0] as
+    { id: number; worker_type: string; status: string; capabilities: Record<string, unknown> };
+  assert.ok(worker, `worker row ${name}`);
+  assert.equal(worker.worker_type, 'container');
+  assert.equal(worker.status, 'active');
+  for (const rt of ['shell', 'python', 'node', 'java', 'perl']) assert.ok((worker.capabilities.runtimes as string[]).includes(rt), `${rt} in ${JSON.stringify(worker.capabilities)}`);
+
+  for (const [ref, check] of [
+    ['distpack.whoami', (data: Record<string, unknown>) => assert.deepEqual(data, { uid: NONROOT_UID, params: { n: 1 } })],
+    ['distpack.echo', (data: Record<string, unknown>) => assert.deepEqual({ ...data, node: /^v24\./.test(String(data.node)) }, { node: true, params: { n: 1 } })],
+  ] as const) {
+    const id = await createExecution(db.pool, { actionRef: ref, workerId: worker.id, config: { n: 1 } });
+    await publishExecutionRequested(mq, worker.id, { execution_id: id, action_ref: ref, config: { n: 1 } });
+    await collector.waitFor((m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), `ExecutionCompleted of ${ref}`, 30_000);
+    const row = await executionRow(db.pool, id);
+    assert.equal(row.status, 'completed', `${ref}: ${JSON.stringify(row.result)}`);
+    check((row.result ?? {}).data as Record<string, unknown>);
+  }
+
+  const exit = await agent.stop('SIGTERM');
+  assert.equal(exit.code, 0, `the agent stops cleanly; stderr: ${agent.stderr.join('')}`);
+  assert.deepEqual(processesUnder(root.dir), []);
+});
