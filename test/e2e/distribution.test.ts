@@ -13,13 +13,13 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomInt, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { build, type BuildResult } from '../../build/build.ts';
 import { stageContext, NONROOT_UID } from '../../build/image.ts';
 import { listTree } from '../../build/files.ts';
-import { AGENT, AGENT_DIR, NONROOT, addDevNodes, createWorkspace, processesUnder } from '../helpers/rootfs.ts';
+import { AGENT, AGENT_DIR, NONROOT, addDevNodes, addHostBinary, createWorkspace, processesUnder } from '../helpers/rootfs.ts';
 import { createTestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested } from '../helpers/amqp.ts';
 import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent } from '../harness/platform.ts';
@@ -251,3 +251,91 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
   assert.equal(exit.code, 0, `the agent stops cleanly; stderr: ${agent.stderr.join('')}`);
   assert.deepEqual(processesUnder(root.dir), []);
 });
+
+// ───────────────────────────── compose and docker run recipes ─────────────────────────────
+
+const COMPOSE_FILE = new URL('../../docker/compose/docker-compose.agent.yaml', import.meta.url);
+
+interface ComposeService {
+  image: string; entrypoint?: string[]; command?: string[]; user?: string; read_only?: boolean; tmpfs?: string[];
+  environment?: Record<string, string>; volumes?: string[]; depends_on?: Record<string, { condition: string }>; stop_grace_period?: string;
+}
+
+/** `${VAR:-default}` as compose interpolates it with no VAR set. */
+function interpolate(text: string): string {
+  return text.replace(/\$\{([A-Z0-9_]+)(?::-([^}]*))?\}/g, (_, _name: string, def?: string) => def ?? '');
+}
+
+/** ENTRYPOINT and CMD of a Dockerfile.agent stage (exec form). */
+function stageCommand(stage: string): { entrypoint: string[]; cmd: string[]; user: string } {
+  const text = readFileSync(new URL('../../Dockerfile.agent', import.meta.url), 'utf8');
+  const start = text.indexOf(`AS ${stage}\n`);
+  assert.ok(start > 0, `stage ${stage} in Dockerfile.agent`);
+  const body = text.slice(start).split(/\nFROM /)[0];
+  const grab = (k: string): string => /^(\S+) (.*)$/m.exec(body.split('\n').find((l) => l.startsWith(k + ' ')) ?? '')?.[2] ?? '';
+  return { entrypoint: JSON.parse(grab('ENTRYPOINT') || '[]'), cmd: JSON.parse(grab('CMD') || '[]'), user: grab('USER') };
+}
+
+test('compose recipe: the override parses, wires init-agent → worker like Attune\'s stack, and runs service by service (simulated)', async () => {
+  const { parse } = await import('yaml');
+  const { OPTIONS, envNameFor } = await import('../../src/config/options.ts');
+  const compose = parse(interpolate(readFileSync(COMPOSE_FILE, 'utf8'))) as { services: Record<string, ComposeService>; volumes: Record<string, unknown> };
+  const init = compose.services['init-agent'];
+  const worker = compose.services['worker-ruby'];
+  assert.ok(init && worker, 'services init-agent and worker-ruby');
+  assert.equal(init.image, `attune-agent-init:${VERSION}`);
+  const initCmd = stageCommand('agent-init');
+  assert.deepEqual([...initCmd.entrypoint, ...initCmd.cmd], [AGENT, 'install', VOLUME_MOUNT], 'the image default command compose relies on');
+  assert.deepEqual(init.volumes, [`agent_bin:${VOLUME_MOUNT}`]);
+  assert.deepEqual(worker.entrypoint, [AGENT]);
+  assert.deepEqual(worker.depends_on?.['init-agent'], { condition: 'service_completed_successfully' });
+  assert.equal(worker.stop_grace_period, '45s');
+  const mounts = new Map(worker.volumes!.map((v) => { const [src, dst, mode] = v.split(':'); return [dst, { src, ro: mode === 'ro' }]; }));
+  assert.deepEqual(mounts.get(AGENT_DIR), { src: 'agent_bin', ro: true });
+  assert.deepEqual(mounts.get('/opt/attune/packs'), { src: 'packs_data', ro: true });
+  for (const d of ['/opt/attune/runtime_envs', '/opt/attune/artifacts']) assert.equal(mounts.get(d)?.ro, false, d);
+  assert.equal(mounts.get('/opt/attune/config.yaml')?.src, './config.docker.yaml');
+  for (const [dst, { src }] of mounts) if (!src.startsWith('.') && !src.startsWith('/')) assert.ok(src in compose.volumes, `named volume ${src} (${dst}) is declared`);
+  const env = worker.environment!;
+  assert.equal(env.ATTUNE_WORKER_TYPE, 'container');
+  const known = new Set(OPTIONS.flatMap((o) => [envNameFor(o.key), ...(o.alsoEnv ? [o.alsoEnv] : [])]));
+  for (const k of Object.keys(env).filter((x) => x.startsWith('ATTUNE__'))) assert.ok(known.has(k), `${k} is an agent option`);
+  assert.equal(env.ATTUNE__PACKS_BASE_DIR, '/opt/attune/packs');
+
+  // Simulation: named volumes are host folders; Docker copies the image's /mnt/agent-bin ownership
+  // (65532, 0755: NOT world-writable) into the fresh agent_bin volume.
+  const vols: Record<string, string> = {};
+  for (const name of Object.keys(compose.volumes)) vols[name] = emptyVolume(`compose-${name}`);
+  chmodSync(vols.agent_bin, 0o755);
+  chownSync(vols.agent_bin, NONROOT_UID, NONROOT_UID);
+  const [uid, gid] = initCmd.user.split(':').map(Number);
+  const initRun = await runContainer(initRoot, [...initCmd.entrypoint, ...initCmd.cmd], {
+    user: { uid, gid }, readOnlyRoot: init.read_only, mounts: [{ path: VOLUME_MOUNT, host: vols.agent_bin }],
+  });
+  assert.equal(initRun.code, 0, show(initRun));
+
+  // The worker (ruby:3.3-slim stands in as a Debian root with ruby; it runs as root like that image).
+  const root = ws.make('interpreters');
+  addHostBinary(root.dir, '/usr/bin/ruby');
+  const configFile = join(ws.dir, 'config.docker.yaml');
+  writeFileSync(configFile, 'worker:\n  max_concurrent_tasks: 2\n');
+  const workerMountsList: Mount[] = [...(worker.tmpfs ?? []).map((path) => ({ path }))];
+  for (const [dst, { src, ro }] of mounts) {
+    const host = src.startsWith('.') ? configFile : vols[src];
+    if (dst.endsWith('.yaml')) writeFileSync(join(root.dir, dst), ''); // a file bind needs a file to mount on
+    else mkdirSync(join(root.dir, dst), { recursive: true });
+    workerMountsList.push({ path: dst, host, ro });
+  }
+  // `docker compose run --rm worker-ruby --detect-only --json`: the service's entrypoint, env and mounts.
+  const r = await runContainer(root.dir, [...worker.entrypoint!, '--detect-only', '--json'], { env, readOnlyRoot: worker.read_only, proc: true, mounts: workerMountsList });
+  assert.equal(r.code, 0, show(r));
+  const report = JSON.parse(r.stdout) as Report;
+  assert.deepEqual(report.runtimes.map((x) => x.name).sort(), ['ruby', 'shell']);
+  assert.match(report.runtimes.find((x) => x.name === 'ruby')!.version ?? '', /^3\.\d+\.\d+/);
+
+  // docker run --rm -v agent_bin:/opt/attune/agent:ro ruby:3.3-slim /opt/attune/agent/attune-agent --detect-only
+  const plain = await runContainer(root.dir, [AGENT, '--detect-only'], { proc: true, mounts: [{ path: AGENT_DIR, host: vols.agent_bin, ro: true }] });
+  assert.equal(plain.code, 0, show(plain));
+  assert.match(plain.stdout, /^ {2}✓ ruby +\/usr\/bin\/ruby \(3\.\d+\.\d+\)$/m);
+});
+
