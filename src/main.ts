@@ -24,37 +24,43 @@ async function main(argv: readonly string[]): Promise<number> {
     return installAgent({ targetDir: cmd.dir, sourceDir: cmd.source });
   }
 
-  const { loadConfig, ConfigError } = await import('./config/index.ts');
-  let config;
-  try {
-    config = loadConfig({
-      env: process.env,
-      cwd: process.cwd(),
-      flags: { config: cmd.config, name: cmd.kind === 'run' ? cmd.name : undefined },
-      implicitFiles: cmd.kind === 'run',
-    });
-  } catch (e) {
-    if (e instanceof ConfigError) {
-      process.stderr.write(`attune-agent: configuration error: ${e.message}\n`);
-      return EXIT.CONFIG;
+  const { loadConfig, loadDetectConfig, ConfigError } = await import('./config/index.ts');
+  const configInput = {
+    env: process.env,
+    cwd: process.cwd(),
+    flags: { config: cmd.config, name: cmd.kind === 'run' ? cmd.name : undefined },
+  };
+  const configured = <T>(load: () => T): T | number => {
+    try {
+      return load();
+    } catch (e) {
+      if (e instanceof ConfigError) {
+        process.stderr.write(`attune-agent: configuration error: ${e.message}\n`);
+        return EXIT.CONFIG;
+      }
+      throw e;
     }
-    throw e;
-  }
+  };
 
   if (cmd.kind === 'detect') {
+    const detectConfig = configured(() => loadDetectConfig(configInput));
+    if (typeof detectConfig === 'number') return detectConfig;
     const [{ detectRuntimes }, { formatTextReport, jsonReport }, { baselineEnvironment }] = await Promise.all([
       import('./detect/detect.ts'),
       import('./detect/report.ts'),
       import('./execution/environment.ts'),
     ]);
     const result = await detectRuntimes({
-      env: baselineEnvironment(process.env, config.worker.passthroughEnv),
-      probeTimeoutMs: config.worker.probeTimeoutMs,
-      filter: config.worker.runtimes,
+      env: baselineEnvironment(process.env, detectConfig.passthroughEnv),
+      probeTimeoutMs: detectConfig.probeTimeoutMs,
+      filter: detectConfig.runtimes,
     });
     process.stdout.write(cmd.json ? JSON.stringify(jsonReport(result), null, 2) + '\n' : formatTextReport(result, process.env.ATTUNE_WORKER_RUNTIMES));
     return EXIT.OK;
   }
+
+  const config = configured(() => loadConfig(configInput));
+  if (typeof config === 'number') return config;
 
   // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (pid1.ts).
   const warnings: string[] = [];

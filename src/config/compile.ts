@@ -89,7 +89,7 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
       runtimeId: n('worker.runtime_id') || null,
       host: s('worker.host'),
       port: n('worker.port') || null,
-      runtimes: (v('worker.runtimes') as string[]).map((r) => r.trim().toLowerCase()).filter((r) => r !== ''),
+      runtimes: normaliseRuntimes(v('worker.runtimes') as string[]),
       capabilities: v('worker.capabilities') as Record<string, unknown>,
       labels: validateLabels(v('worker.labels') as Record<string, unknown>, raw.get('worker.labels')!),
       taints: validateTaints(v('worker.taints'), raw.get('worker.taints')!),
@@ -110,6 +110,31 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
   };
   validateCrossFields(cfg, raw);
   return deepFreeze(cfg);
+}
+
+/** What `--detect-only` needs: the runtime filter, the probe timeout and the probes' environment. */
+export interface DetectConfig {
+  runtimes: string[];
+  probeTimeoutMs: number;
+  passthroughEnv: string[];
+}
+
+/**
+ * Only the keys detection reads are validated: `--detect-only` is the debugging tool for images
+ * whose worker configuration may be incomplete or wrong (a production environment without
+ * transports, a bad database URL), and it must still report what the image has.
+ */
+export function compileDetectConfig(raw: RawConfig): Readonly<DetectConfig> {
+  const v = (key: string): unknown => coerce(spec(key), raw.get(key)!);
+  return deepFreeze({
+    runtimes: normaliseRuntimes(v('worker.runtimes') as string[]),
+    probeTimeoutMs: (v('worker.probe_timeout') as number) * 1000,
+    passthroughEnv: validatePassthrough(v('worker.passthrough_env') as string[], raw.get('worker.passthrough_env')!),
+  });
+}
+
+function normaliseRuntimes(list: string[]): string[] {
+  return list.map((r) => r.trim().toLowerCase()).filter((r) => r !== '');
 }
 
 function spec(key: string): OptionSpec {

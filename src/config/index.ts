@@ -1,8 +1,8 @@
 /** Load + compile configuration from the real process (files, env, flags). */
 import { readFileSync } from 'node:fs';
 import { loadRawConfig, type LoadInput } from './load.ts';
-import { compileConfig, type Config } from './compile.ts';
-export type { Config } from './compile.ts';
+import { compileConfig, compileDetectConfig, type Config, type DetectConfig } from './compile.ts';
+export type { Config, DetectConfig } from './compile.ts';
 export { ConfigError } from './errors.ts';
 
 export function readIfExists(path: string): string | undefined {
@@ -14,10 +14,23 @@ export function readIfExists(path: string): string | undefined {
   }
 }
 
-export function loadConfig(input: Omit<LoadInput, 'readFile'> & { implicitFiles?: boolean }): Readonly<Config> {
-  const implicit = input.implicitFiles ?? true;
-  const explicit = input.flags.config !== undefined || input.env.ATTUNE_CONFIG !== undefined;
-  // --detect-only reads files only when one is named (contract §1.4 step 2).
-  const readFile = implicit || explicit ? readIfExists : (p: string) => (explicit && p === (input.flags.config ?? input.env.ATTUNE_CONFIG) ? readIfExists(p) : undefined);
+type ConfigInput = Omit<LoadInput, 'readFile'>;
+
+/** `implicitFiles: false` (tests): files are read only when one is named, never ./config.yaml alone. */
+export function loadConfig(input: ConfigInput & { implicitFiles?: boolean }): Readonly<Config> {
+  const readFile = input.implicitFiles === false ? namedFileOnly(input) : readIfExists;
   return compileConfig(loadRawConfig({ ...input, readFile }));
+}
+
+function namedFileOnly(input: ConfigInput): (p: string) => string | undefined {
+  const named = input.flags.config ?? input.env.ATTUNE_CONFIG;
+  return named !== undefined ? readIfExists : () => undefined;
+}
+
+/**
+ * `--detect-only`: reads a file only when one is named (contract §1.4 step 2) and validates only
+ * the keys detection uses (compileDetectConfig).
+ */
+export function loadDetectConfig(input: ConfigInput): Readonly<DetectConfig> {
+  return compileDetectConfig(loadRawConfig({ ...input, readFile: namedFileOnly(input) }));
 }

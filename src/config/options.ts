@@ -62,7 +62,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'API base URL handed to actions (`ATTUNE_API_URL`); default `http://{server.host}:{server.port}`.' },
 
   { key: 'security.jwt_secret', type: str, default: '', secret: true, doc: 'Shared HS256 secret for worker/execution tokens.' },
-  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Key for secret-backed parameters (>= 32 chars when set).' },
+  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Key of secret-backed parameters and results (>= 32 chars when set). Validated, not yet used: see README "Known gaps".' },
 
   { key: 'log.level', type: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error'] }, default: 'info', alsoEnv: 'RUST_LOG',
     doc: 'Log level. `RUST_LOG`-style values are accepted here too; `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },
@@ -94,8 +94,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.task_timeout', type: int(1, 86400), default: 300, doc: 'Compatibility only (unused by Attune too).', unused: true },
   { key: 'worker.max_stdout_bytes', type: int(1024, 1024 * MiB), default: 10 * MiB, doc: 'stdout capture cap per execution.' },
   { key: 'worker.max_stderr_bytes', type: int(1024, 1024 * MiB), default: 10 * MiB, doc: 'stderr capture cap per execution.' },
-  { key: 'worker.execution_log_retention_policy', type: { kind: 'enum', values: ['days', 'hours', 'minutes', 'versions'] }, default: 'days', doc: 'Log artifact retention policy.' },
-  { key: 'worker.execution_log_retention_limit', type: int(1, 100000), default: 7, doc: 'Log artifact retention limit.' },
+  { key: 'worker.execution_log_retention_policy', type: { kind: 'enum', values: ['days', 'hours', 'minutes', 'versions'] }, default: 'days', doc: 'Log artifact retention policy (log artifact rows are not written yet).', unused: true },
+  { key: 'worker.execution_log_retention_limit', type: int(1, 100000), default: 7, doc: 'Log artifact retention limit (log artifact rows are not written yet).', unused: true },
   { key: 'worker.shutdown_timeout', type: int(0, 3600), default: 30, doc: 'Seconds the first SIGTERM lets running actions finish before cancelling them.' },
   { key: 'worker.stream_logs', type: bool, default: true, doc: 'Compatibility only.', unused: true },
   { key: 'worker.passthrough_env', type: { kind: 'list' }, default: [], doc: 'Extra agent environment variables copied into every action (not `ATTUNE_*`).' },

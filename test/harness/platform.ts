@@ -11,13 +11,15 @@ import { parse as parseYaml } from 'yaml';
 import type pg from 'pg';
 
 /** Core runtimes as Attune's core pack defines them (interpreter by name; the agent resolves paths). */
-export const CORE_RUNTIMES: Record<string, { name: string; aliases: string[]; binary: string; ext: string }> = {
+export const CORE_RUNTIMES: Record<string, { name: string; aliases: string[]; binary: string; ext: string; args?: string[] }> = {
   shell: { name: 'Shell', aliases: ['shell', 'bash', 'sh'], binary: '/bin/bash', ext: '.sh' },
   python: { name: 'Python', aliases: ['python', 'python3'], binary: 'python3', ext: '.py' },
   node: { name: 'Node.js', aliases: ['node', 'nodejs', 'node.js'], binary: 'node', ext: '.js' },
   perl: { name: 'Perl', aliases: ['perl', 'perl5'], binary: 'perl', ext: '.pl' },
   ruby: { name: 'Ruby', aliases: ['ruby', 'rb'], binary: 'ruby', ext: '.rb' },
   java: { name: 'Java', aliases: ['java', 'jdk', 'openjdk'], binary: 'java', ext: '.java' },
+  go: { name: 'Go', aliases: ['go', 'golang'], binary: 'go', ext: '.go', args: ['run'] },
+  r: { name: 'R', aliases: ['r', 'rscript'], binary: 'Rscript', ext: '.R' },
   native: { name: 'Native', aliases: ['native', 'builtin', 'standalone'], binary: '', ext: '' },
 };
 
@@ -25,7 +27,7 @@ export async function seedCoreRuntimes(db: pg.Pool): Promise<Record<string, numb
   await db.query(`INSERT INTO pack (ref, label, version) VALUES ('core', 'Core', '1.0.0') ON CONFLICT (ref) DO NOTHING`);
   const ids: Record<string, number> = {};
   for (const [key, r] of Object.entries(CORE_RUNTIMES)) {
-    const execConfig = r.binary ? { interpreter: { binary: r.binary, args: [], file_extension: r.ext } } : {};
+    const execConfig = r.binary ? { interpreter: { binary: r.binary, args: r.args ?? [], file_extension: r.ext } } : {};
     const res = await db.query(
       `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config)
        VALUES ($1, (SELECT id FROM pack WHERE ref = 'core'), 'core', $2, $3, $4)

@@ -32,8 +32,10 @@ export function action(entrypoint: string, over: Partial<ActionRow> = {}): Actio
   };
 }
 
-const BINARIES: Record<string, string> = { shell: '/bin/bash', python: 'python3', perl: 'perl', node: process.execPath, java: 'java' };
-const EXT: Record<string, string> = { shell: '.sh', python: '.py', perl: '.pl', node: '.js', java: '.java' };
+const BINARIES: Record<string, string> = { shell: '/bin/bash', python: 'python3', perl: 'perl', node: process.execPath, java: 'java', ruby: 'ruby', go: 'go', r: 'Rscript' };
+const EXT: Record<string, string> = { shell: '.sh', python: '.py', perl: '.pl', node: '.js', java: '.java', ruby: '.rb', go: '.go', r: '.R' };
+/** Interpreter arguments of the core runtimes that need some (`go run file.go`). */
+const ARGS: Record<string, string[]> = { go: ['run'] };
 
 /** A runtime row like Attune's core ones. */
 export function runtime(kind: string, over: Partial<RuntimeRow> = {}): RuntimeRow {
@@ -42,7 +44,7 @@ export function runtime(kind: string, over: Partial<RuntimeRow> = {}): RuntimeRo
     name: kind === 'node' ? 'Node.js' : kind[0].toUpperCase() + kind.slice(1), aliases: [kind],
     distributions: null, installation: null,
     execution_config: kind === 'native' ? {} : {
-      interpreter: { binary: BINARIES[kind], args: [], file_extension: EXT[kind] },
+      interpreter: { binary: BINARIES[kind], args: ARGS[kind] ?? [], file_extension: EXT[kind] },
       inline_execution: { strategy: kind === 'shell' ? 'temp_file' : 'direct', extension: EXT[kind] },
     },
     auto_detected: false, detection_config: null, ...over,
@@ -51,7 +53,7 @@ export function runtime(kind: string, over: Partial<RuntimeRow> = {}): RuntimeRo
 
 export function detected(): DetectedInterpreter[] {
   const out: DetectedInterpreter[] = [];
-  for (const [name, bin] of [['shell', 'bash'], ['python', 'python3'], ['node', process.execPath], ['java', 'java'], ['perl', 'perl'], ['ruby', 'ruby']] as const) {
+  for (const [name, bin] of [['shell', 'bash'], ['python', 'python3'], ['node', process.execPath], ['java', 'java'], ['perl', 'perl'], ['ruby', 'ruby'], ['go', 'go'], ['r', 'Rscript']] as const) {
     const path = bin.startsWith('/') ? bin : which.sync(bin, { nothrow: true });
     if (path) out.push({ name, path });
   }

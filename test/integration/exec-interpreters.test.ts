@@ -26,6 +26,8 @@ const ACTIONS: [kind: string, entrypoint: string][] = [
   ['node', 'echo_params.js'],
   ['java', 'EchoParams.java'],
   ['ruby', 'echo_params.rb'],
+  ['go', 'echo_params.go'],
+  ['r', 'echo_params.R'],
 ];
 const artifactsDir = h.tempDir('interp-artifacts');
 const cfg = h.config({ artifactsDir });

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadRawConfig, type LoadInput } from '../../src/config/load.ts';
-import { compileConfig, rustLogLevel } from '../../src/config/compile.ts';
+import { compileConfig, compileDetectConfig, rustLogLevel } from '../../src/config/compile.ts';
 import { ConfigError } from '../../src/config/errors.ts';
 
 function load(env: Record<string, string>, files: Record<string, string> = {}, flags: LoadInput['flags'] = {}) {
@@ -113,4 +113,15 @@ test('credentials never appear in configuration errors', () => {
     assert.ok(!msg.includes(secret), `message leaks the secret: ${msg}`);
     assert.match(msg, /database\.url|message_queue\.url|encryption_key/);
   }
+});
+
+test('--detect-only validates only what detection reads: a worker config that cannot start still detects', () => {
+  const detect = (env: Record<string, string>) => compileDetectConfig(loadRawConfig({ env, cwd: '/cfg', flags: {}, readFile: () => undefined }));
+  const broken = { ATTUNE__ENVIRONMENT: 'production', ATTUNE__DATABASE__URL: 'http://nope', ATTUNE__WORKER__MAX_CONCURRENT_TASKS: 'many' };
+  assert.match(configError(() => load(broken)), /database\.url|transport|max_concurrent_tasks/);
+  const d = detect({ ...broken, ATTUNE_WORKER_RUNTIMES: ' Python3, bash ,', ATTUNE__WORKER__PROBE_TIMEOUT: '2' });
+  assert.deepEqual(d.runtimes, ['python3', 'bash']);
+  assert.equal(d.probeTimeoutMs, 2000);
+  // The keys detection does read are still validated.
+  assert.match(configError(() => detect({ ATTUNE__WORKER__PROBE_TIMEOUT: '0' })), /worker\.probe_timeout/);
 });
