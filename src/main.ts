@@ -63,7 +63,7 @@ async function main(argv: readonly string[]): Promise<number> {
   if (typeof config === 'number') return config;
 
   // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (pid1.ts).
-  const warnings: string[] = [];
+  const warnings: string[] = [...config.warnings];
   if (process.pid === 1) {
     const { ensureInit } = await import('./pid1.ts');
     const w = ensureInit(argv);

@@ -11,6 +11,8 @@ export interface Taint { key: string; value?: string; effect: 'no_schedule' | 'p
 
 export interface Config {
   environment: string;
+  /** Accepted-but-ignored settings, logged as warnings at start. */
+  warnings: string[];
   database: { url: string; schema: string; maxConnections: number; connectTimeoutMs: number; idleTimeoutMs: number };
   messageQueue: { url: string };
   apiUrl: string;
@@ -60,8 +62,16 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
 
   const environment = s('environment');
   const passthroughEnv = validatePassthrough(v('worker.passthrough_env') as string[], raw.get('worker.passthrough_env')!);
+  const warnings: string[] = [];
+  for (const o of OPTIONS) {
+    const ig = raw.get(o.key)!.ignored;
+    if (!ig) continue;
+    const allowed = o.type.kind === 'enum' ? o.type.values.join(', ') : 'a valid value';
+    warnings.push(`${ig.origin}=${JSON.stringify(ig.value)} ignored: expected one of ${allowed}; using ${o.key}=${JSON.stringify(v(o.key))}`);
+  }
   const cfg: Config = {
     environment,
+    warnings,
     database: {
       url: s('database.url'),
       schema: s('database.schema'),

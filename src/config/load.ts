@@ -9,7 +9,13 @@ import { OPTIONS, OPTION_BY_KEY, envNameFor, type OptionSpec } from './options.t
 import { ConfigError } from './errors.ts';
 
 export type Source = 'default' | 'file' | 'env' | 'flag';
-export interface RawValue { value: unknown; source: Source; origin: string }
+export interface RawValue {
+  value: unknown;
+  source: Source;
+  origin: string;
+  /** A plain Attune variable that was set but ignored because its value is not allowed (warned at start). */
+  ignored?: { origin: string; value: string };
+}
 export type RawConfig = Map<string, RawValue>;
 
 export interface LoadInput {
@@ -45,7 +51,13 @@ export function loadRawConfig(input: LoadInput): RawConfig {
     if (v === undefined || v.trim() === '') continue;
     const cur = raw.get(o.key)!;
     // Attune: config value first, then the plain variable as fallback (contract §3.2).
-    if (cur.source === 'default') raw.set(o.key, { value: v, source: 'env', origin: o.alsoEnv });
+    if (cur.source !== 'default') continue;
+    // Attune ignores an unknown ATTUNE_WORKER_TYPE with a warning instead of refusing to start (§1.3).
+    if (o.type.kind === 'enum' && o.key !== 'log.level' && !o.type.values.includes(v.trim().toLowerCase())) {
+      raw.set(o.key, { ...cur, ignored: { origin: o.alsoEnv, value: v } });
+      continue;
+    }
+    raw.set(o.key, { value: v, source: 'env', origin: o.alsoEnv });
   }
   if (input.flags.name !== undefined) raw.set('worker.name', { value: input.flags.name, source: 'flag', origin: '--name' });
   return raw;

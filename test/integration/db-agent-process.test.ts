@@ -106,6 +106,33 @@ test('registers, recovers its stale running execution, heartbeats; SIGTERM → i
   }
 });
 
+test('two agents racing on one name: one row, both keep running, both stop cleanly', async () => {
+  const env = {
+    ATTUNE__DATABASE__URL: db.url,
+    ATTUNE__WORKER__HEARTBEAT_INTERVAL: '1',
+    ATTUNE_WORKER_NAME: 'racing-replica',
+    ATTUNE_WORKER_RUNTIMES: 'shell',
+  };
+  const agents = [startAgent(env), startAgent(env)];
+  try {
+    const registered = (a: (typeof agents)[number]) => a.out().split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l))
+      .find((l) => typeof l.worker_id === 'number');
+    const ids = await waitFor('both agents to register', async () => {
+      const r = agents.map(registered);
+      return r.every(Boolean) ? r.map((l) => l.worker_id) : null;
+    }, { timeoutMs: 20_000 });
+    const rows = (await db.pool.query(`SELECT id, status FROM worker WHERE name = 'racing-replica'`)).rows;
+    assert.equal(rows.length, 1, 'one row for the name');
+    assert.deepEqual(ids, [rows[0].id, rows[0].id], 'both agents hold the same row');
+    await new Promise((r) => setTimeout(r, 1500)); // a heartbeat or two each
+    for (const a of agents) assert.equal(a.child.exitCode, null, `both still running: ${a.err()}`);
+    for (const a of agents) a.child.kill('SIGTERM');
+    assert.deepEqual(await Promise.all(agents.map((a) => a.exited)), [0, 0]);
+  } finally {
+    for (const a of agents) killIfAlive(a.child);
+  }
+});
+
 test('an unusable database exits with the start-up code and a message that names it', async () => {
   const agent = startAgent({
     ATTUNE__DATABASE__URL: dbUrlWithPassword('attune_no_such_database'),

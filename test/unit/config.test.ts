@@ -58,6 +58,13 @@ test('non-prefixed Attune variables are fallbacks after config', () => {
   assert.equal(load({ ATTUNE_WORKER_NAME: 'pod-1' }).worker.name, 'pod-1');
   assert.equal(load({ ATTUNE_WORKER_NAME: 'pod-1', ATTUNE__WORKER__NAME: 'cfg' }).worker.name, 'cfg');
   assert.equal(load({ ATTUNE_WORKER_TYPE: 'CONTAINER' }).worker.workerType, 'container');
+  // Attune ignores an unknown ATTUNE_WORKER_TYPE with a warning (contract §1.3); the agent says so at start.
+  const bogus = load({ ATTUNE_WORKER_TYPE: 'bogus' });
+  assert.equal(bogus.worker.workerType, 'local');
+  assert.deepEqual(bogus.warnings, ['ATTUNE_WORKER_TYPE="bogus" ignored: expected one of local, remote, container; using worker.worker_type="local"']);
+  assert.deepEqual(load({}).warnings, []);
+  // The prefixed key is Attune's own config and stays strict.
+  assert.match(configError(() => load({ ATTUNE__WORKER__WORKER_TYPE: 'bogus' })), /worker\.worker_type/);
   assert.deepEqual(load({ ATTUNE_WORKER_RUNTIMES: ' Python3, bash ,,' }).worker.runtimes, ['python3', 'bash']);
   assert.equal(load({ ATTUNE_API_URL: 'http://api:8080' }).apiUrl, 'http://api:8080');
   assert.deepEqual(load({ ATTUNE__WORKER__PASSTHROUGH_ENV: 'HTTP_PROXY, NO_PROXY' }).worker.passthroughEnv, ['HTTP_PROXY', 'NO_PROXY']);
