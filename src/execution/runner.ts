@@ -9,10 +9,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
+import { closeFds, pipeMaker, type PipeMaker } from './os-pipes.ts';
 
 export type CancelReason = 'cancel' | 'shutdown';
 
@@ -104,31 +105,32 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
     await Promise.allSettled(files.map((f) => f?.close()));
   };
 
-  let child: ChildProcess;
+  let spawned: Spawned;
   const spawnStarted = performance.now();
   try {
-    child = await spawnWithRetry(spec, log);
+    spawned = await spawnWithRetry(spec, log);
   } catch (e) {
     await closeFiles();
     const err = e as NodeJS.ErrnoException;
     return { kind: 'spawn-error', code: err.code, message: describeSpawnError(spec, err), durationMs: elapsed() };
   }
+  const { child } = spawned;
   const pid = child.pid!;
   // spawn() blocks the event loop until the child has exec'd (fork cost grows with the agent's RSS).
   log.debug({ pid, spawn_ms: +(performance.now() - spawnStarted).toFixed(2) }, 'action process started');
   child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
 
-  const outPump = new OutputPump(child.stdout!, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
-  const errPump = new OutputPump(child.stderr!, new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
+  const outPump = new OutputPump(spawned.stdout, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
+  const errPump = new OutputPump(spawned.stderr, new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
   const outDone = outPump.done;
   const errDone = errPump.done;
 
   let stdinError: RunResult['stdinError'] = null;
-  child.stdin!.on('error', (e: NodeJS.ErrnoException) => {
+  spawned.stdin.on('error', (e: NodeJS.ErrnoException) => {
     stdinError ??= { code: e.code, message: e.code === 'EPIPE' ? 'Broken pipe (os error 32)' : e.message };
   });
-  if (spec.stdin !== null && spec.stdin !== '') child.stdin!.end(spec.stdin);
-  else child.stdin!.end();
+  if (spec.stdin !== null && spec.stdin !== '') spawned.stdin.end(spec.stdin);
+  else spawned.stdin.end();
 
   const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve) => {
     child.once('exit', (code, sig) => resolve({ code, sig }));
@@ -227,10 +229,22 @@ export function killGroup(pid: number, sig: NodeJS.Signals, groupOnly = false): 
   }
 }
 
-async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<ChildProcess> {
+/** The child and the agent's ends of its stdio. */
+interface Spawned {
+  child: ChildProcess;
+  stdin: Writable;
+  stdout: PumpSource;
+  stderr: PumpSource;
+}
+
+/** A child-process stream (socket pair, adopted by the pump) or our read end of a real pipe. */
+type PumpSource = { kind: 'stream'; stream: Readable } | { kind: 'fd'; fd: number };
+
+async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<Spawned> {
+  const pipes = pipeMaker();
   for (let attempt = 1; ; attempt++) {
     try {
-      return await spawnOnce(spec);
+      return pipes ? await spawnWithPipes(spec, pipes) : await spawnOnce(spec, ['pipe', 'pipe', 'pipe']).then(withStreams);
     } catch (e) {
       // ETXTBSY: the file was just written by another thread/process and is still open for writing.
       if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt >= SPAWN_ATTEMPTS) throw e;
@@ -240,7 +254,43 @@ async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<ChildProce
   }
 }
 
-function spawnOnce(spec: RunSpec): Promise<ChildProcess> {
+function withStreams(child: ChildProcess): Spawned {
+  return { child, stdin: child.stdin!, stdout: { kind: 'stream', stream: child.stdout! }, stderr: { kind: 'stream', stream: child.stderr! } };
+}
+
+/**
+ * Real pipes (os-pipes.ts): the child gets one end of each as fd 0/1/2 (libuv dup2s them, so its
+ * copies lose close-on-exec), the agent closes those ends right after fork+exec and keeps the
+ * others. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
+ */
+async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned> {
+  const owned: number[] = [];
+  const pipe = () => {
+    const ends = maker.pipe();
+    owned.push(...ends);
+    return ends;
+  };
+  let childEnds: number[] = [];
+  try {
+    const [inRead, inWrite] = pipe();
+    const [outRead, outWrite] = pipe();
+    const [errRead, errWrite] = pipe();
+    childEnds = [inRead, outWrite, errWrite];
+    const child = await spawnOnce(spec, childEnds);
+    closeFds(childEnds);
+    return {
+      child,
+      stdin: new Socket({ fd: inWrite, readable: false, writable: true }),
+      stdout: { kind: 'fd', fd: outRead },
+      stderr: { kind: 'fd', fd: errRead },
+    };
+  } catch (e) {
+    closeFds(owned);
+    throw e;
+  }
+}
+
+function spawnOnce(spec: RunSpec, stdio: ('pipe' | number)[]): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     let child: ChildProcess;
     try {
@@ -249,7 +299,7 @@ function spawnOnce(spec: RunSpec): Promise<ChildProcess> {
         env: spec.env,
         // detached = setsid(): the action leads its own process group, so signals reach its children.
         detached: true,
-        stdio: ['pipe', 'pipe', 'pipe'],
+        stdio,
         windowsHide: true,
       });
     } catch (e) {
@@ -331,19 +381,24 @@ class OutputPump {
   readonly #errors: string[];
   #writes: Promise<void> = Promise.resolve();
 
-  constructor(pipe: Readable, capture: BoundedCapture, file: Promise<FileHandle | null>, mirror: NodeJS.WritableStream | null, errors: string[]) {
+  constructor(from: PumpSource, capture: BoundedCapture, file: Promise<FileHandle | null>, mirror: NodeJS.WritableStream | null, errors: string[]) {
     this.capture = capture;
     this.#writes = file.then((f) => {
       this.#file = f;
     });
     this.#mirror = mirror;
     this.#errors = errors;
-    const adopted = adoptWithReadBuffer(pipe, (n, buf) => {
+    const onChunk = (n: number, buf: Buffer) => {
       this.#take(buf.subarray(0, n));
       return true;
-    });
-    this.#source = adopted ?? pipe;
-    if (!adopted) pipe.on('data', (chunk: Buffer) => this.#take(chunk));
+    };
+    if (from.kind === 'fd') {
+      this.#source = new Socket({ fd: from.fd, readable: true, writable: false, onread: readBuffer(onChunk) } as unknown as ConstructorParameters<typeof Socket>[0]);
+    } else {
+      const adopted = adoptWithReadBuffer(from.stream, onChunk);
+      this.#source = adopted ?? from.stream;
+      if (!adopted) from.stream.on('data', (chunk: Buffer) => this.#take(chunk));
+    }
     const source = this.#source;
     const ended = new Promise<void>((resolve) => {
       source.once('end', resolve);
@@ -380,6 +435,11 @@ class OutputPump {
 
 const READ_BUFFER_BYTES = 64 * 1024;
 
+/** net.Socket `onread`: libuv reads into this one buffer, reused for every read of the pipe. */
+function readBuffer(onChunk: (n: number, buf: Buffer) => boolean) {
+  return { buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), callback: onChunk };
+}
+
 /**
  * Move a child-process pipe's handle to a socket that reads into one reused buffer (net.Socket's
  * `onread`); the original stream is detached from the handle and destroyed. Null when this Node
@@ -389,10 +449,7 @@ function adoptWithReadBuffer(pipe: Readable, onChunk: (n: number, buf: Buffer) =
   const original = pipe as Socket & { _handle?: { useUserBuffer?: unknown } | null };
   const handle = original._handle;
   if (!(pipe instanceof Socket) || !handle || typeof handle.useUserBuffer !== 'function' || pipe.readableLength > 0) return null;
-  const adopted = new Socket({
-    handle, readable: true, writable: false,
-    onread: { buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), callback: onChunk },
-  } as unknown as ConstructorParameters<typeof Socket>[0]);
+  const adopted = new Socket({ handle, readable: true, writable: false, onread: readBuffer(onChunk) } as unknown as ConstructorParameters<typeof Socket>[0]);
   original._handle = null; // the original no longer touches the handle ...
   original.destroy(); // ... and just closes (ChildProcess counts that 'close')
   return adopted;

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomInt, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
@@ -222,6 +222,15 @@ describe('outputs and failures', () => {
     assertOneTerminalPair(f, 'completed');
     assert.ok(Date.now() - started < 10_000, 'finished promptly');
     assert.match(String(f.result.stdout), /parent done/);
+  });
+
+  test('actions get real pipes: /dev/stdin, /dev/stdout and /dev/stderr open by path (bash, dash, tee, python)', async () => {
+    const f = await run(await action({ name: 'dev_paths', entrypoint: 'dev_paths.sh', runtime: 'shell', output_format: 'json' }), { x: 1 });
+    assertOneTerminalPair(f, 'completed');
+    assert.deepEqual(f.result.data, { params: { x: 1 } });
+    const stderr = readFileSync(String(f.result.stderr_log), 'utf8');
+    assert.equal(stderr, 'bash to stderr by path\ndash to stderr by path\ntee to stderr\n');
+    assert.match(readFileSync(join(dirname(String(f.result.stderr_log)), 'stdout.log'), 'utf8'), /^python by path\n\{"params": \{"x":1\}\}\n$/);
   });
 
   test('env isolation: the action sees neither the agent\'s database URL nor its credentials', async () => {

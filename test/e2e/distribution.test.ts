@@ -199,10 +199,12 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
   const collector = await collectExecutionMessages(mq);
   t.after(() => collector.close());
 
-  // A pack of our own: bash builtins only (the root has no coreutils) and node.
+  // A pack of our own: bash builtins only (the root has no coreutils) and node. whoami.sh writes to
+  // its stdout by path (/proc/self/fd/1: this root has no /dev/stdout link): that works only with real
+  // pipes, i.e. with the folder's lib/attune-pipes.node loaded.
   const packs = join(ws.dir, 'packs');
   mkdirSync(join(packs, 'distpack', 'actions'), { recursive: true });
-  writeFileSync(join(packs, 'distpack', 'actions', 'whoami.sh'), '#!/bin/bash\nread -r -d "" params\nprintf \'{"uid":%s,"params":%s}\' "$EUID" "$params"\n');
+  writeFileSync(join(packs, 'distpack', 'actions', 'whoami.sh'), '#!/bin/bash\nread -r -d "" params\nprintf \'{"uid":%s,"params":%s}\' "$EUID" "$params" > /proc/self/fd/1\n');
   writeFileSync(join(packs, 'distpack', 'actions', 'echo.js'), "process.stdout.write(JSON.stringify({ node: process.version, params: JSON.parse(require('node:fs').readFileSync(0, 'utf8')) }));\n");
   await insertAction(db.pool, 'distpack', { ref: 'distpack.whoami', entrypoint: 'whoami.sh', runtime: 'shell', output_format: 'json' }, runtimeIds);
   await insertAction(db.pool, 'distpack', { ref: 'distpack.echo', entrypoint: 'echo.js', runtime: 'node', output_format: 'json' }, runtimeIds);
@@ -247,6 +249,7 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
     check((row.result ?? {}).data as Record<string, unknown>);
   }
 
+  assert.ok(!agent.logs.some((l) => /socket pairs, not pipes/.test(String(l.msg))), 'the pipes addon loaded from the volume');
   const exit = await agent.stop('SIGTERM');
   assert.equal(exit.code, 0, `the agent stops cleanly; stderr: ${agent.stderr.join('')}`);
   assert.deepEqual(processesUnder(root.dir), []);

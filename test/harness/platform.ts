@@ -124,7 +124,8 @@ export function startAgent(env: Record<string, string>, args: string[] = [], opt
   const exe = opts.executable ?? AGENT_EXECUTABLE;
   if (!existsSync(exe)) throw new Error(`${exe} is missing: run npm run build`);
   const child = spawn(exe, args, {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...env },
+    // ATTUNE_AGENT_PIPES=off passes through: the control run of the real-pipes test.
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...pick(process.env, 'ATTUNE_AGENT_PIPES'), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
     cwd: opts.cwd,
   });
@@ -182,4 +183,9 @@ export async function until<T>(what: string, check: () => Promise<T> | T, timeou
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, 25));
   }
+}
+
+function pick(env: NodeJS.ProcessEnv, name: string): Record<string, string> {
+  const v = env[name];
+  return v === undefined ? {} : { [name]: v };
 }

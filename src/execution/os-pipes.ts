@@ -1,0 +1,81 @@
+/**
+ * Real pipes for an action's stdin/stdout/stderr.
+ *
+ * Node (libuv) connects a child's stdio through Unix socket pairs, and Linux refuses to open a
+ * socket by path: under a Node parent `echo x > /dev/stderr` (bash and dash), `tee /dev/stderr`,
+ * `cat /dev/stdin` and Python's open("/dev/stdout") fail with ENXIO. The Rust agent gives actions
+ * pipes, so scripts written for it do that freely. Node has no pipe(2), so the build ships a tiny
+ * Node-API addon (build/native/attune-pipes.c) beside the executable; without it the runner falls
+ * back to socket pairs and the agent logs once at start what that breaks.
+ *
+ * Lookup: $ATTUNE_AGENT_PIPES (a path, or `off`), else `lib/attune-pipes.node` next to the
+ * executable (the portable folder and dist/ both have it); when run from source (tests), ./dist/lib.
+ */
+import { closeSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+declare const __AGENT_VERSION__: string | undefined;
+
+export const PIPES_ENV = 'ATTUNE_AGENT_PIPES';
+export const PIPES_ADDON = 'attune-pipes.node';
+
+export interface PipeMaker {
+  /** [readFd, writeFd], both close-on-exec; throws on EMFILE and the like. */
+  pipe(): [number, number];
+}
+
+export type PipesStatus =
+  | { available: true; path: string }
+  | { available: false; reason: string };
+
+let loaded: { maker: PipeMaker | null; status: PipesStatus } | undefined;
+
+/** The pipe maker, or null when the addon is missing or disabled (loaded once). */
+export function pipeMaker(): PipeMaker | null {
+  loaded ??= load(process.env);
+  return loaded.maker;
+}
+
+export function pipesStatus(): PipesStatus {
+  loaded ??= load(process.env);
+  return loaded.status;
+}
+
+function candidates(env: NodeJS.ProcessEnv): string[] {
+  const fromEnv = env[PIPES_ENV];
+  if (fromEnv !== undefined && fromEnv !== '') return [fromEnv];
+  const exeDir = dirname(process.execPath);
+  const list = [join(exeDir, 'lib', PIPES_ADDON)];
+  if (typeof __AGENT_VERSION__ !== 'string') list.push(join(process.cwd(), 'dist', 'lib', PIPES_ADDON));
+  return list;
+}
+
+function load(env: NodeJS.ProcessEnv): { maker: PipeMaker | null; status: PipesStatus } {
+  if (env[PIPES_ENV] === 'off') return { maker: null, status: { available: false, reason: `${PIPES_ENV}=off` } };
+  const tried = candidates(env);
+  const path = tried.find((p) => existsSync(p));
+  if (path === undefined) return { maker: null, status: { available: false, reason: `${PIPES_ADDON} not found (looked in ${tried.join(', ')})` } };
+  try {
+    const mod = { exports: {} as Partial<PipeMaker> };
+    process.dlopen(mod, path);
+    const fn = mod.exports.pipe;
+    if (typeof fn !== 'function') throw new Error('it exports no pipe()');
+    // Prove it once: a broken addon must fail here, not on an execution's critical path.
+    const [r, w] = fn();
+    closeFds([r, w]);
+    return { maker: { pipe: fn }, status: { available: true, path } };
+  } catch (e) {
+    return { maker: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };
+  }
+}
+
+/** Close descriptors we own, ignoring the already closed. */
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // EBADF: already closed
+    }
+  }
+}
