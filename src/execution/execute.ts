@@ -4,10 +4,10 @@
  * rows can cause: every problem becomes a `failed` outcome whose `result.error` names it.
  */
 import { accessSync, constants, statSync } from 'node:fs';
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import which from 'which';
 import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Config } from '../config/index.ts';
@@ -45,6 +45,11 @@ export interface ExecuteInput {
   logger?: RunLogger;
   /** Shared across executions so a pack release archive is hashed once. */
   verifiedReleases?: Set<string>;
+  /**
+   * Where stdout/stderr are appended (absolute): the files of this execution's log artifact
+   * versions (db/log-artifacts.ts). Default: `{artifacts_dir}/execution_{id}/stdout.log|stderr.log`.
+   */
+  logFiles?: { stdout: string; stderr: string } | null;
   /** Default 1000 ms (Attune's log_finalization_timeout_ms). */
   logFinalizationTimeoutMs?: number;
   /** Injected for tests; defaults to the real filesystem / PATH lookups and clock. */
@@ -62,6 +67,8 @@ export interface ExecuteOutput {
   runtime?: string;
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
+  /** With `logFiles`, once the process ran: bytes in each file and whether the cap cut the stream. */
+  logEnds?: { stdout: { bytes: number; truncated: boolean }; stderr: { bytes: number; truncated: boolean } };
 }
 
 const NOOP: RunLogger = { debug() {}, info() {}, warn() {} };
@@ -104,9 +111,11 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     }
 
     const paths = executionLogPaths(config.artifactsDir, execution.id);
+    const logFiles = input.logFiles ?? { stdout: paths.stdout, stderr: paths.stderr };
     // Made while the process starts (runProcess waits for it only to create the log files).
-    const logsDirReady = ensureSharedDir(paths.dir).then(() => true, (e: Error) => {
-      log.warn({ execution_id: execution.id, err: e.message }, `cannot create ${paths.dir}; action output is kept in the result only`);
+    const logDirs = [...new Set([dirname(logFiles.stdout), dirname(logFiles.stderr)])];
+    const logsDirReady = Promise.all(logDirs.map((d) => ensureSharedDir(d))).then(() => true, (e: Error) => {
+      log.warn({ execution_id: execution.id, err: e.message }, `cannot create ${logDirs.join(' and ')}; action output is kept in the result only`);
       return false;
     });
 
@@ -121,8 +130,8 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       logFinalizationTimeoutMs: input.logFinalizationTimeoutMs,
       maxStdoutBytes: config.worker.maxStdoutBytes,
       maxStderrBytes: config.worker.maxStderrBytes,
-      stdoutLogPath: paths.stdout,
-      stderrLogPath: paths.stderr,
+      stdoutLogPath: logFiles.stdout,
+      stderrLogPath: logFiles.stderr,
       logDirReady: logsDirReady,
       // Mirrored as JSON log lines of this run (observe/logger.ts), not raw bytes on the agent's stdio.
       mirrorStdout: config.log.mirrorStdout ? outputMirror(log, 'stdout') : null,
@@ -133,26 +142,36 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     if (run.kind === 'spawn-error') return done(executionFailure(run.message));
     for (const e of run.logErrors) log.warn({ execution_id: execution.id }, e);
 
-    const stderrLogged = logsDir && !run.logErrors.some((e) => e.includes(paths.stderr) || e.includes('stderr log'));
+    const stderrLogged = logsDir && !run.logErrors.some((e) => e.includes(logFiles.stderr) || e.includes('stderr log'));
     const outcome = decideOutcome(run, {
       outputFormat: action.output_format ?? 'text',
-      stderrLogPath: stderrLogged ? paths.stderr : null,
+      stderrLogPath: stderrLogged ? logFiles.stderr : null,
       timeoutMs: plan.timeoutMs,
     });
-    if (outcome.data !== undefined && logsDir) {
-      await writeResultJson(paths.result, outcome.data).catch((e: Error) =>
-        log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
-    }
+    const [, logEnds] = await Promise.all([
+      outcome.data !== undefined && logsDir
+        ? ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
+          log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`))
+        : null,
+      input.logFiles ? logFileEnds(logFiles, run) : undefined,
+    ]);
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
-    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated };
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, logEnds };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
     return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));
   } finally {
     if (tempDir) await rm(tempDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/** Sizes of the log files as written (0 when a file is missing: its creation failed and was logged). */
+async function logFileEnds(files: { stdout: string; stderr: string }, run: { stdoutTruncated: boolean; stderrTruncated: boolean }): Promise<ExecuteOutput['logEnds']> {
+  const size = (p: string) => stat(p).then((s) => s.size, () => 0);
+  const [out, err] = await Promise.all([size(files.stdout), size(files.stderr)]);
+  return { stdout: { bytes: out, truncated: run.stdoutTruncated }, stderr: { bytes: err, truncated: run.stderrTruncated } };
 }
 
 function done(o: { status: TerminalStatus; result: Record<string, unknown> }): ExecuteOutput {

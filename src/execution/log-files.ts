@@ -1,12 +1,13 @@
 /**
- * Where an execution's files live under `artifacts_dir` (volume transport, `shared_file` backend
- * modes: directories 2775, files 664 so the API container's group can read them).
+ * Files of an execution under `artifacts_dir` (volume transport, `shared_file` backend modes:
+ * directories 2775, files 664 so the API container's group can read them).
  *
- * Layout (simplified, not yet tied to `artifact`/`artifact_version` rows, see contract §5.10):
+ * The logs normally go to the files of the execution's log artifact versions
+ * (db/log-artifacts.ts: `{ref as path}/v{N}.txt`); this layout is the fallback when those cannot
+ * be allocated, and the home of result.json:
  *   {artifacts_dir}/execution_{id}/stdout.log
  *   {artifacts_dir}/execution_{id}/stderr.log
- *   {artifacts_dir}/execution_{id}/result.json   (pretty JSON, only when output was parsed;
- *                                                 this one is Attune's own path)
+ *   {artifacts_dir}/execution_{id}/result.json   (pretty JSON, only when output was parsed)
  */
 import { chmod, mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';

@@ -18,7 +18,7 @@ import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-con
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
-import { executeAction } from '../execution/execute.ts';
+import { executeWithLogArtifacts, type LogArtifactsState } from './run-with-logs.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow } from '../model.ts';
@@ -66,10 +66,13 @@ export class ExecutionsAgentService implements AgentService {
 
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
     const verifiedReleases = new Set<string>();
+    const logArtifacts: LogArtifactsState = {
+      unavailable: false, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
+    };
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
     const retry = retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability);
     const runner: ActionRunner = {
-      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry }),
+      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, logArtifacts }),
     };
     const service = new ExecutionService({
       store: pgExecutionStore(ctx.pool, log),
@@ -233,12 +236,19 @@ function databaseGate(availability: DbAvailability, windowMs: number, active: ()
   };
 }
 
+interface RunDeps {
+  ctx: AgentContext;
+  baselineEnv: Record<string, string>;
+  verifiedReleases: Set<string>;
+  logArtifacts: LogArtifactsState;
+}
+
 async function runExecution(
   pool: pg.Pool,
   execution: ExecutionRow,
   signal: AbortSignal,
   log: Logger,
-  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string>; retry: ReturnType<typeof retryingWrite> },
+  deps: RunDeps & { retry: ReturnType<typeof retryingWrite> },
 ): ReturnType<ActionRunner['run']> {
   // Reads before the start survive a database blip like the writes do (within worker.db_retry_window);
   // a cancel (or shutdown) stops the retrying at the next attempt.
@@ -261,7 +271,7 @@ async function loadAndRun(
   execution: ExecutionRow,
   signal: AbortSignal,
   log: Logger,
-  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string> },
+  deps: RunDeps,
   read: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
 ): ReturnType<ActionRunner['run']> {
   const snapshot = execution.executable_snapshot?.executable ?? null;
@@ -278,7 +288,7 @@ async function loadAndRun(
     execution.enforcement != null ? read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null,
   ]);
   const runtimeVersions = snapshot?.runtime_versions?.length || runtime ? versions : [];
-  const out = await executeAction({
+  return executeWithLogArtifacts(pool, {
     execution, action, runtime, runtimeVersions, enforcement,
     config: deps.ctx.config,
     detected: deps.ctx.detection.selected,
@@ -286,8 +296,7 @@ async function loadAndRun(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  });
-  return out;
+  }, deps.logArtifacts, log);
 }
 
 /**
@@ -300,7 +309,7 @@ async function runWithRows(
   execution: ExecutionRow,
   signal: AbortSignal,
   log: Logger,
-  deps: { ctx: AgentContext; baselineEnv: Record<string, string>; verifiedReleases: Set<string> },
+  deps: RunDeps,
   read: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
 ): ReturnType<ActionRunner['run']> {
   const [rows, enforcement] = await Promise.all([
@@ -310,7 +319,7 @@ async function runWithRows(
   if (!rows) {
     return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
   }
-  const out = await executeAction({
+  return executeWithLogArtifacts(pool, {
     execution, action: rows.action, runtime: rows.runtime, runtimeVersions: rows.runtimeVersions, enforcement,
     config: deps.ctx.config,
     detected: deps.ctx.detection.selected,
@@ -318,8 +327,7 @@ async function runWithRows(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  });
-  return out;
+  }, deps.logArtifacts, log);
 }
 
 function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof createStatusPublisher>): void {

@@ -7,9 +7,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
@@ -26,6 +26,7 @@ let collector: Collector;
 let agent: AgentProcess;
 let workerId: number;
 let work: string;
+let artifactsDir: string;
 let runtimeIds: Record<string, number>;
 
 const has = (bin: string): boolean => which.sync(bin, { nothrow: true }) !== null;
@@ -53,6 +54,21 @@ async function finished(id: number, marker: string, waitMs = 30_000): Promise<Fi
   const completion = msgs.find((m) => m.routingKey === 'execution.completed')!.json!.payload!;
   const statuses = msgs.filter((m) => m.routingKey === 'execution.status.changed').map((m) => String(m.json!.payload!.new_status));
   return { id, status: row.status, result: row.result ?? {}, completion, statuses, marker };
+}
+
+interface LogVersionRow { artifact: number; ref: string; version: number; file_path: string; body_state: string; size_bytes: number; sealed: boolean; truncated: boolean; backend: string; execution: number }
+
+/** The execution's log artifact versions (contract §5.10), by stream. */
+async function logArtifacts(executionId: number): Promise<Record<'stdout' | 'stderr', LogVersionRow>> {
+  const rows = (await db.pool.query(`SELECT v.artifact, a.ref, v.version, v.file_path, v.body_state::text, v.size_bytes, l.sealed, l.truncated, l.backend, v.execution,
+      v.meta->>'stream' AS stream
+      FROM artifact_version v JOIN artifact a ON a.id = v.artifact JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1`, [executionId])).rows;
+  const by = (s: string) => {
+    const r = rows.find((x) => x.stream === s);
+    assert.ok(r, `a ${s} log artifact version for execution ${executionId}: ${JSON.stringify(rows)}`);
+    return r as LogVersionRow;
+  };
+  return { stdout: by('stdout'), stderr: by('stderr') };
 }
 
 /** Live processes (not zombies) whose environment carries `marker`. */
@@ -95,7 +111,7 @@ before(async () => {
     ATTUNE__DATABASE__SCHEMA: db.schema,
     ATTUNE__MESSAGE_QUEUE__URL: 'amqp://guest:guest@127.0.0.1:5672/%2f',
     ATTUNE__PACKS_BASE_DIR: PACKS_DIR,
-    ATTUNE__ARTIFACTS_DIR: join(work, 'artifacts'),
+    ATTUNE__ARTIFACTS_DIR: (artifactsDir = join(work, 'artifacts')),
     ATTUNE__RUNTIME_ENVS_DIR: join(work, 'envs'),
     ATTUNE__WORKER__MAX_CONCURRENT_TASKS: String(MAX_CONCURRENT),
     ATTUNE__WORKER__KILL_GRACE_PERIOD: '1',
@@ -205,6 +221,10 @@ describe('outputs and failures', () => {
     const stdout = String(f.result.stdout);
     assert.ok(stdout.endsWith('\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n'));
     assert.equal(Buffer.byteLength(stdout), 10 * 1024 * 1024 - 128 + '\n\n[OUTPUT TRUNCATED: stdout exceeded size limit]\n'.length);
+    // The log artifact holds the same bounded bytes and says it was cut.
+    const logs = await logArtifacts(f.id);
+    assert.deepEqual({ size: Number(logs.stdout.size_bytes), truncated: logs.stdout.truncated }, { size: Buffer.byteLength(stdout), truncated: true });
+    assert.equal(statSync(join(artifactsDir, logs.stdout.file_path)).size, Buffer.byteLength(stdout));
     const grewMb = (vmHwmKb(pid) - rssBefore) / 1024;
     t.diagnostic(`agent peak RSS grew by ${grewMb.toFixed(1)} MB (RSS before ${(rssBefore / 1024).toFixed(1)} MB)`);
     assert.ok(grewMb < 64, `agent peak RSS grew by ${grewMb.toFixed(1)} MB for 50 MB of output (cap 10 MiB)`);
@@ -230,7 +250,27 @@ describe('outputs and failures', () => {
     assert.deepEqual(f.result.data, { params: { x: 1 } });
     const stderr = readFileSync(String(f.result.stderr_log), 'utf8');
     assert.equal(stderr, 'bash to stderr by path\ndash to stderr by path\ntee to stderr\n');
-    assert.match(readFileSync(join(dirname(String(f.result.stderr_log)), 'stdout.log'), 'utf8'), /^python by path\n\{"params": \{"x":1\}\}\n$/);
+    const logs = await logArtifacts(f.id);
+    assert.match(readFileSync(join(artifactsDir, logs.stdout.file_path), 'utf8'), /^python by path\n\{"params": \{"x":1\}\}\n$/);
+  });
+
+  test('log artifacts: each run gets a new version of {action}.stdout.log/.stderr.log, a sealed shared_file stream and the file Attune reads', async () => {
+    const ref = await action({ name: 'fail_logs', entrypoint: 'fail.sh', runtime: 'shell', parameter_format: 'dotenv' });
+    const first = await run(ref, { lines: 2, code: 3 });
+    const second = await run(ref, { lines: 1, code: 4 });
+    const a = await logArtifacts(first.id);
+    const b = await logArtifacts(second.id);
+    assert.equal(a.stderr.ref, `${ref}.stderr.log`);
+    assert.equal(a.stderr.artifact, b.stderr.artifact, 'one artifact per action and stream');
+    assert.equal(b.stderr.version, a.stderr.version + 1);
+    assert.equal(b.stderr.file_path, `${ref.replaceAll('.', '/')}/stderr/log/v${b.stderr.version}.txt`);
+    assert.equal(second.result.stderr_log, join(artifactsDir, b.stderr.file_path), 'result.stderr_log is the artifact file');
+    assert.equal(readFileSync(join(artifactsDir, b.stderr.file_path), 'utf8'), 'problem line 1\n');
+    for (const [v, bytes] of [[b.stderr, 'problem line 1\n'.length], [b.stdout, 0]] as const) {
+      assert.deepEqual({ state: v.body_state, size: Number(v.size_bytes), sealed: v.sealed, truncated: v.truncated, backend: v.backend, execution: Number(v.execution) },
+        { state: 'ready', size: bytes, sealed: true, truncated: false, backend: 'shared_file', execution: second.id });
+    }
+    assert.equal(statSync(join(artifactsDir, b.stderr.file_path)).mode & 0o7777, 0o664);
   });
 
   test('env isolation: the action sees neither the agent\'s database URL nor its credentials', async () => {

@@ -1,0 +1,111 @@
+/** Log artifact rows (contract §5.10) against the real dev schema: ensure, version, stream, seal. */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
+import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
+import { executeWithLogArtifacts, type LogArtifactsState } from '../../src/worker/run-with-logs.ts';
+import { readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import * as h from './exec-helpers.ts';
+
+let db: TestDatabase;
+let nextExecution = 1;
+before(async () => {
+  db = await createTestDatabase('log_artifacts');
+});
+after(async () => {
+  await db?.drop();
+});
+
+async function execution(actionRef: string): Promise<number> {
+  const r = await db.pool.query(`INSERT INTO execution (action_ref, status) VALUES ($1, 'running') RETURNING id`, [actionRef]);
+  return Number(r.rows[0].id);
+}
+
+const input = (executionId: number, over: Partial<AllocateInput> = {}): AllocateInput => ({
+  executionId, actionRef: 'mypack.deploy', retentionPolicy: 'days', retentionLimit: 7, maxUnflushedBytes: 65536, maxUnflushedMs: 500, ...over,
+});
+
+test('file path: dots become directories, version file v{N}.txt', () => {
+  assert.equal(logArtifactFilePath('mypack.deploy.stdout.log', 3), 'mypack/deploy/stdout/log/v3.txt');
+});
+
+test('first run creates both artifacts, version 1 each, pending, with a shared_file log stream', async () => {
+  const ex = await execution('mypack.deploy');
+  const a = await allocateLogArtifacts(db.pool, input(ex));
+  assert.equal(a.stdout.version, 1);
+  assert.equal(a.stdout.filePath, 'mypack/deploy/stdout/log/v1.txt');
+  assert.equal(a.stderr.filePath, 'mypack/deploy/stderr/log/v1.txt');
+  const art = (await db.pool.query(`SELECT ref, scope::text, owner, type::text, visibility::text, classification::text, retention_policy::text, retention_limit, name, content_type FROM artifact ORDER BY ref`)).rows;
+  assert.deepEqual(art, [
+    { ref: 'mypack.deploy.stderr.log', scope: 'action', owner: 'mypack.deploy', type: 'file_text', visibility: 'private', classification: 'runtime_log', retention_policy: 'days', retention_limit: 7, name: 'mypack.deploy stderr', content_type: 'text/plain' },
+    { ref: 'mypack.deploy.stdout.log', scope: 'action', owner: 'mypack.deploy', type: 'file_text', visibility: 'private', classification: 'runtime_log', retention_policy: 'days', retention_limit: 7, name: 'mypack.deploy stdout', content_type: 'text/plain' },
+  ]);
+  const v = (await db.pool.query(`SELECT v.execution, v.content_type, v.body_state::text, v.meta, v.created_by, v.file_path, v.object_key,
+      l.backend, l.max_unflushed_bytes, l.max_unflushed_milliseconds, l.sealed
+      FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.id = $1`, [a.stdout.versionId])).rows[0];
+  assert.deepEqual(v, {
+    execution: ex, content_type: 'text/plain', body_state: 'pending', meta: { stream: 'stdout', execution_id: ex }, created_by: 'worker',
+    file_path: 'mypack/deploy/stdout/log/v1.txt', object_key: null, backend: 'shared_file', max_unflushed_bytes: 65536, max_unflushed_milliseconds: 500, sealed: false,
+  });
+});
+
+test('later runs reuse the artifacts and take the next versions, also when racing', async () => {
+  const runs = await Promise.all(Array.from({ length: 8 }, async () => allocateLogArtifacts(db.pool, input(await execution('mypack.deploy')))));
+  assert.deepEqual(runs.map((r) => r.stdout.version).sort((a, b) => a - b), [2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.deepEqual(runs.map((r) => r.stderr.version).sort((a, b) => a - b), [2, 3, 4, 5, 6, 7, 8, 9]);
+  assert.equal(Number((await db.pool.query(`SELECT count(*) FROM artifact`)).rows[0].count), 2, 'still one artifact per stream');
+});
+
+test('a changed retention on the action updates the artifact rows', async () => {
+  await allocateLogArtifacts(db.pool, input(await execution('mypack.deploy'), { retentionPolicy: 'versions', retentionLimit: 3 }));
+  const rows = (await db.pool.query(`SELECT retention_policy::text, retention_limit FROM artifact WHERE owner = 'mypack.deploy'`)).rows;
+  assert.deepEqual(rows, [{ retention_policy: 'versions', retention_limit: 3 }, { retention_policy: 'versions', retention_limit: 3 }]);
+});
+
+test('finalize seals the streams (truncated flag) and makes the versions ready with their sizes', async () => {
+  const ex = await execution('other.action');
+  const a = await allocateLogArtifacts(db.pool, input(ex, { actionRef: 'other.action' }));
+  await finalizeLogArtifacts(db.pool, a, { stdout: { bytes: 1234, truncated: true }, stderr: { bytes: 0, truncated: false } });
+  const rows = (await db.pool.query(`SELECT (v.meta->>'stream') AS stream, v.body_state::text, v.size_bytes, l.sealed, l.truncated
+      FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1 ORDER BY 1`, [ex])).rows;
+  assert.deepEqual(rows, [
+    { stream: 'stderr', body_state: 'ready', size_bytes: 0, sealed: true, truncated: false },
+    { stream: 'stdout', body_state: 'ready', size_bytes: 1234, sealed: true, truncated: true },
+  ]);
+});
+
+test('a run: the log files are the artifact versions\' files; without artifact tables the run goes on with plain files', async (t) => {
+  const artifactsDir = h.tempDir('log-artifacts');
+  t.after(() => rmSync(artifactsDir, { recursive: true, force: true }));
+  const warnings: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
+  const state: LogArtifactsState = { unavailable: false, retentionPolicy: 'days', retentionLimit: 7 };
+  const runOnce = async (pool: typeof db.pool) => {
+    const ex = await execution('testpack.fail');
+    return executeWithLogArtifacts(pool, {
+      execution: h.execution({ id: ex, config: { lines: 1, code: 2 } }),
+      action: h.action('fail.sh', { ref: 'testpack.fail', parameter_format: 'dotenv' }), runtime: h.runtime('shell'),
+      config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
+    }, state, log);
+  };
+
+  const withTables = await runOnce(db.pool);
+  assert.equal(withTables.status, 'failed');
+  assert.equal(withTables.result.stderr_log, join(artifactsDir, 'testpack/fail/stderr/log/v1.txt'));
+  assert.equal(readFileSync(String(withTables.result.stderr_log), 'utf8'), 'problem line 1\n');
+  assert.deepEqual(warnings, []);
+
+  // An older Attune schema: no artifact tables. The run must not suffer.
+  await db.pool.query('DROP TABLE log_stream, artifact_version, artifact');
+  const without = await runOnce(db.pool);
+  assert.equal(without.status, 'failed');
+  assert.match(String(without.result.stderr_log), /\/execution_\d+\/stderr\.log$/);
+  assert.equal(readFileSync(String(without.result.stderr_log), 'utf8'), 'problem line 1\n');
+  assert.equal(state.unavailable, true);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /no artifact\/artifact_version\/log_stream tables/);
+  await runOnce(db.pool);
+  assert.equal(warnings.length, 1, 'warned once, not per execution');
+});
