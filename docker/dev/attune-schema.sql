@@ -54,7 +54,7 @@ DO $$ BEGIN
     CREATE TYPE artifact_classification_enum AS ENUM ('general', 'runtime_log');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 DO $$ BEGIN
-    CREATE TYPE artifact_body_state_enum AS ENUM ('pending', 'ready', 'deleting');
+    CREATE TYPE artifact_body_state_enum AS ENUM ('pending', 'ready', 'deleting', 'cleanup_claimed');
 EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 
 -- Attune's `updated` maintenance, attached BEFORE UPDATE to every table with an `updated` column.
@@ -416,26 +416,45 @@ CREATE TABLE IF NOT EXISTS artifact_version (
     content BYTEA,
     content_json JSONB,
     file_path TEXT,
-    object_key TEXT,
-    body_state artifact_body_state_enum NOT NULL DEFAULT 'ready',
     meta JSONB,
     created_by TEXT,
     created TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    CONSTRAINT artifact_version_unique UNIQUE (artifact, version)
+    -- object storage and shared-file log streams (Attune migrations 20260909000003/6, 20260912000001)
+    body_state artifact_body_state_enum,
+    object_key TEXT,
+    provider_version TEXT,
+    sha256 TEXT,
+    body_updated TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    CONSTRAINT artifact_version_unique UNIQUE (artifact, version),
+    -- pending bodies have no size/digest yet; ready ones have both, and a shared-file body a file_path
+    CONSTRAINT ck_artifact_version_object_metadata CHECK (
+        (body_state IS NULL AND object_key IS NULL AND provider_version IS NULL AND sha256 IS NULL)
+        OR (body_state = 'pending' AND provider_version IS NULL AND sha256 IS NULL AND size_bytes IS NULL)
+        OR (body_state = 'cleanup_claimed')
+        OR (body_state IN ('ready', 'deleting') AND size_bytes IS NOT NULL AND size_bytes >= 0
+            AND sha256 ~ '^[0-9a-f]{64}$'
+            AND ((object_key IS NOT NULL AND provider_version IS NOT NULL)
+                 OR (object_key IS NULL AND provider_version IS NULL AND file_path IS NOT NULL)))
+    )
 );
 CREATE INDEX IF NOT EXISTS idx_artifact_version_execution ON artifact_version(execution);
+
+DO $$ BEGIN
+    CREATE TYPE log_stream_backend_enum AS ENUM ('object_segments', 'shared_file');
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 
 CREATE TABLE IF NOT EXISTS log_stream (
     id BIGSERIAL PRIMARY KEY,
     artifact_version BIGINT NOT NULL UNIQUE REFERENCES artifact_version(id) ON DELETE CASCADE,
-    backend TEXT NOT NULL,
-    max_unflushed_bytes BIGINT NOT NULL,
-    max_unflushed_milliseconds BIGINT NOT NULL,
-    sealed BOOLEAN NOT NULL DEFAULT FALSE,
+    max_unflushed_bytes BIGINT NOT NULL CHECK (max_unflushed_bytes > 0),
+    max_unflushed_milliseconds BIGINT NOT NULL CHECK (max_unflushed_milliseconds > 0),
+    next_sequence BIGINT NOT NULL DEFAULT 0 CHECK (next_sequence >= 0),
+    total_bytes BIGINT NOT NULL DEFAULT 0 CHECK (total_bytes >= 0),
     truncated BOOLEAN NOT NULL DEFAULT FALSE,
+    sealed BOOLEAN NOT NULL DEFAULT FALSE,
     created TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    updated TIMESTAMPTZ NOT NULL DEFAULT NOW(),
-    CONSTRAINT log_stream_backend_check CHECK (backend IN ('shared_file', 'object_segments'))
+    sealed_at TIMESTAMPTZ,
+    backend log_stream_backend_enum NOT NULL DEFAULT 'object_segments'
 );
 
 -- ============================================================================
@@ -445,7 +464,7 @@ DO $$
 DECLARE t TEXT;
 BEGIN
     FOREACH t IN ARRAY ARRAY['identity', 'pack', 'runtime', 'runtime_version', 'action', 'enforcement',
-                             'worker', 'execution', 'artifact', 'log_stream'] LOOP
+                             'worker', 'execution', 'artifact'] LOOP
         EXECUTE format('DROP TRIGGER IF EXISTS %I ON %I', 'update_' || t || '_updated', t);
         EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION update_updated_column()',
                        'update_' || t || '_updated', t);

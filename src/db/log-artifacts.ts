@@ -6,9 +6,10 @@
  * each is allocated (version = max+1 under the advisory lock Attune uses) with
  * `file_path = {ref with dots as /}/v{N}.txt`, and one `log_stream` row each (backend `shared_file`:
  * the artifacts volume). The runner then appends the bounded output to
- * `{artifacts_dir}/{file_path}`. After the run the streams are sealed (`truncated` when the cap cut
- * the output) and the versions become `ready` with their size: that last step is inferred, the
- * contract names Attune's seal call but not its SQL.
+ * `{artifacts_dir}/{file_path}`. After the run the agent seals them as Attune's API does for a
+ * shared-file stream (POST …/seal, which this agent cannot call: it has no API client): file
+ * frozen read-only, stream `sealed` with its total (`truncated` when the cap cut the output),
+ * version `ready` with size and SHA-256. Left `pending`, Attune's maintenance would delete them.
  */
 import type pg from 'pg';
 
@@ -123,17 +124,32 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   }
 }
 
-export interface StreamEnd { bytes: number; truncated: boolean }
+export interface StreamEnd {
+  bytes: number;
+  /** Lowercase hex SHA-256 of the file as sealed. */
+  sha256: string;
+  truncated: boolean;
+}
 
-/** Seal both streams and mark their versions ready with their sizes: one statement. */
+/**
+ * Seal both streams the way Attune's API seals a shared-file log (one statement): the stream gets
+ * its total and `sealed`, the version becomes `ready` with size and digest (only from `pending`:
+ * a body Attune already sealed or reclaimed is left alone), the artifact takes the size.
+ */
 export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, ends: Record<LogStreamName, StreamEnd>): Promise<void> {
-  const versionIds = STREAMS.map((s) => alloc[s].versionId);
   await pool.query(
-    `WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bool[]) AS x(version, bytes, truncated)),
+    `WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::text[]) AS x(version, bytes, truncated, sha256)),
      sealed AS (
-       UPDATE log_stream l SET sealed = true, truncated = x.truncated FROM x WHERE l.artifact_version = x.version
+       UPDATE log_stream l SET total_bytes = x.bytes, sealed = true, truncated = l.truncated OR x.truncated,
+              sealed_at = COALESCE(l.sealed_at, NOW())
+         FROM x WHERE l.artifact_version = x.version AND NOT l.sealed
+     ),
+     ready AS (
+       UPDATE artifact_version v SET body_state = 'ready', size_bytes = x.bytes, sha256 = x.sha256
+         FROM x WHERE v.id = x.version AND v.body_state = 'pending'
+       RETURNING v.artifact, x.bytes
      )
-     UPDATE artifact_version v SET body_state = 'ready', size_bytes = x.bytes FROM x WHERE v.id = x.version`,
-    [versionIds, STREAMS.map((s) => ends[s].bytes), STREAMS.map((s) => ends[s].truncated)],
+     UPDATE artifact a SET size_bytes = r.bytes FROM ready r WHERE a.id = r.artifact`,
+    [STREAMS.map((s) => alloc[s].versionId), STREAMS.map((s) => ends[s].bytes), STREAMS.map((s) => ends[s].truncated), STREAMS.map((s) => ends[s].sha256)],
   );
 }

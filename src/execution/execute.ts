@@ -4,7 +4,7 @@
  * rows can cause: every problem becomes a `failed` outcome whose `result.error` names it.
  */
 import { accessSync, constants, statSync } from 'node:fs';
-import { chmod, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -67,8 +67,6 @@ export interface ExecuteOutput {
   runtime?: string;
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
-  /** With `logFiles`, once the process ran: bytes in each file and whether the cap cut the stream. */
-  logEnds?: { stdout: { bytes: number; truncated: boolean }; stderr: { bytes: number; truncated: boolean } };
 }
 
 const NOOP: RunLogger = { debug() {}, info() {}, warn() {} };
@@ -148,30 +146,20 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       stderrLogPath: stderrLogged ? logFiles.stderr : null,
       timeoutMs: plan.timeoutMs,
     });
-    const [, logEnds] = await Promise.all([
-      outcome.data !== undefined && logsDir
-        ? ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
-          log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`))
-        : null,
-      input.logFiles ? logFileEnds(logFiles, run) : undefined,
-    ]);
+    if (outcome.data !== undefined && logsDir) {
+      await ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
+        log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
+    }
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
-    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, logEnds };
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
     return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));
   } finally {
     if (tempDir) await rm(tempDir, { recursive: true, force: true }).catch(() => {});
   }
-}
-
-/** Sizes of the log files as written (0 when a file is missing: its creation failed and was logged). */
-async function logFileEnds(files: { stdout: string; stderr: string }, run: { stdoutTruncated: boolean; stderrTruncated: boolean }): Promise<ExecuteOutput['logEnds']> {
-  const size = (p: string) => stat(p).then((s) => s.size, () => 0);
-  const [out, err] = await Promise.all([size(files.stdout), size(files.stderr)]);
-  return { stdout: { bytes: out, truncated: run.stdoutTruncated }, stderr: { bytes: err, truncated: run.stderrTruncated } };
 }
 
 function done(o: { status: TerminalStatus; result: Record<string, unknown> }): ExecuteOutput {

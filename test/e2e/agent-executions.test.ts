@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -56,11 +56,11 @@ async function finished(id: number, marker: string, waitMs = 30_000): Promise<Fi
   return { id, status: row.status, result: row.result ?? {}, completion, statuses, marker };
 }
 
-interface LogVersionRow { artifact: number; ref: string; version: number; file_path: string; body_state: string; size_bytes: number; sealed: boolean; truncated: boolean; backend: string; execution: number }
+interface LogVersionRow { artifact: number; ref: string; version: number; file_path: string; body_state: string; size_bytes: number; sha256: string; sealed: boolean; truncated: boolean; backend: string; execution: number }
 
 /** The execution's log artifact versions (contract §5.10), by stream. */
 async function logArtifacts(executionId: number): Promise<Record<'stdout' | 'stderr', LogVersionRow>> {
-  const rows = (await db.pool.query(`SELECT v.artifact, a.ref, v.version, v.file_path, v.body_state::text, v.size_bytes, l.sealed, l.truncated, l.backend, v.execution,
+  const rows = (await db.pool.query(`SELECT v.artifact, a.ref, v.version, v.file_path, v.body_state::text, v.size_bytes, v.sha256, l.sealed, l.truncated, l.backend::text, v.execution,
       v.meta->>'stream' AS stream
       FROM artifact_version v JOIN artifact a ON a.id = v.artifact JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1`, [executionId])).rows;
   const by = (s: string) => {
@@ -266,11 +266,11 @@ describe('outputs and failures', () => {
     assert.equal(b.stderr.file_path, `${ref.replaceAll('.', '/')}/stderr/log/v${b.stderr.version}.txt`);
     assert.equal(second.result.stderr_log, join(artifactsDir, b.stderr.file_path), 'result.stderr_log is the artifact file');
     assert.equal(readFileSync(join(artifactsDir, b.stderr.file_path), 'utf8'), 'problem line 1\n');
-    for (const [v, bytes] of [[b.stderr, 'problem line 1\n'.length], [b.stdout, 0]] as const) {
-      assert.deepEqual({ state: v.body_state, size: Number(v.size_bytes), sealed: v.sealed, truncated: v.truncated, backend: v.backend, execution: Number(v.execution) },
-        { state: 'ready', size: bytes, sealed: true, truncated: false, backend: 'shared_file', execution: second.id });
+    for (const [v, text] of [[b.stderr, 'problem line 1\n'], [b.stdout, '']] as const) {
+      assert.deepEqual({ state: v.body_state, size: Number(v.size_bytes), sha256: v.sha256, sealed: v.sealed, truncated: v.truncated, backend: v.backend, execution: Number(v.execution) },
+        { state: 'ready', size: text.length, sha256: createHash('sha256').update(text).digest('hex'), sealed: true, truncated: false, backend: 'shared_file', execution: second.id });
     }
-    assert.equal(statSync(join(artifactsDir, b.stderr.file_path)).mode & 0o7777, 0o664);
+    assert.equal(statSync(join(artifactsDir, b.stderr.file_path)).mode & 0o7777, 0o444, 'sealed files are frozen, as Attune does');
   });
 
   test('env isolation: the action sees neither the agent\'s database URL nor its credentials', async () => {

@@ -4,7 +4,8 @@ import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
 import { executeWithLogArtifacts, type LogArtifactsState } from '../../src/worker/run-with-logs.ts';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import pino from 'pino';
 import * as h from './exec-helpers.ts';
@@ -64,16 +65,21 @@ test('a changed retention on the action updates the artifact rows', async () => 
   assert.deepEqual(rows, [{ retention_policy: 'versions', retention_limit: 3 }, { retention_policy: 'versions', retention_limit: 3 }]);
 });
 
-test('finalize seals the streams (truncated flag) and makes the versions ready with their sizes', async () => {
+test('finalize seals the streams (truncated flag, total) and makes the versions ready with size and digest', async () => {
   const ex = await execution('other.action');
   const a = await allocateLogArtifacts(db.pool, input(ex, { actionRef: 'other.action' }));
-  await finalizeLogArtifacts(db.pool, a, { stdout: { bytes: 1234, truncated: true }, stderr: { bytes: 0, truncated: false } });
-  const rows = (await db.pool.query(`SELECT (v.meta->>'stream') AS stream, v.body_state::text, v.size_bytes, l.sealed, l.truncated
-      FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1 ORDER BY 1`, [ex])).rows;
+  const digest = 'ab'.repeat(32);
+  const empty = createHash('sha256').digest('hex');
+  await finalizeLogArtifacts(db.pool, a, { stdout: { bytes: 1234, sha256: digest, truncated: true }, stderr: { bytes: 0, sha256: empty, truncated: false } });
+  const rows = (await db.pool.query(`SELECT (v.meta->>'stream') AS stream, v.body_state::text, v.size_bytes, v.sha256, l.sealed, l.truncated, l.total_bytes,
+      l.sealed_at IS NOT NULL AS sealed_at, a.size_bytes AS artifact_size
+      FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id JOIN artifact a ON a.id = v.artifact WHERE v.execution = $1 ORDER BY 1`, [ex])).rows;
   assert.deepEqual(rows, [
-    { stream: 'stderr', body_state: 'ready', size_bytes: 0, sealed: true, truncated: false },
-    { stream: 'stdout', body_state: 'ready', size_bytes: 1234, sealed: true, truncated: true },
+    { stream: 'stderr', body_state: 'ready', size_bytes: 0, sha256: empty, sealed: true, truncated: false, total_bytes: 0, sealed_at: true, artifact_size: 0 },
+    { stream: 'stdout', body_state: 'ready', size_bytes: 1234, sha256: digest, sealed: true, truncated: true, total_bytes: 1234, sealed_at: true, artifact_size: 1234 },
   ]);
+  // Attune's own constraint: a pending body has no digest, a ready one must have one.
+  await assert.rejects(db.pool.query(`UPDATE artifact_version SET body_state = 'pending' WHERE id = $1`, [a.stdout.versionId]), /ck_artifact_version_object_metadata/);
 });
 
 test('a run: the log files are the artifact versions\' files; without artifact tables the run goes on with plain files', async (t) => {
@@ -95,6 +101,9 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   assert.equal(withTables.status, 'failed');
   assert.equal(withTables.result.stderr_log, join(artifactsDir, 'testpack/fail/stderr/log/v1.txt'));
   assert.equal(readFileSync(String(withTables.result.stderr_log), 'utf8'), 'problem line 1\n');
+  assert.equal(statSync(String(withTables.result.stderr_log)).mode & 0o777, 0o444, 'sealed: frozen read-only');
+  const sealed = (await db.pool.query(`SELECT v.sha256, v.size_bytes FROM artifact_version v WHERE v.file_path = 'testpack/fail/stderr/log/v1.txt'`)).rows[0];
+  assert.deepEqual(sealed, { sha256: createHash('sha256').update('problem line 1\n').digest('hex'), size_bytes: 15 });
   assert.deepEqual(warnings, []);
 
   // An older Attune schema: no artifact tables. The run must not suffer.
