@@ -384,6 +384,24 @@ CREATE TRIGGER execution_status_changed_notify
     AFTER UPDATE ON execution FOR EACH ROW EXECUTE FUNCTION notify_execution_status_changed();
 
 -- ============================================================================
+-- SECRET VALUES (contract §5.5, §5.9): encrypted values behind the redaction markers of
+-- execution.config / execution.result
+-- ============================================================================
+CREATE TABLE IF NOT EXISTS execution_secret_value (
+    id BIGSERIAL PRIMARY KEY,
+    entity_type TEXT NOT NULL,
+    entity_id BIGINT NOT NULL,
+    json_path TEXT NOT NULL,
+    source_kind TEXT NOT NULL,
+    source_ref TEXT,
+    encrypted_value JSONB NOT NULL,
+    encryption_key_hash TEXT,
+    created TIMESTAMPTZ NOT NULL DEFAULT now(),
+    UNIQUE (entity_type, entity_id, json_path)
+);
+CREATE INDEX IF NOT EXISTS idx_execution_secret_value_entity ON execution_secret_value (entity_type, entity_id);
+
+-- ============================================================================
 -- LOG ARTIFACTS (contract §5.10)
 -- ============================================================================
 CREATE TABLE IF NOT EXISTS artifact (

@@ -62,7 +62,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'API base URL handed to actions (`ATTUNE_API_URL`); default `http://{server.host}:{server.port}`.' },
 
   { key: 'security.jwt_secret', type: str, default: '', secret: true, doc: 'Shared HS256 secret for worker/execution tokens.' },
-  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Key of secret-backed parameters and results (>= 32 chars when set). Validated, not yet used: see README "Known gaps".' },
+  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Attune\'s encryption key (>= 32 chars when set): decrypts secret-backed parameters and encrypts secret outputs (`execution_secret_value`). Must equal the API\'s.' },
 
   { key: 'log.level', type: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error'] }, default: 'info', alsoEnv: 'RUST_LOG',
     doc: 'Log level. `RUST_LOG`-style values are accepted here too; `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },

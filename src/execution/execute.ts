@@ -19,6 +19,7 @@ import { runProcess, type RunLogger } from './runner.ts';
 import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
 import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
 import { collectAfterLargeRelease } from './memory.ts';
+import { redactPaths } from './secrets.ts';
 import { outputMirror } from '../observe/logger.ts';
 
 export type ExecuteConfig = Pick<Config,
@@ -50,6 +51,12 @@ export interface ExecuteInput {
    * versions (db/log-artifacts.ts). Default: `{artifacts_dir}/execution_{id}/stdout.log|stderr.log`.
    */
   logFiles?: { stdout: string; stderr: string } | null;
+  /**
+   * JSON pointers into the parsed output (`result.data`) that the action's out_schema marks
+   * secret: replaced by redaction markers before anything is written; the values come back in
+   * `secretOutputs` for the caller to store encrypted.
+   */
+  secretOutputPaths?: readonly string[];
   /** Default 1000 ms (Attune's log_finalization_timeout_ms). */
   logFinalizationTimeoutMs?: number;
   /** Injected for tests; defaults to the real filesystem / PATH lookups and clock. */
@@ -67,6 +74,8 @@ export interface ExecuteOutput {
   runtime?: string;
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
+  /** Values taken out of `result.data` at `secretOutputPaths` (paths relative to the result: `/data/…`). */
+  secretOutputs?: { json_path: string; value: unknown }[];
 }
 
 const NOOP: RunLogger = { debug() {}, info() {}, warn() {} };
@@ -146,6 +155,16 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       stderrLogPath: stderrLogged ? logFiles.stderr : null,
       timeoutMs: plan.timeoutMs,
     });
+    let secretOutputs: ExecuteOutput['secretOutputs'];
+    if (outcome.data !== undefined && input.secretOutputPaths?.length) {
+      // The result's copy (already made JSONB-safe) and the parsed value for result.json, alike.
+      const { redacted, taken } = redactPaths(outcome.result.data, input.secretOutputPaths);
+      if (taken.length > 0) {
+        outcome.result.data = redacted;
+        outcome.data = redactPaths(outcome.data, input.secretOutputPaths).redacted;
+        secretOutputs = taken.map((t) => ({ json_path: `/data${t.json_path}`, value: t.value }));
+      }
+    }
     if (outcome.data !== undefined && logsDir) {
       await ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
         log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
@@ -153,7 +172,7 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
-    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated };
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, secretOutputs };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
     return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));

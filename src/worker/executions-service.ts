@@ -18,7 +18,7 @@ import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-con
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
-import { executeWithLogArtifacts, type LogArtifactsState } from './run-with-logs.ts';
+import { runAction, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow } from '../model.ts';
@@ -66,13 +66,14 @@ export class ExecutionsAgentService implements AgentService {
 
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
     const verifiedReleases = new Set<string>();
-    const logArtifacts: LogArtifactsState = {
+    const runState: RunActionState = {
       unavailable: false, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
+      encryptionKey: ctx.config.security.encryptionKey,
     };
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
     const retry = retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability);
     const runner: ActionRunner = {
-      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, logArtifacts }),
+      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, runState }),
     };
     const service = new ExecutionService({
       store: pgExecutionStore(ctx.pool, log),
@@ -240,7 +241,7 @@ interface RunDeps {
   ctx: AgentContext;
   baselineEnv: Record<string, string>;
   verifiedReleases: Set<string>;
-  logArtifacts: LogArtifactsState;
+  runState: RunActionState;
 }
 
 async function runExecution(
@@ -288,7 +289,7 @@ async function loadAndRun(
     execution.enforcement != null ? read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null,
   ]);
   const runtimeVersions = snapshot?.runtime_versions?.length || runtime ? versions : [];
-  return executeWithLogArtifacts(pool, {
+  return runAction(pool, {
     execution, action, runtime, runtimeVersions, enforcement,
     config: deps.ctx.config,
     detected: deps.ctx.detection.selected,
@@ -296,7 +297,7 @@ async function loadAndRun(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  }, deps.logArtifacts, log);
+  }, deps.runState, log);
 }
 
 /**
@@ -319,7 +320,7 @@ async function runWithRows(
   if (!rows) {
     return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
   }
-  return executeWithLogArtifacts(pool, {
+  return runAction(pool, {
     execution, action: rows.action, runtime: rows.runtime, runtimeVersions: rows.runtimeVersions, enforcement,
     config: deps.ctx.config,
     detected: deps.ctx.detection.selected,
@@ -327,7 +328,7 @@ async function runWithRows(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  }, deps.logArtifacts, log);
+  }, deps.runState, log);
 }
 
 function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof createStatusPublisher>): void {

@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
-import { executeWithLogArtifacts, type LogArtifactsState } from '../../src/worker/run-with-logs.ts';
+import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { readFileSync, rmSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
@@ -87,10 +87,10 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   t.after(() => rmSync(artifactsDir, { recursive: true, force: true }));
   const warnings: string[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
-  const state: LogArtifactsState = { unavailable: false, retentionPolicy: 'days', retentionLimit: 7 };
+  const state: RunActionState = { unavailable: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
   const runOnce = async (pool: typeof db.pool) => {
     const ex = await execution('testpack.fail');
-    return executeWithLogArtifacts(pool, {
+    return runAction(pool, {
       execution: h.execution({ id: ex, config: { lines: 1, code: 2 } }),
       action: h.action('fail.sh', { ref: 'testpack.fail', parameter_format: 'dotenv' }), runtime: h.runtime('shell'),
       config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),

@@ -1,0 +1,158 @@
+/**
+ * executeAction plus the database side of a run:
+ *   1. secret-backed parameters restored into `execution.config` (execution_secret_value, §5.5);
+ *   2. the execution's log artifacts (db/log-artifacts.ts): two versions allocated, the runner
+ *      appends to their files, sealed after the run;
+ *   3. outputs the action's out_schema marks secret replaced by markers in the result and stored
+ *      encrypted (§5.9).
+ * Log artifacts are for Attune's UI and never decide an outcome: if they cannot be allocated the
+ * run goes ahead with the plain `execution_{id}/` files and a warning. Secrets do decide: a
+ * parameter that cannot be restored fails the run before it starts, an output that cannot be
+ * stored encrypted is never written in clear.
+ */
+import { createHash } from 'node:crypto';
+import { chmod, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { executeAction, type ExecuteInput, type ExecuteOutput } from '../execution/execute.ts';
+import { preparationFailure } from '../execution/outcome.ts';
+import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from '../execution/secrets.ts';
+import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
+import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
+
+/** Attune 0.6.0's `artifacts.log_segment_max_bytes` and `flush_interval_ms` (contract §1.2). */
+const MAX_UNFLUSHED_BYTES = 64 * 1024;
+const MAX_UNFLUSHED_MS = 500;
+/** An Attune schema from before log streams (no tables) or before shared-file streams (no `backend`). */
+const OLDER_SCHEMA = new Set(['42P01', '42703', '42704']);
+
+/** Per agent: the worker's retention defaults, and what an older Attune schema lacks. */
+export interface RunActionState {
+  /** No artifact/log_stream tables (or no shared-file streams). */
+  unavailable: boolean;
+  /** No execution_secret_value table: nothing to restore, and secret outputs cannot be stored. */
+  noSecretTable?: boolean;
+  /** worker.execution_log_retention_policy / _limit: used when the action sets none. */
+  retentionPolicy: string;
+  retentionLimit: number;
+  /** security.encryption_key ('' when unset). */
+  encryptionKey: string;
+}
+
+
+export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<ExecuteOutput> {
+  const restored = await restoreParameters(pool, input, state);
+  if ('failure' in restored) return restored.failure;
+  const secretOutputPaths = secretPathsFromSchema(input.action.out_schema);
+  const alloc = state.unavailable ? null : await allocate(pool, input, state, log);
+  const dir = input.config.artifactsDir;
+  const out = await executeAction({
+    ...input,
+    execution: restored.execution,
+    secretOutputPaths,
+    logFiles: alloc ? { stdout: join(dir, alloc.stdout.filePath), stderr: join(dir, alloc.stderr.filePath) } : null,
+  });
+  if (alloc) {
+    const files = { stdout: join(dir, alloc.stdout.filePath), stderr: join(dir, alloc.stderr.filePath) };
+    try {
+      const [stdout, stderr] = await Promise.all([
+        sealFile(files.stdout, out.stdoutTruncated ?? false),
+        sealFile(files.stderr, out.stderrTruncated ?? false),
+      ]);
+      await finalizeLogArtifacts(pool, alloc, { stdout, stderr });
+    } catch (e) {
+      log.warn({ err: (e as Error).message, artifact_versions: [alloc.stdout.versionId, alloc.stderr.versionId] },
+        'cannot seal the log artifacts of this execution: they stay pending (Attune reclaims pending logs of finished executions)');
+    }
+  }
+  return out.secretOutputs?.length ? storeSecretOutputs(pool, input, state, out) : out;
+}
+
+/** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
+async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+  const { execution } = input;
+  if (state.noSecretTable) return { execution };
+  let stored;
+  try {
+    stored = await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id);
+  } catch (e) {
+    if ((e as { code?: string }).code === '42P01') {
+      state.noSecretTable = true;
+      return { execution };
+    }
+    throw e;
+  }
+  if (stored.length === 0) return { execution };
+  const fail = (why: string) => ({ failure: preparationFailure(`Failed to restore secret parameters for execution ${execution.id}: ${why}`) });
+  if (state.encryptionKey === '') return fail('No encryption key configured (set security.encryption_key / ATTUNE__SECURITY__ENCRYPTION_KEY to the key of the Attune API)');
+  try {
+    return { execution: { ...execution, config: restoreSecretValues(execution.config ?? {}, stored, state.encryptionKey) as Record<string, unknown> } };
+  } catch (e) {
+    return fail((e as Error).message);
+  }
+}
+
+/** Store the secret outputs encrypted; if that is impossible the result keeps only the markers and the run fails. */
+async function storeSecretOutputs(pool: pg.Pool, input: ExecuteInput, state: RunActionState, out: ExecuteOutput): Promise<ExecuteOutput> {
+  const taken = out.secretOutputs ?? [];
+  let problem: string | null = null;
+  if (state.encryptionKey === '') problem = 'No encryption key configured (set security.encryption_key)';
+  else if (state.noSecretTable) problem = 'this Attune schema has no execution_secret_value table';
+  else {
+    try {
+      await upsertSecretValues(pool, ENTITY_EXECUTION_RESULT, input.execution.id, prepareSecretValues(taken, state.encryptionKey, 'parameter_schema'));
+    } catch (e) {
+      problem = (e as Error).message;
+    }
+  }
+  if (problem === null) return out;
+  const result = { ...out.result, succeeded: false, error: `Failed to store the secret outputs (${taken.map((t) => t.json_path).join(', ')}) of action ${input.action.ref}: ${problem}` };
+  return { ...out, status: 'failed', result };
+}
+
+/**
+ * Digest and freeze one log file, as Attune's volume transport does before sealing: 0444 tells
+ * every other writer the stream is closed. A file the run could not create is created empty.
+ */
+async function sealFile(path: string, truncated: boolean): Promise<StreamEnd> {
+  const fh = await open(path, 'a+', 0o664);
+  try {
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const buf = Buffer.allocUnsafe(64 * 1024);
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, 0, buf.length, bytes);
+      if (bytesRead === 0) break;
+      hash.update(buf.subarray(0, bytesRead));
+      bytes += bytesRead;
+    }
+    await fh.chmod(0o444);
+    return { bytes, sha256: hash.digest('hex'), truncated };
+  } finally {
+    await fh.close();
+  }
+}
+
+async function allocate(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<LogAllocation | null> {
+  const { action, execution } = input;
+  try {
+    return await allocateLogArtifacts(pool, {
+      executionId: execution.id,
+      actionRef: action.ref,
+      retentionPolicy: action.log_retention_policy ?? state.retentionPolicy,
+      retentionLimit: action.log_retention_limit ?? state.retentionLimit,
+      maxUnflushedBytes: MAX_UNFLUSHED_BYTES,
+      maxUnflushedMs: MAX_UNFLUSHED_MS,
+    });
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (err.code !== undefined && OLDER_SCHEMA.has(err.code)) {
+      state.unavailable = true;
+      log.warn({ err: err.message }, 'this Attune schema has no artifact/artifact_version/log_stream tables (or no shared-file log streams): execution logs are written as plain files (execution_{id}/) from now on, invisible to the UI');
+    } else {
+      log.warn({ err: err.message }, 'cannot allocate the log artifacts of this execution: its logs go to execution_{id}/ under artifacts_dir, invisible to the UI');
+    }
+    return null;
+  }
+}
