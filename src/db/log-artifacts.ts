@@ -48,73 +48,58 @@ export function logArtifactFilePath(ref: string, version: number): string {
   return `${ref.replaceAll('.', '/')}/v${version}.txt`;
 }
 
-interface ArtifactRow { id: string; ref: string; differs: boolean }
-
+/**
+ * One round trip: the whole allocation goes as one multi-statement simple query (values inlined
+ * as escaped literals), so the advisory lock still comes in a statement of its own — the next
+ * statement's snapshot sees versions other workers committed while we waited — without a round
+ * trip per statement on every execution's critical path.
+ */
 export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput): Promise<LogAllocation> {
-  const refs = STREAMS.map((s) => logArtifactRef(input.actionRef, s));
-  const names = STREAMS.map((s) => `${input.actionRef} ${s}`);
+  for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
+    if (!Number.isSafeInteger(n)) throw new Error(`log artifacts: ${name} must be an integer, got ${n}`);
+  }
   const client = await pool.connect();
+  const lit = (v: string) => client.escapeLiteral(v);
+  const refs = STREAMS.map((s) => logArtifactRef(input.actionRef, s));
+  const refList = refs.map(lit).join(', ');
+  const rows = STREAMS.map((s, i) =>
+    `(${lit(refs[i])}, 'action', ${lit(input.actionRef)}, 'file_text', 'private', 'runtime_log', ${lit(input.retentionPolicy)}, ${input.retentionLimit}, ${lit(`${input.actionRef} ${s}`)}, 'text/plain')`);
+  const fields = ['scope', 'owner', 'type', 'visibility', 'classification', 'retention_policy', 'retention_limit', 'name', 'content_type'];
+  const sql = `
+BEGIN;
+INSERT INTO artifact AS t (ref, ${fields.join(', ')}) VALUES ${rows.join(', ')}
+  ON CONFLICT (ref) DO UPDATE SET ${fields.map((f) => `${f} = EXCLUDED.${f}`).join(', ')}
+  WHERE (${fields.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM (${fields.map((f) => `EXCLUDED.${f}`).join(', ')});
+SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM artifact WHERE ref IN (${refList}) ORDER BY id;
+WITH x AS (
+  SELECT a.id AS artifact, CASE WHEN a.ref = ${lit(refs[0])} THEN 'stdout' ELSE 'stderr' END AS stream, replace(a.ref, '.', '/') AS prefix,
+         COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = a.id), 0) + 1 AS version
+    FROM artifact a WHERE a.ref IN (${refList})
+), ins AS (
+  INSERT INTO artifact_version (artifact, version, execution, content_type, body_state, meta, created_by, file_path)
+  SELECT x.artifact, x.version, ${input.executionId}, 'text/plain', 'pending',
+         jsonb_build_object('stream', x.stream, 'execution_id', ${input.executionId}::bigint), 'worker', x.prefix || '/v' || x.version || '.txt'
+    FROM x
+  RETURNING id, artifact, version, file_path, meta->>'stream' AS stream
+), streams AS (
+  INSERT INTO log_stream (artifact_version, backend, max_unflushed_bytes, max_unflushed_milliseconds)
+  SELECT id, 'shared_file', ${input.maxUnflushedBytes}, ${input.maxUnflushedMs} FROM ins
+)
+SELECT id, artifact, version, file_path, stream FROM ins;
+COMMIT;`;
   let broken = false;
   try {
-    await client.query('BEGIN');
-    // Existing rows are read first: the steady state (the action ran before, nothing changed) writes nothing.
-    const wanted = `(t.scope, t.owner, t.type, t.visibility, t.classification, t.retention_policy, t.retention_limit, t.name, t.content_type)`;
-    const columns = `'action'::owner_type_enum, $2::text, 'file_text'::artifact_type_enum, 'private'::artifact_visibility_enum,
-                     'runtime_log'::artifact_classification_enum, $3::artifact_retention_enum, $4::int, x.name, 'text/plain'::text`;
-    let rows = (await client.query<ArtifactRow>(
-      `SELECT t.id, t.ref, ${wanted} IS DISTINCT FROM (${columns}) AS differs
-         FROM artifact t JOIN unnest($1::text[], $5::text[]) AS x(ref, name) ON x.ref = t.ref`,
-      [refs, input.actionRef, input.retentionPolicy, input.retentionLimit, names],
-    )).rows;
-    if (rows.length < refs.length || rows.some((r) => r.differs)) {
-      rows = (await client.query<ArtifactRow>(
-        `INSERT INTO artifact AS t (ref, scope, owner, type, visibility, classification, retention_policy, retention_limit, name, content_type)
-         SELECT x.ref, ${columns} FROM unnest($1::text[], $5::text[]) AS x(ref, name)
-         ON CONFLICT (ref) DO UPDATE SET scope = EXCLUDED.scope, owner = EXCLUDED.owner, type = EXCLUDED.type,
-           visibility = EXCLUDED.visibility, classification = EXCLUDED.classification, retention_policy = EXCLUDED.retention_policy,
-           retention_limit = EXCLUDED.retention_limit, name = EXCLUDED.name, content_type = EXCLUDED.content_type
-         RETURNING t.id, t.ref, false AS differs`,
-        [refs, input.actionRef, input.retentionPolicy, input.retentionLimit, names],
-      )).rows;
-    }
-    const ids = refs.map((ref) => {
-      const row = rows.find((r) => r.ref === ref);
-      if (!row) throw new Error(`artifact ${ref} was neither found nor created`);
-      return Number(row.id);
-    });
-    // Attune's lock for version numbers, taken in a statement of its own: the next statement's
-    // snapshot must see versions committed while we waited. Ordered ids: no deadlock between workers.
-    await client.query(
-      `SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM unnest($1::bigint[]) AS id ORDER BY id`,
-      [[...ids].sort((a, b) => a - b)],
-    );
-    const versions = (await client.query<{ id: string; artifact: string; version: number; file_path: string }>(
-      `WITH x AS (
-         SELECT a.id AS artifact, a.stream, a.prefix,
-                COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = a.id), 0) + 1 AS version
-           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS a(id, stream, prefix)
-       ), ins AS (
-         INSERT INTO artifact_version (artifact, version, execution, content_type, body_state, meta, created_by, file_path)
-         SELECT x.artifact, x.version, $4, 'text/plain', 'pending', jsonb_build_object('stream', x.stream, 'execution_id', $4::bigint),
-                'worker', x.prefix || '/v' || x.version || '.txt'
-           FROM x
-         RETURNING id, artifact, version, file_path
-       ), streams AS (
-         INSERT INTO log_stream (artifact_version, backend, max_unflushed_bytes, max_unflushed_milliseconds)
-         SELECT id, 'shared_file', $5, $6 FROM ins
-       )
-       SELECT id, artifact, version, file_path FROM ins`,
-      [ids, [...STREAMS], refs.map((r) => r.replaceAll('.', '/')), input.executionId, input.maxUnflushedBytes, input.maxUnflushedMs],
-    )).rows;
-    await client.query('COMMIT');
+    const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
+    const versions = results[3].rows;
     const out = {} as LogAllocation;
-    STREAMS.forEach((stream, i) => {
-      const v = versions.find((r) => Number(r.artifact) === ids[i]);
-      if (!v) throw new Error(`no artifact_version allocated for ${refs[i]}`);
-      out[stream] = { stream, artifactId: ids[i], versionId: Number(v.id), version: v.version, filePath: v.file_path };
-    });
+    for (const stream of STREAMS) {
+      const v = versions.find((r) => r.stream === stream);
+      if (!v) throw new Error(`no artifact_version allocated for ${logArtifactRef(input.actionRef, stream)}`);
+      out[stream] = { stream, artifactId: Number(v.artifact), versionId: Number(v.id), version: v.version, filePath: v.file_path };
+    }
     return out;
   } catch (e) {
+    // A failed statement leaves the transaction open and aborted: end it before the pool reuses the connection.
     await client.query('ROLLBACK').catch(() => {
       broken = true;
     });

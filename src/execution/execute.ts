@@ -15,7 +15,7 @@ import type { EnforcementRefs } from './context-env.ts';
 import { resolveActionSource } from './pack-files.ts';
 import { planExecution, type DetectedInterpreter, type PlanFacts, type PlannedFile } from './plan.ts';
 import { chooseRuntimeVersion } from './runtime-version.ts';
-import { runProcess, type RunLogger } from './runner.ts';
+import { runProcess, type LogDigest, type RunLogger } from './runner.ts';
 import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
 import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
 import { collectAfterLargeRelease } from './memory.ts';
@@ -74,6 +74,8 @@ export interface ExecuteOutput {
   runtime?: string;
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
+  /** What the log files received, when the process ran and each file was written whole. */
+  logDigests?: { stdout: LogDigest | null; stderr: LogDigest | null };
   /** Values taken out of `result.data` at `secretOutputPaths` (paths relative to the result: `/data/…`). */
   secretOutputs?: { json_path: string; value: unknown }[];
 }
@@ -172,7 +174,8 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
-    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, secretOutputs };
+    return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, secretOutputs,
+      logDigests: logsDir ? { stdout: run.stdoutLog, stderr: run.stderrLog } : undefined };
   } catch (e) {
     // Agent-side I/O trouble (temp dir, parameter file): still a terminal, explained failure.
     return done(executionFailure(`attune-agent internal error: ${(e as Error).message}`));

@@ -8,6 +8,7 @@
  * whatever is left of the process group is SIGKILLed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
@@ -67,7 +68,12 @@ export interface RunResult {
   stdinError: { code: string | undefined; message: string } | null;
   /** Log file problems (the run itself is unaffected). */
   logErrors: string[];
+  /** What each log file received (bytes, SHA-256), when it was written completely; null otherwise. */
+  stdoutLog: LogDigest | null;
+  stderrLog: LogDigest | null;
 }
+
+export interface LogDigest { bytes: number; sha256: string }
 
 export interface SpawnFailure {
   kind: 'spawn-error';
@@ -198,6 +204,8 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
     logsIncomplete: !drained,
     stdinError,
     logErrors,
+    stdoutLog: outPump.fileDigest(),
+    stderrLog: errPump.fileDigest(),
   };
 }
 
@@ -209,7 +217,7 @@ function cancelledBeforeStart(reason: CancelReason): RunResult {
   return {
     kind: 'exited', pid: 0, exitCode: -1, signal: null, timedOut: false, cancelled: reason, durationMs: 0,
     stdout: '', stderr: '', stdoutTruncated: false, stdoutBytesTruncated: 0, stderrTruncated: false,
-    stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, logErrors: [],
+    stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, logErrors: [], stdoutLog: null, stderrLog: null,
   };
 }
 
@@ -377,6 +385,8 @@ class OutputPump {
   readonly #source: Readable;
   #file: FileHandle | null = null;
   #fileFailed = false;
+  readonly #fileHash = createHash('sha256');
+  #fileBytes = 0;
   readonly #mirror: NodeJS.WritableStream | null;
   readonly #errors: string[];
   #writes: Promise<void> = Promise.resolve();
@@ -420,11 +430,19 @@ class OutputPump {
     if (!this.#fileFailed) this.#writes = this.#writes.then(() => this.#append(kept));
   }
 
+  /** The log file's bytes and digest (hashed as written: sealing needs no re-read); null if it was not written whole. */
+  fileDigest(): LogDigest | null {
+    if (this.#fileFailed || this.#file === null) return null;
+    return { bytes: this.#fileBytes, sha256: this.#fileHash.digest('hex') };
+  }
+
   async #append(bytes: Buffer): Promise<void> {
     const file = this.#file;
     if (!file) return;
     try {
       for (let off = 0; off < bytes.length;) off += (await file.write(bytes, off, bytes.length - off)).bytesWritten;
+      this.#fileHash.update(bytes);
+      this.#fileBytes += bytes.length;
     } catch (e) {
       this.#errors.push(`writing ${this.capture.stream} log failed: ${(e as Error).message}`);
       this.#file = null;

@@ -12,10 +12,12 @@
  */
 import { createHash } from 'node:crypto';
 import { chmod, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { executeAction, type ExecuteInput, type ExecuteOutput } from '../execution/execute.ts';
+import { ensureSharedDir } from '../execution/log-files.ts';
+import type { LogDigest } from '../execution/runner.ts';
 import { preparationFailure } from '../execution/outcome.ts';
 import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from '../execution/secrets.ts';
 import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
@@ -42,10 +44,20 @@ export interface RunActionState {
 
 
 export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<ExecuteOutput> {
-  const restored = await restoreParameters(pool, input, state);
-  if ('failure' in restored) return restored.failure;
+  // Independent round trips, issued together.
+  const [restored, alloc] = await Promise.all([
+    restoreParameters(pool, input, state),
+    state.unavailable ? null : allocate(pool, input, state, log),
+  ]);
+  if ('failure' in restored) {
+    // The run never starts: its (empty) log versions are sealed so nothing is left pending.
+    if (alloc) {
+      const none = { truncated: false, digest: null };
+      await sealLogs(pool, alloc, input.config.artifactsDir, { stdout: none, stderr: none }, log);
+    }
+    return restored.failure;
+  }
   const secretOutputPaths = secretPathsFromSchema(input.action.out_schema);
-  const alloc = state.unavailable ? null : await allocate(pool, input, state, log);
   const dir = input.config.artifactsDir;
   const out = await executeAction({
     ...input,
@@ -54,19 +66,36 @@ export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunAc
     logFiles: alloc ? { stdout: join(dir, alloc.stdout.filePath), stderr: join(dir, alloc.stderr.filePath) } : null,
   });
   if (alloc) {
-    const files = { stdout: join(dir, alloc.stdout.filePath), stderr: join(dir, alloc.stderr.filePath) };
-    try {
-      const [stdout, stderr] = await Promise.all([
-        sealFile(files.stdout, out.stdoutTruncated ?? false),
-        sealFile(files.stderr, out.stderrTruncated ?? false),
-      ]);
-      await finalizeLogArtifacts(pool, alloc, { stdout, stderr });
-    } catch (e) {
-      log.warn({ err: (e as Error).message, artifact_versions: [alloc.stdout.versionId, alloc.stderr.versionId] },
-        'cannot seal the log artifacts of this execution: they stay pending (Attune reclaims pending logs of finished executions)');
-    }
+    await sealLogs(pool, alloc, dir, {
+      stdout: { truncated: out.stdoutTruncated ?? false, digest: out.logDigests?.stdout ?? null },
+      stderr: { truncated: out.stderrTruncated ?? false, digest: out.logDigests?.stderr ?? null },
+    }, log);
   }
   return out.secretOutputs?.length ? storeSecretOutputs(pool, input, state, out) : out;
+}
+
+type StreamFacts = { truncated: boolean; digest: LogDigest | null };
+
+async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
+  try {
+    const seal = async (stream: 'stdout' | 'stderr'): Promise<StreamEnd> => {
+      const path = join(dir, alloc[stream].filePath);
+      const { truncated, digest } = facts[stream];
+      if (digest) {
+        // Hashed while it was written: freezing it is all that is left.
+        await chmod(path, 0o444);
+        return { bytes: digest.bytes, sha256: digest.sha256, truncated };
+      }
+      // The run failed before its process started (no file yet), or a log write failed: read what is there.
+      await ensureSharedDir(dirname(path));
+      return sealFile(path, truncated);
+    };
+    const [stdout, stderr] = await Promise.all([seal('stdout'), seal('stderr')]);
+    await finalizeLogArtifacts(pool, alloc, { stdout, stderr });
+  } catch (e) {
+    log.warn({ err: (e as Error).message, artifact_versions: [alloc.stdout.versionId, alloc.stderr.versionId] },
+      'cannot seal the log artifacts of this execution: they stay pending (Attune reclaims pending logs of finished executions)');
+  }
 }
 
 /** `execution.config` with its secret-backed values decrypted, or the preparation failure. */

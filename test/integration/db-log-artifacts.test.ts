@@ -65,6 +65,13 @@ test('a changed retention on the action updates the artifact rows', async () => 
   assert.deepEqual(rows, [{ retention_policy: 'versions', retention_limit: 3 }, { retention_policy: 'versions', retention_limit: 3 }]);
 });
 
+test('hostile refs are data: quotes and backslashes in the action ref', async () => {
+  const ref = "evil'pack.act\\ion; DROP TABLE artifact;--";
+  const a = await allocateLogArtifacts(db.pool, input(await execution(ref), { actionRef: ref }));
+  assert.equal(a.stdout.filePath, `${ref.replaceAll('.', '/')}/stdout/log/v1.txt`);
+  assert.equal((await db.pool.query(`SELECT count(*)::int AS n FROM artifact WHERE owner = $1`, [ref])).rows[0].n, 2);
+});
+
 test('finalize seals the streams (truncated flag, total) and makes the versions ready with size and digest', async () => {
   const ex = await execution('other.action');
   const a = await allocateLogArtifacts(db.pool, input(ex, { actionRef: 'other.action' }));
@@ -117,4 +124,20 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   assert.match(warnings[0], /no artifact\/artifact_version\/log_stream tables/);
   await runOnce(db.pool);
   assert.equal(warnings.length, 1, 'warned once, not per execution');
+});
+
+test('a run that fails before its process starts still seals its (empty) log versions', async (t) => {
+  const artifactsDir = h.tempDir('log-artifacts-nostart');
+  t.after(() => rmSync(artifactsDir, { recursive: true, force: true }));
+  const fresh = await createTestDatabase('log_artifacts_nostart');
+  t.after(() => fresh.drop());
+  const ex = Number((await fresh.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('testpack.missing', 'running') RETURNING id`)).rows[0].id);
+  const out = await runAction(fresh.pool, {
+    execution: h.execution({ id: ex }), action: h.action('does_not_exist.sh', { ref: 'testpack.missing' }), runtime: h.runtime('shell'),
+    config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
+  }, { unavailable: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' }, pino({ level: 'silent' }));
+  assert.equal(out.status, 'failed');
+  assert.match(String(out.result.error), /action file not found/);
+  const rows = (await fresh.pool.query(`SELECT v.body_state::text, v.size_bytes, l.sealed FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1`, [ex])).rows;
+  assert.deepEqual(rows, [{ body_state: 'ready', size_bytes: 0, sealed: true }, { body_state: 'ready', size_bytes: 0, sealed: true }]);
 });
