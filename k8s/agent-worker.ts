@@ -11,6 +11,16 @@
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, PersistentVolumeClaim, type IContainer, type IEnvVar, type IResourceRequirements, type IToleration } from 'kubernetes-models/v1';
 
+/**
+ * wait-for-rabbitmq: host and port from ATTUNE__MESSAGE_QUEUE__URL (amqp[s]://user:pass@host[:port]/vhost),
+ * with busybox sh parameter expansion only; the URL (with its password) is never printed.
+ */
+export const WAIT_FOR_RABBITMQ =
+  'u="${ATTUNE__MESSAGE_QUEUE__URL#*://}"; u="${u##*@}"; u="${u%%/*}"; u="${u%%\\?*}"\n' +
+  'host="${u%:*}"; port="${u##*:}"\n' +
+  'if [ "$host" = "$u" ]; then case "$ATTUNE__MESSAGE_QUEUE__URL" in amqps:*) port=5671 ;; *) port=5672 ;; esac; fi\n' +
+  'until nc -z -w 2 "$host" "$port"; do echo "waiting for RabbitMQ at $host:$port"; sleep 2; done\n';
+
 export const AGENT_VERSION = '0.6.0';
 export const AGENT_INIT_IMAGE = `attune-agent-init:${AGENT_VERSION}`;
 export const AGENT_DIR = '/opt/attune/agent';
@@ -133,6 +143,17 @@ export function agentWorkerDeployment(w: AgentWorkerValues, p: Platform = DEFAUL
       env: [{ name: 'ATTUNE__DATABASE__SCHEMA', value: p.schema }],
       resources: small,
       securityContext: { ...RESTRICTED, runAsUser: 70, runAsGroup: 70 },
+    },
+    {
+      // The agent gives up on RabbitMQ after database.connect_timeout at start (exit 4): wait here instead.
+      name: 'wait-for-rabbitmq',
+      image: 'busybox:1.36',
+      imagePullPolicy: 'IfNotPresent',
+      command: ['/bin/sh', '-ec'],
+      args: [WAIT_FOR_RABBITMQ],
+      envFrom: [{ secretRef: { name: p.secret } }],
+      resources: small,
+      securityContext: RESTRICTED,
     },
     {
       name: 'wait-for-packs',

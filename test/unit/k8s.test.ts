@@ -4,6 +4,7 @@
  * renders (resources only) into a consistent set (volumes, claims, config map, ports), and each
  * Attune `agentWorkers` value lands where the Helm chart puts it.
  */
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -12,7 +13,7 @@ import { join, relative, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { ConfigMap, PersistentVolumeClaim, type IContainer, type IEnvVar } from 'kubernetes-models/v1';
-import { EXAMPLES, HEALTH_PORT, agentWorkerDeployment, type AgentWorkerValues } from '../../k8s/agent-worker.ts';
+import { EXAMPLES, HEALTH_PORT, WAIT_FOR_RABBITMQ, agentWorkerDeployment, type AgentWorkerValues } from '../../k8s/agent-worker.ts';
 import { K8S_DIR, renderFiles } from '../../k8s/generate.ts';
 import { loadConfig } from '../../src/config/index.ts';
 
@@ -127,14 +128,15 @@ for (const ex of EXAMPLES) {
     }
     assert.deepEqual(volumes.get('agent-bin')!.emptyDir && Object.keys(volumes.get('agent-bin')!), ['name', 'emptyDir']);
 
-    // Init containers: agent-loader copies the agent into agent-bin; then the schema and packs waits.
-    assert.deepEqual(pod.initContainers!.map((c) => c.name), ['agent-loader', 'wait-for-schema', 'wait-for-packs']);
+    // Init containers: agent-loader copies the agent into agent-bin; then the schema, broker and packs waits.
+    assert.deepEqual(pod.initContainers!.map((c) => c.name), ['agent-loader', 'wait-for-schema', 'wait-for-rabbitmq', 'wait-for-packs']);
+    assert.equal(pod.initContainers![2].args![0], WAIT_FOR_RABBITMQ);
     const loader = pod.initContainers![0];
     assert.deepEqual(loader.command, ['/opt/attune/agent/attune-agent', 'install', '/mnt/agent-bin']);
     assert.deepEqual(loader.volumeMounts, [{ name: 'agent-bin', mountPath: '/mnt/agent-bin' }]);
     assert.match(loader.image!, /^attune-agent-init:\d+\.\d+\.\d+$/);
     assert.match(String(pod.initContainers![1].args), /to_regclass\('\$\{ATTUNE__DATABASE__SCHEMA\}\.identity'\)/);
-    assert.match(String(pod.initContainers![2].args), /\/opt\/attune\/packs\/core\/pack\.yaml/);
+    assert.match(String(pod.initContainers![3].args), /\/opt\/attune\/packs\/core\/pack\.yaml/);
 
     // The worker: the user's image, the agent from the read-only volume, Attune's env and mounts.
     assert.equal(pod.containers.length, 1);
@@ -220,4 +222,24 @@ test('each agentWorkers value maps where Attune\'s chart puts it; defaults when 
   assert.equal(env(mpod.containers[0], 'RUST_LOG')!.value, 'info');
   assert.equal(env(mpod.containers[0], 'ATTUNE_WORKER_RUNTIMES'), undefined, 'unset runtimes: the agent detects them');
   for (const k of ['runtimeClassName', 'nodeSelector', 'tolerations'] as const) assert.equal(mpod[k], undefined, `${k} unset`);
+});
+
+test('wait-for-rabbitmq takes host and port from the broker URL (busybox sh; nc stubbed), never prints the password', () => {
+  // Attune's chart uses busybox:1.36's `nc -z`; Debian's busybox-static has no -z, so the parsing is
+  // tested with a shell-function nc that records its arguments and fails the first time.
+  const run = (url: string) => spawnSync('busybox', ['sh', '-ec', `n=0; nc() { n=$((n+1)); echo "nc $*" >&2; [ $n -gt 1 ]; }; sleep() { :; }\n${WAIT_FOR_RABBITMQ}`], {
+    env: { ATTUNE__MESSAGE_QUEUE__URL: url, PATH: '/usr/bin:/bin' }, encoding: 'utf8', timeout: 10_000,
+  });
+  for (const [url, target] of [
+    ['amqp://guest:s3cret@rabbitmq:5672/%2f', 'rabbitmq 5672'],
+    ['amqp://rabbitmq.attune.svc', 'rabbitmq.attune.svc 5672'],
+    ['amqps://u:p@w:d@mq.example.com/vh?heartbeat=10', 'mq.example.com 5671'],
+    ['amqp://u:s3cret@10.0.0.7:5673?x=1', '10.0.0.7 5673'],
+  ]) {
+    const r = run(url);
+    assert.equal(r.status, 0, `${url}: ${r.stdout}${r.stderr}`);
+    assert.equal(r.stderr, `nc -z -w 2 ${target}\nnc -z -w 2 ${target}\n`, url);
+    assert.equal(r.stdout, `waiting for RabbitMQ at ${target.replace(' ', ':')}\n`, url);
+    assert.doesNotMatch(r.stdout + r.stderr, /s3cret/);
+  }
 });
