@@ -10,7 +10,7 @@
  *   {artifacts_dir}/execution_{id}/result.json   (pretty JSON, only when output was parsed)
  */
 import { chmod, mkdir, open, writeFile, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 export const DIR_MODE = 0o2775;
 export const FILE_MODE = 0o664;
@@ -27,8 +27,24 @@ export function executionLogPaths(artifactsDir: string, executionId: number): Ex
   return { dir, stdout: join(dir, 'stdout.log'), stderr: join(dir, 'stderr.log'), result: join(dir, 'result.json') };
 }
 
+/**
+ * Directories this agent made or found (ensureSharedDir): every run of an action writes into the
+ * same `{ref}/stdout/log/` and `{ref}/stderr/log/`, so the mkdir (a thread-pool round trip, two
+ * syscalls when the directory exists) is done once per directory, not once per execution. A
+ * directory removed behind the agent's back is noticed by openLogFile (ENOENT) and made again.
+ */
+const knownDirs = new Set<string>();
+const KNOWN_DIRS_MAX = 1_000;
+
 /** mkdir -p with the shared-file mode on every directory this call creates (umask-proof). */
 export async function ensureSharedDir(dir: string): Promise<void> {
+  if (knownDirs.has(dir)) return;
+  await makeSharedDir(dir);
+  if (knownDirs.size >= KNOWN_DIRS_MAX) knownDirs.clear();
+  knownDirs.add(dir);
+}
+
+async function makeSharedDir(dir: string): Promise<void> {
   const first = await mkdir(dir, { recursive: true, mode: DIR_MODE });
   if (first === undefined) return; // already existed: leave its mode alone
   // `first` is the top-most directory created; fix the mode of it and everything below.
@@ -43,10 +59,30 @@ export async function ensureSharedDir(dir: string): Promise<void> {
   for (const d of created) await chmod(d, DIR_MODE);
 }
 
-/** Create (truncate) a log file with mode 664 and return it open for appending. */
+/**
+ * Create (truncate) a log file with mode 664 (umask-proof) and return it open for appending. A
+ * directory that vanished since ensureSharedDir remembered it is made again.
+ */
 export async function openLogFile(path: string): Promise<FileHandle> {
+  try {
+    return await openWithMode(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    const dir = dirname(path);
+    knownDirs.delete(dir);
+    await ensureSharedDir(dir);
+    return openWithMode(path);
+  }
+}
+
+async function openWithMode(path: string): Promise<FileHandle> {
   const fh = await open(path, 'w', FILE_MODE);
-  await fh.chmod(FILE_MODE);
+  try {
+    await fh.chmod(FILE_MODE);
+  } catch (e) {
+    await fh.close().catch(() => undefined);
+    throw e;
+  }
   return fh;
 }
 

@@ -49,8 +49,10 @@ export async function resolveActionSource(input: ResolveInput): Promise<ActionSo
   // Attune looks for a file only for core packs or non-adhoc actions; other adhoc actions are inline.
   const inlineOnly = action.is_adhoc && !action.pack_ref.startsWith('core');
   const file = actionFilePath(packDir, action.entrypoint);
-  // Both checks at once: each is a round trip to the thread pool on every execution's critical path.
-  const [packDirExists, fileExists] = await Promise.all([isDir(packDir), !inlineOnly && file.ok ? isFile(file.path) : false]);
+  // One stat in the common case: an existing {packDir}/actions/{entrypoint} (a path inside packDir,
+  // actionFilePath) means the pack directory exists; it is looked at itself only otherwise.
+  const fileExists = !inlineOnly && file.ok ? await isFile(file.path) : false;
+  const packDirExists = fileExists || (await isDir(packDir));
   if (inlineOnly) {
     return { ok: true, source: { kind: 'inline', code: action.entrypoint, packDir, packDirExists } };
   }

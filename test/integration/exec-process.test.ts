@@ -330,3 +330,23 @@ test('runner: a child that escaped the group (setsid) and holds stdout cannot ha
     await h.waitFor(() => h.processesWithMarker(m.value).length === 0, 'the escaped sleep to die');
   }
 });
+
+test('log files: a remembered directory removed behind the agent is made again; an existing file is truncated, 664', async () => {
+  const { ensureSharedDir, openLogFile } = await import('../../src/execution/log-files.ts');
+  const { chmodSync, writeFileSync } = await import('node:fs');
+  const dir = `${artifactsDir}/remembered/stdout/log`;
+  await ensureSharedDir(dir);
+  rmSync(`${artifactsDir}/remembered`, { recursive: true, force: true });
+  await ensureSharedDir(dir); // remembered: no mkdir
+  const fresh = await openLogFile(`${dir}/v1.txt`);
+  await fresh.write('x');
+  await fresh.close();
+  assert.equal(statSync(`${dir}/v1.txt`).mode & 0o7777, 0o664);
+  assert.equal(statSync(dir).mode & 0o7777, 0o2775);
+  writeFileSync(`${dir}/v2.txt`, 'old content');
+  chmodSync(`${dir}/v2.txt`, 0o600);
+  const existing = await openLogFile(`${dir}/v2.txt`);
+  await existing.close();
+  assert.equal(readFileSync(`${dir}/v2.txt`, 'utf8'), '');
+  assert.equal(statSync(`${dir}/v2.txt`).mode & 0o7777, 0o664);
+});
