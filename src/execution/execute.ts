@@ -128,7 +128,8 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       return false;
     });
 
-    log.info({ execution_id: execution.id, argv0: plan.argv[0], runtime: plan.runtimeName, timeout_ms: plan.timeoutMs }, 'starting action');
+    // Debug: the service's one info line per execution (`execution N completed`) carries the outcome and runtime.
+    log.debug({ execution_id: execution.id, argv0: plan.argv[0], runtime: plan.runtimeName, timeout_ms: plan.timeoutMs }, 'starting action');
     const run = await runProcess({
       argv: plan.argv,
       env: plan.env,
@@ -171,7 +172,7 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       await ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
         log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
     }
-    log.info({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
+    log.debug({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
     // The capture buffers (and a parsed stdout's text) are garbage now.
     collectAfterLargeRelease(run.stdout.length + run.stderr.length);
     return { status: outcome.status, result: outcome.result, durationMs: run.durationMs, runtime: plan.runtimeName, stdoutTruncated: run.stdoutTruncated, stderrTruncated: run.stderrTruncated, secretOutputs,

@@ -73,6 +73,9 @@ export function decodeMessage<P>(body: Uint8Array | string, decodePayload: (payl
   return ok({ ...env.value, payload: payload.value });
 }
 
+/** Stateless between calls (no `stream: true`): one decoder for every message. */
+const UTF8_STRICT = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 function decodeUnsafe(body: Uint8Array | string, opts: DecodeOptions): Decoded<Envelope<unknown>> {
   const maxBytes = opts.maxBytes ?? DEFAULT_MAX_BYTES;
   let text: string;
@@ -84,7 +87,7 @@ function decodeUnsafe(body: Uint8Array | string, opts: DecodeOptions): Decoded<E
     if (body.byteLength === 0) return fail('message body is empty (expected a JSON envelope)');
     try {
       // fatal: invalid UTF-8 is an error (serde_json refuses it too); ignoreBOM keeps a BOM so JSON.parse rejects it like serde.
-      text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(body);
+      text = UTF8_STRICT.decode(body);
     } catch {
       return fail('message body is not valid UTF-8');
     }

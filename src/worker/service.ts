@@ -242,7 +242,7 @@ export class ExecutionService {
     } else {
       log.warn(`execution ${id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
     }
-    log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms }, `execution ${id} ${status}`);
+    log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms, runtime: facts.runtime }, `execution ${id} ${status}`);
     this.#deps.onFinished?.({
       executionId: id, status, runtime: facts.runtime,
       durationMs: typeof result.duration_ms === 'number' ? result.duration_ms : undefined,
