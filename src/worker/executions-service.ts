@@ -18,6 +18,8 @@ import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-con
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
+import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../db/secret-values.ts';
+import type { StoredSecretValue } from '../execution/secrets.ts';
 import { runAction, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
@@ -73,7 +75,9 @@ export class ExecutionsAgentService implements AgentService {
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
     const retry = retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability);
     const runner: ActionRunner = {
-      run: (execution, signal, runLog) => runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, runState }),
+      prefetch: (req) => prefetchForRun(ctx.pool, req, runState),
+      run: (execution, signal, runLog, prefetched) =>
+        runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, runState, prefetched: prefetched as Prefetched | undefined }),
     };
     const service = new ExecutionService({
       store: pgExecutionStore(ctx.pool, log),
@@ -242,6 +246,35 @@ interface RunDeps {
   baselineEnv: Record<string, string>;
   verifiedReleases: Set<string>;
   runState: RunActionState;
+  prefetched?: Prefetched;
+}
+
+/** A read issued early; `ok: false` when it failed (the run then reads again, with retries). */
+type Early<T> = Promise<{ ok: true; value: T } | { ok: false }>;
+
+/**
+ * Read-only lookups started when the dispatch arrives, alongside the execution row's load, instead
+ * of one after another once the row is claimed: the action with its runtime and versions (by the
+ * dispatch's action_ref; used only when the row names that ref and that action) and the secret
+ * parameters (by execution id). One database round trip less of waiting before the process starts.
+ */
+interface Prefetched {
+  actionRef: string;
+  context: Early<Awaited<ReturnType<typeof loadActionContext>>>;
+  secrets: Early<StoredSecretValue[]> | null;
+}
+
+function early<T>(p: Promise<T>): Early<T> {
+  return p.then((value) => ({ ok: true as const, value }), () => ({ ok: false as const }));
+}
+
+function prefetchForRun(pool: pg.Pool, req: { execution_id: number; action_ref: string }, state: RunActionState): Prefetched | undefined {
+  if (typeof req.action_ref !== 'string' || req.action_ref === '') return undefined;
+  return {
+    actionRef: req.action_ref,
+    context: early(loadActionContext(pool, { id: null, ref: req.action_ref })),
+    secrets: state.noSecretTable ? null : early(findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, req.execution_id)),
+  };
 }
 
 async function runExecution(
@@ -297,7 +330,7 @@ async function loadAndRun(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  }, deps.runState, log);
+  }, deps.runState, log, deps.prefetched?.secrets ?? undefined);
 }
 
 /**
@@ -313,10 +346,16 @@ async function runWithRows(
   deps: RunDeps,
   read: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
 ): ReturnType<ActionRunner['run']> {
+  const key = { id: execution.action, ref: execution.action_ref };
+  const pre = deps.prefetched?.actionRef === execution.action_ref ? await deps.prefetched.context : null;
+  // The early answer (by ref) is the row loadActionContext would give: the action the row names by id, or by ref when it names none.
+  const usable = pre?.ok && pre.value !== null && (key.id === null || Number(pre.value.action.id) === Number(key.id)) ? pre.value : undefined;
   const [rows, enforcement] = await Promise.all([
-    read('load the action', () => loadActionContext(pool, { id: execution.action, ref: execution.action_ref })),
+    usable ?? read('load the action', () => loadActionContext(pool, key)),
     execution.enforcement != null ? read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null,
   ]);
+  // As read() does: a cancel that came meanwhile ends the run here, before log versions are allocated.
+  if (signal.aborted) throw new Error('cancelled before the action started');
   if (!rows) {
     return { status: 'failed', result: { succeeded: false, error: `Action execution failed: action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.` } };
   }
@@ -328,7 +367,7 @@ async function runWithRows(
     signal,
     logger: log,
     verifiedReleases: deps.verifiedReleases,
-  }, deps.runState, log);
+  }, deps.runState, log, deps.prefetched?.secrets ?? undefined);
 }
 
 function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof createStatusPublisher>): void {

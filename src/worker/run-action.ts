@@ -19,7 +19,7 @@ import { executeAction, type ExecuteInput, type ExecuteOutput } from '../executi
 import { ensureSharedDir } from '../execution/log-files.ts';
 import type { LogDigest } from '../execution/runner.ts';
 import { preparationFailure } from '../execution/outcome.ts';
-import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from '../execution/secrets.ts';
+import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema, type StoredSecretValue } from '../execution/secrets.ts';
 import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
 
@@ -43,10 +43,15 @@ export interface RunActionState {
 }
 
 
-export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<ExecuteOutput> {
+/**
+ * `storedSecrets`: the execution_secret_value lookup, when the caller issued it early (never
+ * rejects; `ok: false` = read it again here).
+ */
+export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger,
+  storedSecrets?: Promise<{ ok: true; value: StoredSecretValue[] } | { ok: false }>): Promise<ExecuteOutput> {
   // Independent round trips, issued together.
   const [restored, alloc] = await Promise.all([
-    restoreParameters(pool, input, state),
+    restoreParameters(pool, input, state, storedSecrets),
     state.unavailable ? null : allocate(pool, input, state, log),
   ]);
   if ('failure' in restored) {
@@ -99,12 +104,14 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
 }
 
 /** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
-async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
+  early?: Promise<{ ok: true; value: StoredSecretValue[] } | { ok: false }>): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
   const { execution } = input;
   if (state.noSecretTable) return { execution };
   let stored;
   try {
-    stored = await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id);
+    const got = early ? await early : undefined;
+    stored = got?.ok ? got.value : await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id);
   } catch (e) {
     if ((e as { code?: string }).code === '42P01') {
       state.noSecretTable = true;

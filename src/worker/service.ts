@@ -43,7 +43,13 @@ export interface RunOutcome {
 }
 
 export interface ActionRunner {
-  run(execution: ExecutionRow, signal: AbortSignal, log: Logger): Promise<RunOutcome>;
+  /**
+   * Optional: start the run's read-only lookups that need only the dispatch (issued together with
+   * the execution row's load instead of after the claim); whatever it returns is handed to `run`.
+   * Must never reject: it may be dropped unused (duplicate, unknown execution, refused claim).
+   */
+  prefetch?(req: DispatchRequest): unknown;
+  run(execution: ExecutionRow, signal: AbortSignal, log: Logger, prefetched?: unknown): Promise<RunOutcome>;
 }
 
 /** One execution ended (or a dispatch was skipped without running): the metrics hook. */
@@ -177,6 +183,7 @@ export class ExecutionService {
   async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
     const { store } = this.#deps;
     const id = req.execution_id;
+    const prefetched = this.#deps.runner.prefetch?.(req);
     const execution = await this.#deps.retryWrite(`load execution ${id}`, () => store.loadExecution(id));
     if (!execution) {
       log.error(`unknown execution ${id}: no row in the execution table (deleted, or ATTUNE__DATABASE__SCHEMA points at another schema); dispatch dropped`);
@@ -208,7 +215,7 @@ export class ExecutionService {
 
     let outcome: RunOutcome;
     try {
-      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log);
+      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log, prefetched);
     } catch (e) {
       log.error({ err: e }, 'action execution failed before the process could finish');
       outcome = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };

@@ -286,6 +286,27 @@ describe('outputs and failures', () => {
   });
 });
 
+describe('secret parameters', () => {
+  test('stored secret values are found when the dispatch arrives; without security.encryption_key the run fails before it starts', async () => {
+    const { encryptJson, hashEncryptionKey, redactionMarker } = await import('../../src/execution/secrets.ts');
+    const ref = await action({ name: 'echo_secret', entrypoint: 'echo_params.sh', runtime: 'shell', output_format: 'json' });
+    const config = { user: 'ada', password: redactionMarker() };
+    const marker = `e2e-${randomUUID()}`;
+    const id = await createExecution(db.pool, { actionRef: ref, workerId, config, envVars: { E2E_MARKER: marker } });
+    const key = 'e2e-encryption-key-of-at-least-32-characters';
+    await db.pool.query(
+      `INSERT INTO execution_secret_value (entity_type, entity_id, json_path, source_kind, source_ref, encrypted_value, encryption_key_hash)
+       VALUES ('execution_config', $1, '/password', 'keystore', 'core.pw', to_jsonb($2::text), $3)`,
+      [id, encryptJson('pw-secret', key), hashEncryptionKey(key)],
+    );
+    await publishExecutionRequested(mq, workerId, { execution_id: id, action_ref: ref, config });
+    const f = await finished(id, marker);
+    assertOneTerminalPair(f, 'failed');
+    assert.equal(f.result.error, `Failed to prepare execution context: Failed to restore secret parameters for execution ${id}: No encryption key configured (set security.encryption_key / ATTUNE__SECURITY__ENCRYPTION_KEY to the key of the Attune API)`);
+    assert.equal(f.result.exit_code, undefined, 'nothing ran');
+  });
+});
+
 describe('cancellation, concurrency and bad input', () => {
   test('cancel while running, cancel before the dispatch, cancel while queued behind the permits', async () => {
     const sleepRef = await action({ name: 'sleep', entrypoint: 'sleep.sh', runtime: 'shell' });
