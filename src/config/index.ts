@@ -18,11 +18,11 @@ type ConfigInput = Omit<LoadInput, 'readFile'>;
 
 /** `implicitFiles: false` (tests): files are read only when one is named, never ./config.yaml alone. */
 export function loadConfig(input: ConfigInput & { implicitFiles?: boolean }): Readonly<Config> {
-  const readFile = input.implicitFiles === false ? namedFileOnly(input) : readIfExists;
+  const readFile = input.implicitFiles === false ? filesOnlyWhenNamed(input) : readIfExists;
   return compileConfig(loadRawConfig({ ...input, readFile }));
 }
 
-function namedFileOnly(input: ConfigInput): (p: string) => string | undefined {
+function filesOnlyWhenNamed(input: ConfigInput): (p: string) => string | undefined {
   const named = input.flags.config ?? input.env.ATTUNE_CONFIG;
   return named !== undefined ? readIfExists : () => undefined;
 }
@@ -32,5 +32,5 @@ function namedFileOnly(input: ConfigInput): (p: string) => string | undefined {
  * the keys detection uses (compileDetectConfig).
  */
 export function loadDetectConfig(input: ConfigInput): Readonly<DetectConfig> {
-  return compileDetectConfig(loadRawConfig({ ...input, readFile: namedFileOnly(input) }));
+  return compileDetectConfig(loadRawConfig({ ...input, readFile: filesOnlyWhenNamed(input) }));
 }

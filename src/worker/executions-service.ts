@@ -20,7 +20,7 @@ import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, lo
 import { DbAvailability, dbError } from '../db/pool.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../db/secret-values.ts';
 import type { StoredSecretValue } from '../execution/secrets.ts';
-import { runAction, type RunActionState } from './run-action.ts';
+import { runAction, type Early, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow } from '../model.ts';
@@ -69,7 +69,7 @@ export class ExecutionsAgentService implements AgentService {
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
     const verifiedReleases = new Set<string>();
     const runState: RunActionState = {
-      unavailable: false, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
+      noLogArtifactTables: false, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
       encryptionKey: ctx.config.security.encryptionKey,
     };
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
@@ -249,8 +249,6 @@ interface RunDeps {
   prefetched?: Prefetched;
 }
 
-/** A read issued early; `ok: false` when it failed (the run then reads again, with retries). */
-type Early<T> = Promise<{ ok: true; value: T } | { ok: false }>;
 
 /**
  * Read-only lookups started when the dispatch arrives, alongside the execution row's load, instead

@@ -16,7 +16,7 @@ import { dirname, join } from 'node:path';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { executeAction, type ExecuteInput, type ExecuteOutput } from '../execution/execute.ts';
-import { ensureSharedDir } from '../execution/log-files.ts';
+import { FILE_MODE, ensureSharedDir } from '../execution/log-files.ts';
 import type { LogDigest } from '../execution/runner.ts';
 import { preparationFailure } from '../execution/outcome.ts';
 import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema, type StoredSecretValue } from '../execution/secrets.ts';
@@ -31,8 +31,8 @@ const OLDER_SCHEMA = new Set(['42P01', '42703', '42704']);
 
 /** Per agent: the worker's retention defaults, and what an older Attune schema lacks. */
 export interface RunActionState {
-  /** No artifact/log_stream tables (or no shared-file streams). */
-  unavailable: boolean;
+  /** No artifact/log_stream tables (or no shared-file streams): logs go to plain files. */
+  noLogArtifactTables: boolean;
   /** No execution_secret_value table: nothing to restore, and secret outputs cannot be stored. */
   noSecretTable?: boolean;
   /** worker.execution_log_retention_policy / _limit: used when the action sets none. */
@@ -42,17 +42,22 @@ export interface RunActionState {
   encryptionKey: string;
 }
 
+/** A read issued early by the caller; `ok: false` when it failed (it is then read again here). */
+export type Early<T> = Promise<{ ok: true; value: T } | { ok: false }>;
+
+/** Attune's volume transport freezes a sealed log file: no writer may append any more. */
+const SEALED_FILE_MODE = 0o444;
 
 /**
  * `storedSecrets`: the execution_secret_value lookup, when the caller issued it early (never
  * rejects; `ok: false` = read it again here).
  */
 export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger,
-  storedSecrets?: Promise<{ ok: true; value: StoredSecretValue[] } | { ok: false }>): Promise<ExecuteOutput> {
+  storedSecrets?: Early<StoredSecretValue[]>): Promise<ExecuteOutput> {
   // Independent round trips, issued together.
   const [restored, alloc] = await Promise.all([
     restoreParameters(pool, input, state, storedSecrets),
-    state.unavailable ? null : allocate(pool, input, state, log),
+    state.noLogArtifactTables ? null : allocate(pool, input, state, log),
   ]);
   if ('failure' in restored) {
     // The run never starts: its (empty) log versions are sealed so nothing is left pending.
@@ -88,7 +93,7 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
       const { truncated, digest } = facts[stream];
       if (digest) {
         // Hashed while it was written: freezing it is all that is left.
-        await chmod(path, 0o444);
+        await chmod(path, SEALED_FILE_MODE);
         return { bytes: digest.bytes, sha256: digest.sha256, truncated };
       }
       // The run failed before its process started (no file yet), or a log write failed: read what is there.
@@ -105,7 +110,7 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
 
 /** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
 async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
-  early?: Promise<{ ok: true; value: StoredSecretValue[] } | { ok: false }>): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+  early?: Early<StoredSecretValue[]>): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
   const { execution } = input;
   if (state.noSecretTable) return { execution };
   let stored;
@@ -152,7 +157,7 @@ async function storeSecretOutputs(pool: pg.Pool, input: ExecuteInput, state: Run
  * every other writer the stream is closed. A file the run could not create is created empty.
  */
 async function sealFile(path: string, truncated: boolean): Promise<StreamEnd> {
-  const fh = await open(path, 'a+', 0o664);
+  const fh = await open(path, 'a+', FILE_MODE);
   try {
     const hash = createHash('sha256');
     let bytes = 0;
@@ -163,7 +168,7 @@ async function sealFile(path: string, truncated: boolean): Promise<StreamEnd> {
       hash.update(buf.subarray(0, bytesRead));
       bytes += bytesRead;
     }
-    await fh.chmod(0o444);
+    await fh.chmod(SEALED_FILE_MODE);
     return { bytes, sha256: hash.digest('hex'), truncated };
   } finally {
     await fh.close();
@@ -184,7 +189,7 @@ async function allocate(pool: pg.Pool, input: ExecuteInput, state: RunActionStat
   } catch (e) {
     const err = e as Error & { code?: string };
     if (err.code !== undefined && OLDER_SCHEMA.has(err.code)) {
-      state.unavailable = true;
+      state.noLogArtifactTables = true;
       log.warn({ err: err.message }, 'this Attune schema has no artifact/artifact_version/log_stream tables (or no shared-file log streams): execution logs are written as plain files (execution_{id}/) from now on, invisible to the UI');
     } else {
       log.warn({ err: err.message }, 'cannot allocate the log artifacts of this execution: its logs go to execution_{id}/ under artifacts_dir, invisible to the UI');

@@ -94,7 +94,7 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   t.after(() => rmSync(artifactsDir, { recursive: true, force: true }));
   const warnings: string[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
-  const state: RunActionState = { unavailable: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
+  const state: RunActionState = { noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
   const runOnce = async (pool: typeof db.pool) => {
     const ex = await execution('testpack.fail');
     return runAction(pool, {
@@ -119,7 +119,7 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   assert.equal(without.status, 'failed');
   assert.match(String(without.result.stderr_log), /\/execution_\d+\/stderr\.log$/);
   assert.equal(readFileSync(String(without.result.stderr_log), 'utf8'), 'problem line 1\n');
-  assert.equal(state.unavailable, true);
+  assert.equal(state.noLogArtifactTables, true);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /no artifact\/artifact_version\/log_stream tables/);
   await runOnce(db.pool);
@@ -135,7 +135,7 @@ test('a run that fails before its process starts still seals its (empty) log ver
   const out = await runAction(fresh.pool, {
     execution: h.execution({ id: ex }), action: h.action('does_not_exist.sh', { ref: 'testpack.missing' }), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-  }, { unavailable: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' }, pino({ level: 'silent' }));
+  }, { noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' }, pino({ level: 'silent' }));
   assert.equal(out.status, 'failed');
   assert.match(String(out.result.error), /action file not found/);
   const rows = (await fresh.pool.query(`SELECT v.body_state::text, v.size_bytes, l.sealed FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1`, [ex])).rows;

@@ -21,7 +21,7 @@ after(async () => {
 });
 
 const log = pino({ level: 'silent' });
-const state = (encryptionKey: string): RunActionState => ({ unavailable: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
+const state = (encryptionKey: string): RunActionState => ({ noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
 const OUT_SCHEMA = { user: { type: 'string' }, token: { type: 'string', secret: true } };
 
 async function execution(config: Record<string, unknown>): Promise<number> {
