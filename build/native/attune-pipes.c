@@ -1,44 +1,220 @@
 /*
- * attune-pipes.node: one Node-API function, pipe(), returning [readFd, writeFd] of a real pipe
- * (O_CLOEXEC on both ends).
+ * attune-pipes.node: three Node-API functions for running actions the way the Rust agent does.
  *
- * Why: Node/libuv give a child's stdio Unix socket pairs, not pipes, and Linux refuses to open a
- * socket through /proc/self/fd, so an action doing `echo x > /dev/stderr`, `tee /dev/stderr`,
- * `cat /dev/stdin` or open("/dev/stdout") fails with ENXIO under a Node parent. The Rust agent
- * (tokio) uses pipes; with these the agent does too (src/execution/os-pipes.ts).
- * Only libc and the Node-API symbols of the running executable are needed.
+ * pipe() -> [readFd, writeFd]: a real pipe (O_CLOEXEC on both ends). Node/libuv give a child's
+ *   stdio Unix socket pairs, and Linux refuses to open a socket through /proc/self/fd, so an action
+ *   doing `echo x > /dev/stderr`, `tee /dev/stderr`, `cat /dev/stdin` or open("/dev/stdout") fails
+ *   with ENXIO under a Node parent. The Rust agent (tokio) uses pipes; with these the agent does too.
+ *
+ * spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd) -> pid: posix_spawn() in a new session
+ *   (setsid: the action leads its own process group), every signal at its default disposition and
+ *   unblocked, the three fds as 0/1/2. Why not child_process.spawn: libuv fork()s the whole agent,
+ *   which blocks the event loop for milliseconds (page tables of ~90 MB) on every execution; glibc's
+ *   posix_spawn uses clone(CLONE_VM|CLONE_VFORK) and costs the same whatever the agent's size.
+ *   Throws an Error whose `errno` is the failure (ENOENT, EACCES, ETXTBSY, ENOEXEC...).
+ *
+ * wait(pid) -> null while it runs, else [exitCode, signal] (one of them -1): waitid(WNOHANG) on that
+ *   pid only, so libuv's own children and tini's orphans are never reaped here. The caller calls it on
+ *   SIGCHLD (src/execution/native-spawn.ts).
+ *
+ * Only glibc symbols older than Node 24's own floor (glibc 2.28) are required.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <node_api.h>
+
+#define CHECK(call) do { if ((call) != napi_ok) goto napi_fail; } while (0)
+
+static void throw_errno(napi_env env, int e, const char *what) {
+  napi_value msg, err, code;
+  char text[256];
+  snprintf(text, sizeof text, "%s: %s", what, strerror(e));
+  if (napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
+      napi_create_error(env, NULL, msg, &err) != napi_ok || napi_create_int32(env, e, &code) != napi_ok ||
+      napi_set_named_property(env, err, "errno", code) != napi_ok) {
+    napi_throw_error(env, NULL, text);
+    return;
+  }
+  napi_throw(env, err);
+}
 
 static napi_value make_pipe(napi_env env, napi_callback_info info) {
   (void)info;
   int fds[2];
   if (pipe2(fds, O_CLOEXEC) != 0) {
-    int e = errno;
-    napi_throw_error(env, e == EMFILE ? "EMFILE" : e == ENFILE ? "ENFILE" : "EPIPE2", strerror(e));
+    throw_errno(env, errno, "pipe2");
     return NULL;
   }
   napi_value arr, r, w;
-  if (napi_create_array_with_length(env, 2, &arr) != napi_ok || napi_create_int32(env, fds[0], &r) != napi_ok ||
-      napi_create_int32(env, fds[1], &w) != napi_ok || napi_set_element(env, arr, 0, r) != napi_ok ||
-      napi_set_element(env, arr, 1, w) != napi_ok) {
-    close(fds[0]);
-    close(fds[1]);
-    napi_throw_error(env, NULL, "attune-pipes: cannot build the result");
+  CHECK(napi_create_array_with_length(env, 2, &arr));
+  CHECK(napi_create_int32(env, fds[0], &r));
+  CHECK(napi_create_int32(env, fds[1], &w));
+  CHECK(napi_set_element(env, arr, 0, r));
+  CHECK(napi_set_element(env, arr, 1, w));
+  return arr;
+napi_fail:
+  close(fds[0]);
+  close(fds[1]);
+  napi_throw_error(env, NULL, "attune-pipes: cannot build the result");
+  return NULL;
+}
+
+/* A JS string as a malloc'd C string (NULL on failure; an exception may be pending). */
+static char *string_arg(napi_env env, napi_value v) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return NULL;
+  char *s = malloc(len + 1);
+  if (s == NULL) return NULL;
+  if (napi_get_value_string_utf8(env, v, s, len + 1, &len) != napi_ok) {
+    free(s);
     return NULL;
   }
-  return arr;
+  if (strlen(s) != len) { /* an embedded NUL: execve would cut the string silently */
+    free(s);
+    return NULL;
+  }
+  return s;
+}
+
+static void free_list(char **list) {
+  if (list == NULL) return;
+  for (char **p = list; *p != NULL; p++) free(*p);
+  free(list);
+}
+
+/* A JS array of strings as a NULL-terminated list (NULL on failure). */
+static char **list_arg(napi_env env, napi_value arr) {
+  uint32_t n;
+  if (napi_get_array_length(env, arr, &n) != napi_ok) return NULL;
+  char **list = calloc((size_t)n + 1, sizeof(char *));
+  if (list == NULL) return NULL;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value el;
+    if (napi_get_element(env, arr, i, &el) != napi_ok || (list[i] = string_arg(env, el)) == NULL) {
+      free_list(list);
+      return NULL;
+    }
+  }
+  return list;
+}
+
+/* glibc 2.29; weak, so the addon still loads on glibc 2.28 (a working directory then fails ENOSYS
+ * and the caller uses child_process.spawn). */
+extern int posix_spawn_file_actions_addchdir_np(posix_spawn_file_actions_t *, const char *) __attribute__((weak));
+
+static napi_value spawn_action(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value args[7];
+  char *file = NULL, *cwd = NULL, **argv = NULL, **envp = NULL;
+  int fds[3];
+  napi_valuetype cwd_type;
+  CHECK(napi_get_cb_info(env, info, &argc, args, NULL, NULL));
+  if (argc != 7) {
+    napi_throw_type_error(env, NULL, "spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd)");
+    return NULL;
+  }
+  for (int i = 0; i < 3; i++) CHECK(napi_get_value_int32(env, args[4 + i], &fds[i]));
+  file = string_arg(env, args[0]);
+  argv = list_arg(env, args[1]);
+  envp = list_arg(env, args[2]);
+  CHECK(napi_typeof(env, args[3], &cwd_type));
+  if (cwd_type == napi_string) cwd = string_arg(env, args[3]);
+  if (file == NULL || argv == NULL || envp == NULL || (cwd_type == napi_string && cwd == NULL)) {
+    free(file); free(cwd); free_list(argv); free_list(envp);
+    napi_throw_type_error(env, "EINVAL", "spawn: arguments must be strings without NUL bytes");
+    return NULL;
+  }
+
+  posix_spawn_file_actions_t actions;
+  posix_spawnattr_t attr;
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  /* sigfillset leaves out glibc's two internal signals (32, 33), and posix_spawn then sets them to
+   * SIG_IGN in the child, which survives the exec. Default them too, as libuv's fork path does:
+   * an action must inherit no ignored signal. */
+  for (int sig = 32; sig <= 33 && sig < SIGRTMIN; sig++) ((unsigned long *)&all)[(sig - 1) / (8 * sizeof(unsigned long))] |= 1UL << ((sig - 1) % (8 * sizeof(unsigned long)));
+  int rc = posix_spawn_file_actions_init(&actions);
+  if (rc == 0) rc = posix_spawnattr_init(&attr);
+  if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
+  if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
+  /* dup2 clears close-on-exec on the copies; the originals stay close-on-exec. */
+  for (int i = 0; rc == 0 && i < 3; i++) rc = posix_spawn_file_actions_adddup2(&actions, fds[i], i);
+  if (rc == 0 && cwd != NULL) {
+    rc = posix_spawn_file_actions_addchdir_np == NULL ? ENOSYS : posix_spawn_file_actions_addchdir_np(&actions, cwd);
+  }
+  pid_t pid = -1;
+  if (rc == 0) rc = posix_spawn(&pid, file, &actions, &attr, argv, envp);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  free(file); free(cwd); free_list(argv); free_list(envp);
+  if (rc != 0) {
+    throw_errno(env, rc, "posix_spawn");
+    return NULL;
+  }
+  napi_value result;
+  CHECK(napi_create_int32(env, pid, &result));
+  return result;
+napi_fail:
+  napi_throw_error(env, NULL, "attune-pipes: bad spawn arguments");
+  return NULL;
+}
+
+static napi_value wait_action(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg, result, code, sig;
+  int32_t pid;
+  CHECK(napi_get_cb_info(env, info, &argc, &arg, NULL, NULL));
+  CHECK(napi_get_value_int32(env, arg, &pid));
+  if (pid <= 0) {
+    throw_errno(env, EINVAL, "wait");
+    return NULL;
+  }
+  siginfo_t si;
+  int rc;
+  do {
+    memset(&si, 0, sizeof si);
+    rc = waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) {
+    throw_errno(env, errno, "waitid");
+    return NULL;
+  }
+  if (si.si_pid == 0) {
+    CHECK(napi_get_null(env, &result));
+    return result;
+  }
+  int exited = si.si_code == CLD_EXITED;
+  CHECK(napi_create_int32(env, exited ? si.si_status : -1, &code));
+  CHECK(napi_create_int32(env, exited ? -1 : si.si_status, &sig));
+  CHECK(napi_create_array_with_length(env, 2, &result));
+  CHECK(napi_set_element(env, result, 0, code));
+  CHECK(napi_set_element(env, result, 1, sig));
+  return result;
+napi_fail:
+  napi_throw_error(env, NULL, "attune-pipes: bad wait argument");
+  return NULL;
+}
+
+static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
+  napi_value fn;
+  return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
+         napi_set_named_property(env, exports, name, fn) == napi_ok;
 }
 
 NAPI_MODULE_INIT() {
-  napi_value fn;
-  if (napi_create_function(env, "pipe", NAPI_AUTO_LENGTH, make_pipe, NULL, &fn) != napi_ok) return NULL;
-  if (napi_set_named_property(env, exports, "pipe", fn) != napi_ok) return NULL;
+  if (!export_fn(env, exports, "pipe", make_pipe) || !export_fn(env, exports, "spawn", spawn_action) ||
+      !export_fn(env, exports, "wait", wait_action))
+    return NULL;
   return exports;
 }

@@ -18,10 +18,19 @@ declare const __AGENT_VERSION__: string | undefined;
 
 export const PIPES_ENV = 'ATTUNE_AGENT_PIPES';
 export const PIPES_ADDON = 'attune-pipes.node';
+/** `off`: start actions with child_process.spawn (fork of the agent) instead of the addon's posix_spawn. */
+export const NATIVE_SPAWN_ENV = 'ATTUNE_AGENT_NATIVE_SPAWN';
 
 export interface PipeMaker {
   /** [readFd, writeFd], both close-on-exec; throws on EMFILE and the like. */
   pipe(): [number, number];
+  /**
+   * posix_spawn in a new session with default signals and the fds as 0/1/2; the pid. Throws an
+   * Error with `errno` (a number) when the program cannot start. Absent in an older addon.
+   */
+  spawn?(file: string, argv: string[], env: string[], cwd: string | null, stdin: number, stdout: number, stderr: number): number;
+  /** waitid(WNOHANG) on that pid: null while it runs, else [exitCode, signalNumber] (one is -1). */
+  wait?(pid: number): [number, number] | null;
 }
 
 export type PipesStatus =
@@ -58,12 +67,13 @@ function load(env: NodeJS.ProcessEnv): { maker: PipeMaker | null; status: PipesS
   try {
     const mod = { exports: {} as Partial<PipeMaker> };
     process.dlopen(mod, path);
-    const fn = mod.exports.pipe;
-    if (typeof fn !== 'function') throw new Error('it exports no pipe()');
+    const { pipe, spawn, wait } = mod.exports;
+    if (typeof pipe !== 'function') throw new Error('it exports no pipe()');
     // Prove it once: a broken addon must fail here, not on an execution's critical path.
-    const [r, w] = fn();
+    const [r, w] = pipe();
     closeFds([r, w]);
-    return { maker: { pipe: fn }, status: { available: true, path } };
+    const maker: PipeMaker = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
+    return { maker, status: { available: true, path } };
   } catch (e) {
     return { maker: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };
   }

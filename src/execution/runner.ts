@@ -15,6 +15,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
 import { closeFds, pipeMaker, type PipeMaker } from './os-pipes.ts';
+import { spawnNative, type ActionChild } from './native-child.ts';
 
 export type CancelReason = 'cancel' | 'shutdown';
 
@@ -66,12 +67,16 @@ export interface RunResult {
   logsIncomplete: boolean;
   /** Writing parameters to stdin failed (EPIPE when the action exited without reading). */
   stdinError: { code: string | undefined; message: string } | null;
+  /** What started the process: the addon's posix_spawn, or child_process.spawn (fork). */
+  launcher: Launcher | null;
   /** Log file problems (the run itself is unaffected). */
   logErrors: string[];
   /** What each log file received (bytes, SHA-256), when it was written completely; null otherwise. */
   stdoutLog: LogDigest | null;
   stderrLog: LogDigest | null;
 }
+
+export type Launcher = 'posix_spawn' | 'child_process';
 
 export interface LogDigest { bytes: number; sha256: string }
 
@@ -122,8 +127,9 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   }
   const { child } = spawned;
   const pid = child.pid!;
-  // spawn() blocks the event loop until the child has exec'd (fork cost grows with the agent's RSS).
-  log.debug({ pid, spawn_ms: +(performance.now() - spawnStarted).toFixed(2) }, 'action process started');
+  // Either spawn blocks the event loop until the child has exec'd (child_process's fork: a cost
+  // that grows with the agent's RSS; the addon's posix_spawn: a constant one).
+  log.debug({ pid, launcher: spawned.launcher, spawn_ms: +(performance.now() - spawnStarted).toFixed(2) }, 'action process started');
   child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
 
   const outPump = new OutputPump(spawned.stdout, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
@@ -203,6 +209,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
     stderrBytesTruncated: err.bytesTruncated,
     logsIncomplete: !drained,
     stdinError,
+    launcher: spawned.launcher,
     logErrors,
     stdoutLog: outPump.fileDigest(),
     stderrLog: errPump.fileDigest(),
@@ -217,7 +224,7 @@ function cancelledBeforeStart(reason: CancelReason): RunResult {
   return {
     kind: 'exited', pid: 0, exitCode: -1, signal: null, timedOut: false, cancelled: reason, durationMs: 0,
     stdout: '', stderr: '', stdoutTruncated: false, stdoutBytesTruncated: 0, stderrTruncated: false,
-    stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, logErrors: [], stdoutLog: null, stderrLog: null,
+    stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, launcher: null, logErrors: [], stdoutLog: null, stderrLog: null,
   };
 }
 
@@ -239,7 +246,8 @@ export function killGroup(pid: number, sig: NodeJS.Signals, groupOnly = false): 
 
 /** The child and the agent's ends of its stdio. */
 interface Spawned {
-  child: ChildProcess;
+  child: ActionChild;
+  launcher: Launcher;
   stdin: Writable;
   stdout: PumpSource;
   stderr: PumpSource;
@@ -263,13 +271,14 @@ async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<Spawned> {
 }
 
 function withStreams(child: ChildProcess): Spawned {
-  return { child, stdin: child.stdin!, stdout: { kind: 'stream', stream: child.stdout! }, stderr: { kind: 'stream', stream: child.stderr! } };
+  return { child, launcher: 'child_process', stdin: child.stdin!, stdout: { kind: 'stream', stream: child.stdout! }, stderr: { kind: 'stream', stream: child.stderr! } };
 }
 
 /**
- * Real pipes (os-pipes.ts): the child gets one end of each as fd 0/1/2 (libuv dup2s them, so its
- * copies lose close-on-exec), the agent closes those ends right after fork+exec and keeps the
- * others. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
+ * Real pipes (os-pipes.ts): the child gets one end of each as fd 0/1/2 (posix_spawn or libuv
+ * dup2s them, so its copies lose close-on-exec), the agent closes those ends right after the exec
+ * and keeps the others. The addon starts the child when it can (native-child.ts), else
+ * child_process.spawn does. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
  */
 async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned> {
   const owned: number[] = [];
@@ -284,10 +293,12 @@ async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned>
     const [outRead, outWrite] = pipe();
     const [errRead, errWrite] = pipe();
     childEnds = [inRead, outWrite, errWrite];
-    const child = await spawnOnce(spec, childEnds);
+    const native = spawnNative(maker, spec, [inRead, outWrite, errWrite]);
+    const child = native ?? (await spawnOnce(spec, childEnds));
     closeFds(childEnds);
     return {
       child,
+      launcher: native ? 'posix_spawn' : 'child_process',
       stdin: new Socket({ fd: inWrite, readable: false, writable: true }),
       stdout: { kind: 'fd', fd: outRead },
       stderr: { kind: 'fd', fd: errRead },

@@ -4,7 +4,7 @@ import { decideOutcome, parseOutput, preparationFailure, executionFailure, jsonb
 
 const base = {
   exitCode: 0, timedOut: false, cancelled: null, durationMs: 12, stdout: '', stderr: '', stdoutTruncated: false,
-  stdoutBytesTruncated: 0, stderrTruncated: false, stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null,
+  stdoutBytesTruncated: 0, stderrTruncated: false, stderrBytesTruncated: 0, logsIncomplete: false, stdinError: null, launcher: 'posix_spawn',
 } as const;
 const opts = { outputFormat: 'text' as const, stderrLogPath: '/art/execution_1/stderr.log', timeoutMs: 30_000 };
 

@@ -1,0 +1,104 @@
+/**
+ * How an action process starts (runner.ts + native-child.ts): the addon's posix_spawn and the
+ * child_process.spawn fallback (ATTUNE_AGENT_NATIVE_SPAWN=off, run in a separate Node process since
+ * the choice is made once per process) must give the action the same process: its own session and
+ * process group, every signal at its default disposition and unblocked, only fds 0-2, the working
+ * directory and the environment asked for. Exit codes, signals and start errors are reported alike.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runProcess, type RunSpec } from '../../src/execution/runner.ts';
+
+const cwd = import.meta.dirname;
+const PROBE = [
+  'read -r _ _ _ ppid pgrp sid _ < /proc/$$/stat',
+  'echo "self=$([ $pgrp = $$ ] && [ $sid = $$ ] && echo leader)"',
+  'echo "cwd=$(pwd)" "env=$(env | sort | tr "\\n" " ")"',
+  'yes | head -c 3 >/dev/null; echo "yes_status=$?"',
+].join('; ');
+
+const specs: Record<string, RunSpec> = {
+  probe: { argv: ['/bin/sh', '-c', PROBE], env: { PATH: '/usr/bin:/bin', ONLY_THIS: 'x y' }, cwd, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 65536, maxStderrBytes: 65536 },
+  // Read by the started program itself (a shell would change its own mask while forking).
+  signals: { argv: ['/bin/grep', '-E', '^Sig(Blk|Ign)', '/proc/self/status'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  fds: { argv: ['/bin/ls', '/proc/self/fd'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  exit3: { argv: ['/bin/sh', '-c', 'cat; exit 3'], env: {}, cwd: null, stdin: 'from stdin', timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  killed: { argv: ['/bin/sh', '-c', 'kill -USR1 $$'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  missing: { argv: ['/nonexistent/interp'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  noCwd: { argv: ['/bin/true'], env: {}, cwd: '/nonexistent/dir', stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  noShebang: { argv: [join(import.meta.dirname, '../fixtures/launch/no-shebang')], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  notExecutable: { argv: [join(import.meta.dirname, '../fixtures/packs/testpack/actions/not_executable')], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+};
+
+/** Descriptors of this process without O_CLOEXEC: every child inherits them, whatever starts it. */
+function inheritableFds(): number[] {
+  const O_CLOEXEC = 0o2000000;
+  return readdirSync('/proc/self/fdinfo').map(Number).filter((fd) => {
+    try {
+      const flags = /^flags:\s+([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+      return flags !== null && (parseInt(flags[1], 8) & O_CLOEXEC) === 0 && fd > 2;
+    } catch {
+      return false; // the directory's own descriptor, closed by now
+    }
+  });
+}
+
+type Summary = Record<string, unknown>;
+
+async function summarise(): Promise<Record<string, Summary>> {
+  const out: Record<string, Summary> = {};
+  for (const [name, spec] of Object.entries(specs)) {
+    const r = await runProcess(spec);
+    out[name] = r.kind === 'exited'
+      ? { launcher: r.launcher, exitCode: r.exitCode, signal: r.signal, stdout: r.stdout, stderr: r.stderr }
+      : { code: r.code };
+  }
+  return out;
+}
+
+/** The same runs in a fresh Node process with the given environment. */
+function summariseIn(env: Record<string, string>): Record<string, Summary> {
+  const script = `import { summarise } from ${JSON.stringify(import.meta.filename)}; console.log(JSON.stringify(await summarise()));`;
+  const text = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+    env: { ...process.env, ...env, ATTUNE_LAUNCH_CHILD: '1' }, encoding: 'utf8',
+  });
+  return JSON.parse(text) as Record<string, Summary>;
+}
+
+export { summarise };
+
+if (!process.env.ATTUNE_LAUNCH_CHILD) {
+  test('posix_spawn (the addon) starts the action as a session leader with default signals, fds 0-2, its cwd and env only', async () => {
+    const r = await summarise();
+    const probe = r.probe;
+    assert.equal(probe.launcher, 'posix_spawn', 'the addon in dist/lib starts actions (npm run build makes it)');
+    const stdout = probe.stdout as string;
+    assert.match(stdout, /^self=leader$/m);
+    assert.equal(r.signals.stdout, 'SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n', 'nothing blocked, nothing ignored');
+    const fds = (r.fds.stdout as string).trim().split('\n').map(Number).sort((a, b) => a - b);
+    assert.deepEqual(fds, [...new Set([0, 1, 2, 3, ...inheritableFds()])].sort((a, b) => a - b), 'stdio, the directory ls reads, and only what this process holds without close-on-exec');
+    assert.match(stdout, new RegExp(`^cwd=${cwd} env=ONLY_THIS=x y PATH=/usr/bin:/bin PWD=${cwd} $`, 'm'));
+    assert.match(stdout, /^yes_status=0$/m, 'SIGPIPE is at its default (Node ignores it in the agent)');
+    assert.deepEqual(r.exit3, { launcher: 'posix_spawn', exitCode: 3, signal: null, stdout: 'from stdin', stderr: '' });
+    assert.deepEqual(r.killed, { launcher: 'posix_spawn', exitCode: -1, signal: 'SIGUSR1', stdout: '', stderr: '' });
+    assert.deepEqual(r.missing, { code: 'ENOENT' });
+    assert.deepEqual(r.noCwd, { code: 'ENOENT' });
+    assert.deepEqual(r.notExecutable, { code: 'EACCES' });
+    // ENOEXEC from posix_spawn: child_process runs it with /bin/sh, as before the addon did spawns.
+    assert.deepEqual(r.noShebang, { launcher: 'child_process', exitCode: 0, signal: null, stdout: 'ran by sh\n', stderr: '' });
+  });
+
+  test('child_process.spawn (ATTUNE_AGENT_NATIVE_SPAWN=off) gives the action the very same process', async () => {
+    const native = await summarise();
+    const forked = summariseIn({ ATTUNE_AGENT_NATIVE_SPAWN: 'off' });
+    for (const [name, s] of Object.entries(forked)) {
+      if ('launcher' in s) assert.equal(s.launcher, 'child_process', name);
+      const { launcher: _a, ...a } = s;
+      const { launcher: _b, ...b } = native[name];
+      assert.deepEqual(a, b, name);
+    }
+  });
+}
