@@ -1,16 +1,17 @@
 /**
  * The floor of the executions benchmark: the pieces the agent needs for one execution, done
- * minimally — consume the dispatch (amqplib), the same `running` UPDATE, spawn the same interpreter
- * on the same file and collect its output, the same terminal UPDATE, publish the completion (plain
- * channel, no confirm). No envelope validation, no row loads, no environment building, no logs,
- * no log files, no status messages. Started by bench/sections/executions.ts as its own process.
+ * minimally — consume the dispatch (amqplib), the agent's `running` claim (one UPDATE that also
+ * returns the row), spawn the same interpreter on the same file and collect its output, the same
+ * terminal UPDATE, publish the completion (plain channel, no confirm). No envelope validation, no
+ * other row loads, no environment building, no logs, no log files, no status messages. Started by
+ * bench/sections/executions.ts as its own process.
  *
  * env: FLOOR_PG_URL, FLOOR_SCHEMA, FLOOR_AMQP_URL, FLOOR_QUEUE, FLOOR_ARGV (JSON array), FLOOR_PREFETCH
  */
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { connect } from 'amqplib';
-import { markRunning, writeTerminal } from '../src/db/executions.ts';
+import { claimExecution, writeTerminal } from '../src/db/executions.ts';
 
 // `--spawns N --concurrency C --argv JSON`: only the throughput floor — N spawns of argv, C at a
 // time, from this small process (the bench process itself is big: fork() costs grow with RSS).
@@ -68,7 +69,7 @@ await ch.consume(env('FLOOR_QUEUE'), (msg) => {
   const id = (JSON.parse(msg.content.toString('utf8')) as { payload: { execution_id: number } }).payload.execution_id;
   ch.ack(msg);
   void (async () => {
-    await markRunning(pool, id);
+    await claimExecution(pool, id, { releaseId: null, releaseDigest: null });
     const r = await runOnce();
     const w = await writeTerminal(pool, id, r.code === 0 ? 'completed' : 'failed', { exit_code: r.code, duration_ms: r.ms, succeeded: r.code === 0, stdout: r.stdout });
     ch.publish('attune.executions', 'execution.completed', Buffer.from(JSON.stringify({ payload: { execution_id: id, status: 'Completed', result: w?.result } })));

@@ -158,32 +158,42 @@ export async function currentStatus(db: Queryable, id: number): Promise<Executio
   return rows[0]?.status ?? null;
 }
 
-export interface MarkRunningResult {
+/** The release a dispatch names (contract §4.7); null fields are not checked. */
+export interface DispatchRelease {
+  releaseId: number | null;
+  releaseDigest: string | null;
+}
+
+export interface ClaimResult {
+  /** The row as it was before this call (under the row lock). */
+  execution: ExecutionRecord;
   /** True when this call moved the row to `running`. */
   claimed: boolean;
-  /** The status before this call (under a row lock); null when the execution does not exist. */
-  previousStatus: ExecutionStatus | null;
   startedAt: Date | null;
 }
 
 /**
- * `running` + `started_at`, only from `from` (default: requested/scheduling/scheduled). The row lock
- * makes two deliveries of one dispatch race safely: exactly one claims it, the other sees `running`.
+ * The claim of a dispatch, and the execution's load, in ONE round trip: the row is read under its
+ * lock and moved to `running` + `started_at` only when its status is in `from` and it is pinned to the release the dispatch names
+ * (service.ts explains a refusal from the row). Two deliveries of one dispatch race safely: exactly
+ * one claims it, the other sees `running`. Null when the execution does not exist.
  */
-export async function markRunning(db: Queryable, id: number, from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<MarkRunningResult> {
-  const { rows } = await db.query<{ previous_status: ExecutionStatus; started_at: Date | null; claimed: boolean }>(
-    `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE),
+export async function claimExecution(db: Queryable, id: number, release: DispatchRelease,
+  from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<ClaimResult | null> {
+  const { rows } = await db.query<ExecutionRecord & { claimed: boolean; claimed_started_at: Date | null }>(
+    `WITH prev AS (SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1 FOR UPDATE),
           upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
                     FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
+                     AND ($3::bigint IS NULL OR prev.pack_release IS NULL OR prev.pack_release = $3)
+                     AND ($4::text IS NULL OR prev.pack_release_digest IS NULL OR prev.pack_release_digest = '' OR prev.pack_release_digest = $4)
                   RETURNING e.started_at)
-     SELECT prev.status AS previous_status, (SELECT started_at FROM upd) AS started_at,
-            EXISTS (SELECT 1 FROM upd) AS claimed
-       FROM prev`,
-    [id, from],
+     SELECT prev.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at FROM prev`,
+    [id, from, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest],
   );
   const r = rows[0];
-  if (!r) return { claimed: false, previousStatus: null, startedAt: null };
-  return { claimed: r.claimed, previousStatus: r.previous_status, startedAt: r.started_at };
+  if (!r) return null;
+  const { claimed, claimed_started_at: startedAt, ...execution } = r;
+  return { execution, claimed, startedAt };
 }
 
 export interface TerminalWrite {

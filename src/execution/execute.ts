@@ -50,7 +50,7 @@ export interface ExecuteInput {
    * Where stdout/stderr are appended (absolute): the files of this execution's log artifact
    * versions (db/log-artifacts.ts). Default: `{artifacts_dir}/execution_{id}/stdout.log|stderr.log`.
    */
-  logFiles?: { stdout: string; stderr: string } | null;
+  logFiles?: LogFilePaths | null | Promise<LogFilePaths | null>;
   /**
    * JSON pointers into the parsed output (`result.data`) that the action's out_schema marks
    * secret: replaced by redaction markers before anything is written; the values come back in
@@ -63,6 +63,8 @@ export interface ExecuteInput {
   facts?: PlanFacts;
   nowSeconds?: () => number;
 }
+
+export interface LogFilePaths { stdout: string; stderr: string }
 
 export interface ExecuteOutput {
   status: TerminalStatus;
@@ -120,12 +122,18 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     }
 
     const paths = executionLogPaths(config.artifactsDir, execution.id);
-    const logFiles = input.logFiles ?? { stdout: paths.stdout, stderr: paths.stderr };
-    // Made while the process starts (runProcess waits for it only to create the log files).
-    const logDirs = [...new Set([dirname(logFiles.stdout), dirname(logFiles.stderr)])];
-    const logsDirReady = Promise.all(logDirs.map((d) => ensureSharedDir(d))).then(() => true, (e: Error) => {
-      log.warn({ execution_id: execution.id, err: e.message }, `cannot create ${logDirs.join(' and ')}; action output is kept in the result only`);
-      return false;
+    // The paths may still be on their way (log artifacts allocated while the process starts); their
+    // directories are made meanwhile too. runProcess waits for them only to create the log files.
+    const logFiles = Promise.resolve(input.logFiles).then((f) => f ?? { stdout: paths.stdout, stderr: paths.stderr });
+    const logsReady: Promise<LogFilePaths | null> = logFiles.then(async (files) => {
+      const dirs = [...new Set([dirname(files.stdout), dirname(files.stderr)])];
+      try {
+        await Promise.all(dirs.map((d) => ensureSharedDir(d)));
+        return files;
+      } catch (e) {
+        log.warn({ execution_id: execution.id, err: (e as Error).message }, `cannot create ${dirs.join(' and ')}; action output is kept in the result only`);
+        return null;
+      }
     });
 
     // Debug: the service's one info line per execution (`execution N completed`) carries the outcome and runtime.
@@ -140,22 +148,21 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       logFinalizationTimeoutMs: input.logFinalizationTimeoutMs,
       maxStdoutBytes: config.worker.maxStdoutBytes,
       maxStderrBytes: config.worker.maxStderrBytes,
-      stdoutLogPath: logFiles.stdout,
-      stderrLogPath: logFiles.stderr,
-      logDirReady: logsDirReady,
+      logFiles: logsReady,
       // Mirrored as JSON log lines of this run (observe/logger.ts), not raw bytes on the agent's stdio.
       mirrorStdout: config.log.mirrorStdout ? outputMirror(log, 'stdout') : null,
       mirrorStderr: config.log.mirrorStderr ? outputMirror(log, 'stderr') : null,
     }, { signal: input.signal, logger: log });
 
-    const logsDir = await logsDirReady;
+    const logged = await logsReady;
+    const logsDir = logged !== null;
     if (run.kind === 'spawn-error') return done(executionFailure(run.message));
     for (const e of run.logErrors) log.warn({ execution_id: execution.id }, e);
 
-    const stderrLogged = logsDir && !run.logErrors.some((e) => e.includes(logFiles.stderr) || e.includes('stderr log'));
+    const stderrLogged = logged !== null && !run.logErrors.some((e) => e.includes(logged.stderr) || e.includes('stderr log'));
     const outcome = decideOutcome(run, {
       outputFormat: action.output_format ?? 'text',
-      stderrLogPath: stderrLogged ? logFiles.stderr : null,
+      stderrLogPath: stderrLogged ? logged.stderr : null,
       timeoutMs: plan.timeoutMs,
     });
     let secretOutputs: ExecuteOutput['secretOutputs'];

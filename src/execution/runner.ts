@@ -32,11 +32,13 @@ export interface RunSpec {
   logFinalizationTimeoutMs?: number;
   maxStdoutBytes: number;
   maxStderrBytes: number;
-  /** Log files that receive the same bounded bytes as the capture (created/truncated here). */
-  stdoutLogPath?: string | null;
-  stderrLogPath?: string | null;
-  /** Resolves false when the log files' directory could not be made (no files then, no error). */
-  logDirReady?: Promise<boolean>;
+  /**
+   * Log files that receive the same bounded bytes as the capture (created/truncated here). A
+   * promise: it may settle while the process already runs (the log artifacts are allocated then);
+   * what the action writes meanwhile waits in the capture. Null = no files; their directory must
+   * exist when it resolves.
+   */
+  logFiles?: Promise<{ stdout: string; stderr: string } | null>;
   /** Copy the bounded output here too (`log.mirror_runtime_*`). */
   mirrorStdout?: NodeJS.WritableStream | null;
   mirrorStderr?: NodeJS.WritableStream | null;
@@ -109,8 +111,8 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   // The log files are created while the process starts (not before: that was two sequential
   // open+fchmod round trips to the thread pool on every execution's critical path); what the
   // action writes meanwhile waits in the capture, which holds it anyway.
-  const stdoutFile = openOptional(spec.stdoutLogPath, spec.logDirReady, logErrors);
-  const stderrFile = openOptional(spec.stderrLogPath, spec.logDirReady, logErrors);
+  const stdoutFile = openOptional(spec.logFiles, 'stdout', logErrors);
+  const stderrFile = openOptional(spec.logFiles, 'stderr', logErrors);
   const closeFiles = async () => {
     const files = await Promise.all([stdoutFile, stderrFile]);
     await Promise.allSettled(files.map((f) => f?.close()));
@@ -356,8 +358,9 @@ function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
   }
 }
 
-async function openOptional(path: string | null | undefined, dirReady: Promise<boolean> | undefined, errors: string[]): Promise<FileHandle | null> {
-  if (!path || (dirReady && !(await dirReady))) return null;
+async function openOptional(files: RunSpec['logFiles'], stream: 'stdout' | 'stderr', errors: string[]): Promise<FileHandle | null> {
+  const path = files ? (await files)?.[stream] : null;
+  if (!path) return null;
   try {
     return await openLogFile(path);
   } catch (e) {

@@ -16,7 +16,7 @@ import { ConfirmPublisher } from '../mq/publisher.ts';
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
-import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, markRunning, writeTerminal } from '../db/executions.ts';
+import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimExecution, writeTerminal } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../db/secret-values.ts';
 import type { StoredSecretValue } from '../execution/secrets.ts';
@@ -158,10 +158,10 @@ function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
   const unsure = new Set<number>();
   return {
     loadExecution: (id) => loadExecution(pool, id),
-    markRunning: async (id) => {
-      let r: Awaited<ReturnType<typeof markRunning>>;
+    claim: async (id, release) => {
+      let r: Awaited<ReturnType<typeof claimExecution>>;
       try {
-        r = await markRunning(pool, id);
+        r = await claimExecution(pool, id, release);
       } catch (e) {
         unsure.add(id);
         throw e;
@@ -170,11 +170,12 @@ function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
       // was ours (this process is the only one handling the id), so the claim stands.
       const wasUnsure = unsure.delete(id);
       if (unsure.size > 10_000) unsure.clear(); // only claims given up on stay behind
-      if (wasUnsure && !r.claimed && r.previousStatus === 'running') {
+      if (!r) return null;
+      if (wasUnsure && !r.claimed && r.execution.status === 'running') {
         log.warn({ execution_id: id }, `execution ${id}: the running claim committed before the database connection was lost; continuing with it`);
-        return { claimed: true, previous: null };
+        return { execution: r.execution, claimed: true, previous: null };
       }
-      return { claimed: r.claimed, previous: r.previousStatus };
+      return { execution: r.execution, claimed: r.claimed, previous: r.execution.status };
     },
     writeTerminal: async (id, status, result) => {
       const w = await writeTerminal(pool, id, status, result);

@@ -1,8 +1,9 @@
 /**
  * executeAction plus the database side of a run:
  *   1. secret-backed parameters restored into `execution.config` (execution_secret_value, §5.5);
- *   2. the execution's log artifacts (db/log-artifacts.ts): two versions allocated, the runner
- *      appends to their files, sealed after the run;
+ *   2. the execution's log artifacts (db/log-artifacts.ts): two versions allocated while the
+ *      process starts, the runner appends to their files, sealed after the run while the caller
+ *      writes the terminal row;
  *   3. outputs the action's out_schema marks secret replaced by markers in the result and stored
  *      encrypted (§5.9).
  * Log artifacts are for Attune's UI and never decide an outcome: if they cannot be allocated the
@@ -52,36 +53,46 @@ const SEALED_FILE_MODE = 0o444;
  * `storedSecrets`: the execution_secret_value lookup, when the caller issued it early (never
  * rejects; `ok: false` = read it again here).
  */
+/** The run's outcome, and the sealing of its log artifacts (never rejects) still under way. */
+export type RunActionOutput = ExecuteOutput & { logsSealed: Promise<void> };
+
 export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger,
-  storedSecrets?: Early<StoredSecretValue[]>): Promise<ExecuteOutput> {
-  // Independent round trips, issued together.
-  const [restored, alloc] = await Promise.all([
-    restoreParameters(pool, input, state, storedSecrets),
-    state.noLogArtifactTables ? null : allocate(pool, input, state, log),
-  ]);
+  storedSecrets?: Early<StoredSecretValue[]>): Promise<RunActionOutput> {
+  // The log versions are allocated while the parameters are restored and the process starts (the
+  // costliest statement of a run); the runner opens the files once their paths are known.
+  // allocate() never rejects (null: plain files).
+  const allocation = state.noLogArtifactTables ? Promise.resolve(null) : allocate(pool, input, state, log);
+  const restored = await restoreParameters(pool, input, state, storedSecrets).catch(async (e: unknown) => {
+    await sealWhenAllocated(pool, allocation, input.config.artifactsDir, NOTHING_WRITTEN, log);
+    throw e;
+  });
+  const dir = input.config.artifactsDir;
   if ('failure' in restored) {
     // The run never starts: its (empty) log versions are sealed so nothing is left pending.
-    if (alloc) {
-      const none = { truncated: false, digest: null };
-      await sealLogs(pool, alloc, input.config.artifactsDir, { stdout: none, stderr: none }, log);
-    }
-    return restored.failure;
+    return { ...restored.failure, logsSealed: sealWhenAllocated(pool, allocation, dir, NOTHING_WRITTEN, log) };
   }
   const secretOutputPaths = secretPathsFromSchema(input.action.out_schema);
-  const dir = input.config.artifactsDir;
   const out = await executeAction({
     ...input,
     execution: restored.execution,
     secretOutputPaths,
-    logFiles: alloc ? { stdout: join(dir, alloc.stdout.filePath), stderr: join(dir, alloc.stderr.filePath) } : null,
+    logFiles: allocation.then((a) => (a ? { stdout: join(dir, a.stdout.filePath), stderr: join(dir, a.stderr.filePath) } : null)),
   });
-  if (alloc) {
-    await sealLogs(pool, alloc, dir, {
-      stdout: { truncated: out.stdoutTruncated ?? false, digest: out.logDigests?.stdout ?? null },
-      stderr: { truncated: out.stderrTruncated ?? false, digest: out.logDigests?.stderr ?? null },
-    }, log);
-  }
-  return out.secretOutputs?.length ? storeSecretOutputs(pool, input, state, out) : out;
+  // Sealed while the caller writes the terminal row (it waits for this before publishing).
+  const logsSealed = sealWhenAllocated(pool, allocation, dir, {
+    stdout: { truncated: out.stdoutTruncated ?? false, digest: out.logDigests?.stdout ?? null },
+    stderr: { truncated: out.stderrTruncated ?? false, digest: out.logDigests?.stderr ?? null },
+  }, log);
+  const stored = out.secretOutputs?.length ? await storeSecretOutputs(pool, input, state, out) : out;
+  return { ...stored, logsSealed };
+}
+
+const NOTHING_WRITTEN: Record<'stdout' | 'stderr', StreamFacts> = { stdout: { truncated: false, digest: null }, stderr: { truncated: false, digest: null } };
+
+async function sealWhenAllocated(pool: pg.Pool, allocation: Promise<LogAllocation | null>, dir: string,
+  facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
+  const alloc = await allocation;
+  if (alloc) await sealLogs(pool, alloc, dir, facts, log);
 }
 
 type StreamFacts = { truncated: boolean; digest: LogDigest | null };

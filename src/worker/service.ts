@@ -11,6 +11,7 @@
  */
 import type { Logger } from 'pino';
 import type { ExecutionRow, ExecutionStatus } from '../model.ts';
+import type { DispatchRelease } from '../db/executions.ts';
 import { Permits } from './permits.ts';
 import { Cancellations, type CancelReason } from './cancellations.ts';
 
@@ -26,8 +27,13 @@ export interface DispatchRequest {
 
 export interface ExecutionStore {
   loadExecution(id: number): Promise<ExecutionRow | null>;
-  /** `running` + `started_at`, refused when the row is already running or finished. */
-  markRunning(id: number): Promise<{ claimed: boolean; previous: ExecutionStatus | null }>;
+  /**
+   * Read the row and, in the same step, move it to `running` + `started_at` — refused when it is
+   * not in a claimable status or is pinned to another release than the dispatch names. Null when
+   * the execution does not exist. `execution` is the row as it was; `previous` its status (null
+   * when unknown: a retried claim whose first attempt committed).
+   */
+  claim(id: number, release: DispatchRelease): Promise<{ execution: ExecutionRow; claimed: boolean; previous: ExecutionStatus | null } | null>;
   /** The one terminal write; returns what the completion message needs. */
   writeTerminal(id: number, status: TerminalStatus, result: Record<string, unknown>): Promise<{ action: number | null; action_ref: string; result: unknown }>;
 }
@@ -40,6 +46,11 @@ export interface RunOutcome {
   runtime?: string;
   stdoutTruncated?: boolean;
   stderrTruncated?: boolean;
+  /**
+   * Work of the run still under way that must end before the terminal messages go out (sealing
+   * the log artifacts): done while the terminal row is written. Never rejects.
+   */
+  logsSealed?: Promise<void>;
 }
 
 export interface ActionRunner {
@@ -184,33 +195,31 @@ export class ExecutionService {
     const { store } = this.#deps;
     const id = req.execution_id;
     const prefetched = this.#deps.runner.prefetch?.(req);
-    const execution = await this.#deps.retryWrite(`load execution ${id}`, () => store.loadExecution(id));
-    if (!execution) {
+    // Load and claim in one round trip; when the claim is refused the row says why.
+    const claim = await this.#deps.retryWrite(`claim execution ${id}`, () => store.claim(id, dispatchRelease(req)));
+    if (!claim) {
       log.error(`unknown execution ${id}: no row in the execution table (deleted, or ATTUNE__DATABASE__SCHEMA points at another schema); dispatch dropped`);
       this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
       return;
     }
-    const releaseProblem = checkRelease(req, execution);
-    if (releaseProblem) {
-      await this.#finish(execution, execution.status, 'failed', { succeeded: false, error: releaseProblem }, log);
-      return;
-    }
-    if (execution.status === 'canceling') {
-      await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, error: 'Execution cancelled by user' }, log);
-      return;
-    }
-    if (execution.status === 'running' || TERMINAL.has(execution.status)) {
-      log.warn({ status: execution.status }, `execution ${id} is already ${execution.status}: duplicate dispatch ignored`);
-      this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
-      return;
-    }
-    const claim = await this.#deps.retryWrite(`mark execution ${id} running`, () => store.markRunning(id));
+    const { execution } = claim;
     if (!claim.claimed) {
-      log.warn({ status: claim.previous }, `execution ${id} became ${claim.previous} before it could start: not run`);
-      this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      const releaseProblem = checkRelease(req, execution);
+      if (releaseProblem) {
+        await this.#finish(execution, execution.status, 'failed', { succeeded: false, error: releaseProblem }, log);
+      } else if (execution.status === 'canceling') {
+        await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, error: 'Execution cancelled by user' }, log);
+      } else if (execution.status === 'running' || TERMINAL.has(execution.status)) {
+        log.warn({ status: execution.status }, `execution ${id} is already ${execution.status}: duplicate dispatch ignored`);
+        this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      } else {
+        log.warn({ status: execution.status }, `execution ${id} is ${execution.status}, not a status a dispatch may start: not run`);
+        this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
+      }
       return;
     }
-    const previous = claim.previous ?? execution.status;
+    // null: a retried claim found its own committed first attempt; the executor's state before a dispatch.
+    const previous = claim.previous ?? 'scheduled';
     this.#deps.publisher.statusChanged({ execution_id: id, action_ref: execution.action_ref, previous_status: previous, new_status: 'running', changed_at: this.#now() });
 
     let outcome: RunOutcome;
@@ -237,7 +246,10 @@ export class ExecutionService {
     const id = execution.id;
     let written: { action: number | null; action_ref: string; result: unknown };
     try {
-      written = await this.#deps.retryWrite(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result));
+      [written] = await Promise.all([
+        this.#deps.retryWrite(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result)),
+        facts.logsSealed,
+      ]);
     } catch (e) {
       log.error({ err: e, status }, `LOST RESULT: could not write the ${status} result of execution ${id}; the row stays ${previous}`);
       return;
@@ -261,6 +273,13 @@ export class ExecutionService {
 /** Attune's `ExecutionStatus` Debug name: `Completed`, `Failed`, `Timeout`, `Cancelled`. */
 export function capitalise(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** What claimExecution checks in SQL; checkRelease says it in words when the claim is refused. */
+function dispatchRelease(req: DispatchRequest): DispatchRelease {
+  const id = req.release_id == null ? null : Number(req.release_id);
+  // A release id that is no integer matches no row (-1): the claim is refused and checkRelease explains.
+  return { releaseId: id === null ? null : Number.isSafeInteger(id) ? id : -1, releaseDigest: req.release_digest || null };
 }
 
 function checkRelease(req: DispatchRequest, e: ExecutionRow): string | null {

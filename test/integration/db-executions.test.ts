@@ -5,7 +5,7 @@ import { createPool } from '../../src/db/pool.ts';
 import { registerWorker } from '../../src/db/registration.ts';
 import {
   EXECUTION_COLUMNS, currentStatus, listRuntimeVersions, loadAction, loadEnforcement, loadExecution, loadRuntime,
-  loadWorkerCapabilities, markRunning, writeTerminal,
+  loadWorkerCapabilities, writeTerminal, claimExecution,
 } from '../../src/db/executions.ts';
 
 let db: TestDatabase;
@@ -96,36 +96,51 @@ test('loadAction by id, else by ref; runtime, versions, enforcement, worker capa
   assert.deepEqual(await loadWorkerCapabilities(db.pool, ids.worker), { runtime_versions: { python: ['3.12.1'] } });
 });
 
-test('markRunning claims once; duplicates and terminal rows are reported, not overwritten', async () => {
+test('claimExecution reads and claims in one step: once under a race, never a pinned other release, null when unknown', async () => {
+  const none = { releaseId: null, releaseDigest: null };
   const id = await newExecution('scheduled');
   const other = createPool(db.dbConfig());
   try {
-    const [a, b] = await Promise.all([markRunning(db.pool, id), markRunning(other, id)]);
-    assert.deepEqual([a.claimed, b.claimed].sort(), [false, true], 'exactly one delivery claims it');
-    const winner = a.claimed ? a : b;
-    const loser = a.claimed ? b : a;
-    assert.equal(winner.previousStatus, 'scheduled');
+    const [a, b] = await Promise.all([claimExecution(db.pool, id, none), claimExecution(other, id, none)]);
+    assert.deepEqual([a!.claimed, b!.claimed].sort(), [false, true], 'exactly one delivery claims it');
+    const [winner, loser] = a!.claimed ? [a!, b!] : [b!, a!];
+    assert.equal(winner.execution.status, 'scheduled', 'the row as it was before the claim');
+    assert.equal(winner.execution.action_ref, 'mypack.hello');
     assert.ok(winner.startedAt instanceof Date);
-    assert.equal(loser.previousStatus, 'running');
+    assert.equal(loser.execution.status, 'running');
     assert.equal(loser.startedAt, null);
   } finally {
     await other.end();
   }
-  const row = (await db.pool.query('SELECT status, started_at FROM execution WHERE id = $1', [id])).rows[0];
-  assert.equal(row.status, 'running');
-  assert.ok(row.started_at instanceof Date);
+  assert.equal(await currentStatus(db.pool, id), 'running');
 
-  const finished = await newExecution('completed');
-  assert.deepEqual(await markRunning(db.pool, finished), { claimed: false, previousStatus: 'completed', startedAt: null });
-  assert.equal(await currentStatus(db.pool, finished), 'completed');
-  assert.deepEqual(await markRunning(db.pool, 999_999), { claimed: false, previousStatus: null, startedAt: null });
+  const digest = 'd'.repeat(64);
+  const pinned = await newExecution('scheduled', {
+    pack_release: ids.release, pack_release_digest: digest, executable_snapshot: JSON.stringify({ release: { id: ids.release, digest } }),
+  });
+  for (const wrong of [{ releaseId: ids.release + 1000, releaseDigest: null }, { releaseId: null, releaseDigest: 'e'.repeat(64) }, { releaseId: -1, releaseDigest: digest }]) {
+    const r = await claimExecution(db.pool, pinned, wrong);
+    assert.equal(r!.claimed, false, JSON.stringify(wrong));
+    assert.equal(await currentStatus(db.pool, pinned), 'scheduled');
+  }
+  const right = await claimExecution(db.pool, pinned, { releaseId: ids.release, releaseDigest: digest });
+  assert.equal(right!.claimed, true);
+  assert.equal(right!.execution.pack_release_digest, digest);
+
+  for (const status of ['canceling', 'completed', 'requested']) {
+    const e = await newExecution(status);
+    const r = await claimExecution(db.pool, e, none);
+    assert.equal(r!.claimed, status === 'requested', status);
+    assert.equal(r!.execution.status, status);
+  }
+  assert.equal(await claimExecution(db.pool, 999_999, none), null);
   // A caller may widen the accepted statuses (e.g. to re-run its own `running` row).
-  assert.equal((await markRunning(db.pool, finished, ['completed'])).claimed, true);
+  assert.equal((await claimExecution(db.pool, id, none, ['running']))!.claimed, true);
 });
 
 test('writeTerminal writes status + result and returns what the completion message needs', async () => {
   const id = await newExecution('scheduled');
-  await markRunning(db.pool, id);
+  await claimExecution(db.pool, id, { releaseId: null, releaseDigest: null });
   const result = { succeeded: false, exit_code: 2, error: 'Command exited with code 2', data: [1, 'two'] };
   const w = await writeTerminal(db.pool, id, 'failed', result);
   assert.ok(w);

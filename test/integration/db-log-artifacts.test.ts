@@ -97,11 +97,13 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   const state: RunActionState = { noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
   const runOnce = async (pool: typeof db.pool) => {
     const ex = await execution('testpack.fail');
-    return runAction(pool, {
+    const out = await runAction(pool, {
       execution: h.execution({ id: ex, config: { lines: 1, code: 2 } }),
       action: h.action('fail.sh', { ref: 'testpack.fail', parameter_format: 'dotenv' }), runtime: h.runtime('shell'),
       config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
     }, state, log);
+    await out.logsSealed; // the service awaits it together with the terminal write
+    return out;
   };
 
   const withTables = await runOnce(db.pool);
@@ -136,6 +138,7 @@ test('a run that fails before its process starts still seals its (empty) log ver
     execution: h.execution({ id: ex }), action: h.action('does_not_exist.sh', { ref: 'testpack.missing' }), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
   }, { noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' }, pino({ level: 'silent' }));
+  await out.logsSealed;
   assert.equal(out.status, 'failed');
   assert.match(String(out.result.error), /action file not found/);
   const rows = (await fresh.pool.query(`SELECT v.body_state::text, v.size_bytes, l.sealed FROM artifact_version v JOIN log_stream l ON l.artifact_version = v.id WHERE v.execution = $1`, [ex])).rows;

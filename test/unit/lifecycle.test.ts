@@ -57,7 +57,7 @@ test('the service reports runtime and truncations of each finished run to onFini
   const svc = new ExecutionService({
     store: {
       loadExecution: async () => ({ ...row }),
-      markRunning: async () => ({ claimed: true, previous: 'scheduled' }),
+      claim: async () => ({ execution: { ...row }, claimed: true, previous: 'scheduled' }),
       writeTerminal: async (_id, _s, result) => ({ action: 101, action_ref: 'demo.echo', result }),
     },
     runner: { run: async () => ({ status: 'completed', result: { succeeded: true, exit_code: 0, duration_ms: 12 }, runtime: 'python', stdoutTruncated: true, stderrTruncated: false }) },

@@ -20,13 +20,17 @@ function harness(rows: ExecutionRow[], run: ActionRunner['run'], max = 2) {
   const messages: { kind: string; p: Record<string, unknown> }[] = [];
   const store: ExecutionStore = {
     loadExecution: async (id) => (db.has(id) ? { ...db.get(id)! } : null),
-    markRunning: async (id) => {
-      const r = db.get(id)!;
-      const previous = r.status;
-      if (previous === 'running' || ['completed', 'failed', 'timeout', 'cancelled'].includes(previous)) return { claimed: false, previous };
+    // As claimExecution does in SQL: claimable status and the release the dispatch names.
+    claim: async (id, release) => {
+      const r = db.get(id);
+      if (!r) return null;
+      const before = { ...r };
+      const releaseOk = (release.releaseId === null || r.pack_release === null || Number(r.pack_release) === release.releaseId) &&
+        (release.releaseDigest === null || !r.pack_release_digest || r.pack_release_digest === release.releaseDigest);
+      if (!['requested', 'scheduling', 'scheduled'].includes(r.status) || !releaseOk) return { execution: before, claimed: false, previous: before.status };
       r.status = 'running';
       writes.push({ id, status: 'running' });
-      return { claimed: true, previous };
+      return { execution: before, claimed: true, previous: before.status };
     },
     writeTerminal: async (id, status, result) => {
       const r = db.get(id)!;
