@@ -31,6 +31,14 @@ function collector(): (() => void) | null {
   return gcFn;
 }
 
+/** A full collection now (idle-trim.ts); false when gc() is out of reach. */
+export function collectNow(): boolean {
+  const gc = collector();
+  if (!gc) return false;
+  gc();
+  return true;
+}
+
 /** Collect now if `bytes` (what was just released) is large; returns whether it collected. */
 export function collectAfterLargeRelease(bytes: number): boolean {
   if (bytes < LARGE_OUTPUT_BYTES) return false;

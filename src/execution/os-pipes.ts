@@ -31,6 +31,8 @@ export interface PipeMaker {
   spawn?(file: string, argv: string[], env: string[], cwd: string | null, stdin: number, stdout: number, stderr: number): number;
   /** waitid(WNOHANG) on that pid: null while it runs, else [exitCode, signalNumber] (one is -1). */
   wait?(pid: number): [number, number] | null;
+  /** malloc_trim, and with filePages drop the clean pages of read-only file mappings; the file bytes dropped (idle-trim.ts). */
+  releaseMemory?(filePages: boolean): number;
 }
 
 export type PipesStatus =
@@ -67,12 +69,13 @@ function load(env: NodeJS.ProcessEnv): { maker: PipeMaker | null; status: PipesS
   try {
     const mod = { exports: {} as Partial<PipeMaker> };
     process.dlopen(mod, path);
-    const { pipe, spawn, wait } = mod.exports;
+    const { pipe, spawn, wait, releaseMemory } = mod.exports;
     if (typeof pipe !== 'function') throw new Error('it exports no pipe()');
     // Prove it once: a broken addon must fail here, not on an execution's critical path.
     const [r, w] = pipe();
     closeFds([r, w]);
     const maker: PipeMaker = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
+    if (typeof releaseMemory === 'function') maker.releaseMemory = releaseMemory;
     return { maker, status: { available: true, path } };
   } catch (e) {
     return { maker: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };

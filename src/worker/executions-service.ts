@@ -13,6 +13,7 @@ import { ExecutionService, type ActionRunner, type ExecutionStore } from './serv
 import { MqConnection } from '../mq/connection.ts';
 import { workerTopologySetup } from '../mq/topology.ts';
 import { ConfirmPublisher } from '../mq/publisher.ts';
+import { IdleTrimmer, IDLE_TRIM_ENV } from './idle-trim.ts';
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
@@ -39,6 +40,7 @@ export class ExecutionsAgentService implements AgentService {
   #executions: QueueConsumer<unknown> | null = null;
   #cancels: QueueConsumer<unknown> | null = null;
   #service: ExecutionService | null = null;
+  #trimmer: IdleTrimmer | null = null;
 
   constructor(hooks: ExecutionsServiceHooks = {}) {
     this.#hooks = hooks;
@@ -89,9 +91,11 @@ export class ExecutionsAgentService implements AgentService {
       onFinished: (e) => {
         ctx.metrics?.executionFinished(e);
         this.#hooks.onFinished?.(e);
+        this.#trimmer?.touch();
       },
     });
     this.#service = service;
+    if (ctx.env[IDLE_TRIM_ENV] !== 'off') this.#trimmer = new IdleTrimmer({ isIdle: () => service.running === 0, log });
 
     // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
     const holdWhileDbDown = databaseGate(dbAvailability, config.worker.dbRetryWindowMs, () => this.#executions?.cancelled !== true, log);
@@ -108,11 +112,13 @@ export class ExecutionsAgentService implements AgentService {
     await this.#executions.start();
     await this.#cancels.start();
     log.info({ max_concurrent_tasks: config.worker.maxConcurrentTasks }, 'consuming execution dispatches');
+    this.#trimmer?.touch(); // start-up's one-off memory goes back once nothing happens
   }
 
   /** Stop consuming, drain, cancel leftovers as `shutdown`, flush messages, close the broker link. */
   async stop(ctx: AgentContext, reason: string): Promise<void> {
     const { config, log } = ctx;
+    this.#trimmer?.stop();
     const service = this.#service;
     // Before any await: a dispatch delivered from here on (prefetched, or in flight while the
     // basic.cancel travels) is handed back (nack, requeue), never claimed.
