@@ -218,6 +218,14 @@ export interface TerminalWrite {
  * are collected right after the write (execution/memory.ts).
  */
 export async function writeTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<TerminalWrite | null> {
+  const { row, jsonLength } = await updateTerminal(db, id, status, result);
+  // The JSON text and the driver's copies of it (wire buffers) are garbage now: they lived only in
+  // updateTerminal's frame (a collection while a frame still holds them would keep them).
+  collectAfterLargeRelease(jsonLength);
+  return row ? { ...row, result: result === undefined ? null : result } : null;
+}
+
+async function updateTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown) {
   const json = result === undefined ? null : JSON.stringify(result);
   const { rows } = await db.query<Omit<TerminalWrite, 'result'>>(
     `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE)
@@ -226,8 +234,5 @@ export async function writeTerminal(db: Queryable, id: number, status: TerminalS
      RETURNING e.id, e.action, e.action_ref, e.status, prev.status AS previous_status, e.started_at, e.updated`,
     [id, status, json],
   );
-  // The JSON text and the driver's copies of it (wire buffers) are garbage now.
-  collectAfterLargeRelease(json?.length ?? 0);
-  const row = rows[0];
-  return row ? { ...row, result: result === undefined ? null : result } : null;
+  return { row: rows[0] as Omit<TerminalWrite, 'result'> | undefined, jsonLength: json?.length ?? 0 };
 }

@@ -33,6 +33,8 @@ export interface PipeMaker {
   wait?(pid: number): [number, number] | null;
   /** malloc_trim, and with filePages drop the clean pages of read-only file mappings; the file bytes dropped (idle-trim.ts). */
   releaseMemory?(filePages: boolean): number;
+  /** mallopt(M_MMAP_THRESHOLD, 128 KiB): big blocks go back to the kernel when freed (idle-trim.ts). */
+  keepLargeAllocationsMapped?(): boolean;
 }
 
 export type PipesStatus =
@@ -69,13 +71,14 @@ function load(env: NodeJS.ProcessEnv): { maker: PipeMaker | null; status: PipesS
   try {
     const mod = { exports: {} as Partial<PipeMaker> };
     process.dlopen(mod, path);
-    const { pipe, spawn, wait, releaseMemory } = mod.exports;
+    const { pipe, spawn, wait, releaseMemory, keepLargeAllocationsMapped } = mod.exports;
     if (typeof pipe !== 'function') throw new Error('it exports no pipe()');
     // Prove it once: a broken addon must fail here, not on an execution's critical path.
     const [r, w] = pipe();
     closeFds([r, w]);
     const maker: PipeMaker = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
     if (typeof releaseMemory === 'function') maker.releaseMemory = releaseMemory;
+    if (typeof keepLargeAllocationsMapped === 'function') maker.keepLargeAllocationsMapped = keepLargeAllocationsMapped;
     return { maker, status: { available: true, path } };
   } catch (e) {
     return { maker: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };

@@ -13,7 +13,7 @@ import { ExecutionService, type ActionRunner, type ExecutionStore } from './serv
 import { MqConnection } from '../mq/connection.ts';
 import { workerTopologySetup } from '../mq/topology.ts';
 import { ConfirmPublisher } from '../mq/publisher.ts';
-import { IdleTrimmer, IDLE_TRIM_ENV } from './idle-trim.ts';
+import { IdleTrimmer, IDLE_TRIM_ENV, keepLargeAllocationsMapped } from './idle-trim.ts';
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
@@ -95,7 +95,10 @@ export class ExecutionsAgentService implements AgentService {
       },
     });
     this.#service = service;
-    if (ctx.env[IDLE_TRIM_ENV] !== 'off') this.#trimmer = new IdleTrimmer({ isIdle: () => service.running === 0, log });
+    if (ctx.env[IDLE_TRIM_ENV] !== 'off') {
+      keepLargeAllocationsMapped();
+      this.#trimmer = new IdleTrimmer({ isIdle: () => service.running === 0, log });
+    }
 
     // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
     const holdWhileDbDown = databaseGate(dbAvailability, config.worker.dbRetryWindowMs, () => this.#executions?.cancelled !== true, log);

@@ -68,6 +68,15 @@ export class IdleTrimmer {
   }
 }
 
+/**
+ * From start-up on: blocks of 128 KiB and more are mapped on their own and unmapped when freed
+ * (glibc would otherwise raise that threshold after each large output and keep such blocks in its
+ * heap). False without the addon or when glibc refuses.
+ */
+export function keepLargeAllocationsMapped(): boolean {
+  return pipeMaker()?.keepLargeAllocationsMapped?.() ?? false;
+}
+
 /** A full collection, then the addon's malloc_trim (+ file pages); the file bytes dropped (0 without the addon). */
 export function releaseIdleMemory(filePages: boolean): number {
   collectNow();

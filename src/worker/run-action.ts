@@ -99,6 +99,21 @@ type StreamFacts = { truncated: boolean; digest: LogDigest | null };
 
 async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
   try {
+    const { stdout: out, stderr: err } = facts;
+    if (out.digest && err.digest) {
+      // Both hashed while written (the common case): the rows and the files' freeze need nothing
+      // from each other, so they go together (the writer is done with the files).
+      const path = (stream: 'stdout' | 'stderr') => join(dir, alloc[stream].filePath);
+      await Promise.all([
+        finalizeLogArtifacts(pool, alloc, {
+          stdout: { bytes: out.digest.bytes, sha256: out.digest.sha256, truncated: out.truncated },
+          stderr: { bytes: err.digest.bytes, sha256: err.digest.sha256, truncated: err.truncated },
+        }),
+        chmod(path('stdout'), SEALED_FILE_MODE),
+        chmod(path('stderr'), SEALED_FILE_MODE),
+      ]);
+      return;
+    }
     const seal = async (stream: 'stdout' | 'stderr'): Promise<StreamEnd> => {
       const path = join(dir, alloc[stream].filePath);
       const { truncated, digest } = facts[stream];
