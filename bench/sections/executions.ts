@@ -15,7 +15,7 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt, randomUUID } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
@@ -30,6 +30,37 @@ const FLOOR_WORKER = new URL('../floor-worker.ts', import.meta.url).pathname;
 const GIB = 1024 * 1024 * 1024;
 const TRIVIAL = '#!/bin/bash\necho "hello from a trivial action"\n';
 const BIG = `#!/bin/bash\nyes 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ | head -c ${GIB}\n`;
+
+interface Cpu { worker: number; reaped: number; postgres: number; rabbitmq: number }
+const emptyCpu = (): Cpu => ({ worker: 0, reaped: 0, postgres: 0, rabbitmq: 0 });
+const TICK_MS = 10; // USER_HZ = 100 on Linux
+
+/** CPU time so far (ms): the worker (its own, and its reaped children's), every postgres and beam process. */
+function cpuSnapshot(workerPid: number): Cpu {
+  const snap = emptyCpu();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const own = (Number(f[11]) + Number(f[12])) * TICK_MS; // utime + stime
+    if (Number(entry) === workerPid) {
+      snap.worker += own;
+      snap.reaped += (Number(f[13]) + Number(f[14])) * TICK_MS; // cutime + cstime
+    } else if (comm === 'postgres') snap.postgres += own;
+    else if (comm.startsWith('beam')) snap.rabbitmq += own;
+  }
+  return snap;
+}
+
+function addCpu(into: Cpu, before: Cpu, after: Cpu): void {
+  for (const k of Object.keys(into) as (keyof Cpu)[]) into[k] += after[k] - before[k];
+}
 
 function statusKb(pid: number, field: 'VmRSS' | 'VmHWM'): number {
   const m = new RegExp(`^${field}:\\s+(\\d+) kB$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
@@ -215,11 +246,20 @@ export const executionsSection: BenchSection = {
         await fn();
         return n / ((performance.now() - t0) / 1000);
       };
+      // Where the CPU goes (ms per execution): the worker process (+ the actions it reaped), PostgreSQL, RabbitMQ.
+      const cpu = { agent: emptyCpu(), floor: emptyCpu() };
+      const measured = async (who: 'agent' | 'floor', workerPid: number, fn: () => Promise<unknown>) => {
+        const before = cpuSnapshot(workerPid);
+        const r = await rate(fn);
+        addCpu(cpu[who], before, cpuSnapshot(workerPid));
+        return r;
+      };
       for (let r = 0; r < rounds; r++) {
-        rates.agent.push(await rate(() => dispatch('agent', n, 120_000)));
+        rates.agent.push(await measured('agent', pid, () => dispatch('agent', n, 120_000)));
         rates.spawn.push(spawnFloorRate(n, MAX_CONCURRENT, trivialArgv));
-        rates.floor.push(await rate(() => dispatch('floor', n, 120_000)));
+        rates.floor.push(await measured('floor', floor!.pid!, () => dispatch('floor', n, 120_000)));
       }
+      const perExec = (c: Cpu) => `worker ${(c.worker / (rounds * n)).toFixed(2)} (actions ${(c.reaped / (rounds * n)).toFixed(2)}), PostgreSQL ${(c.postgres / (rounds * n)).toFixed(2)}, RabbitMQ ${(c.rabbitmq / (rounds * n)).toFixed(2)}`;
       const agentRate = median(rates.agent);
       const spawnRate = median(rates.spawn);
       const floorWorkerRate = median(rates.floor);
@@ -233,7 +273,8 @@ export const executionsSection: BenchSection = {
         floor: { name: `the same ${n} spawns at concurrency ${MAX_CONCURRENT}, no agent`, value: spawnRate },
         target: { minRatio: 0.7 },
         note: `medians of ${rounds} interleaved rounds of ${n} (agent ${rates.agent.map((x) => x.toFixed(0)).join('/')}, spawns ${rates.spawn.map((x) => x.toFixed(0)).join('/')}); ` +
-          `for reference, the floor worker (same spawns + the 2 UPDATEs + one publish each, one process) did ${floorWorkerRate.toFixed(1)} exec/s, the agent ${(agentRate / floorWorkerRate).toFixed(2)}× of it`,
+          `for reference, the floor worker (same spawns + the 2 UPDATEs + one publish each, one process) did ${floorWorkerRate.toFixed(1)} exec/s, the agent ${(agentRate / floorWorkerRate).toFixed(2)}× of it; ` +
+          `CPU ms per execution (2 cores): agent: ${perExec(cpu.agent)}; floor worker: ${perExec(cpu.floor)}`,
       });
 
       await sleep(1500);

@@ -4,7 +4,7 @@
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */
 import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow } from '../model.ts';
-import type { Queryable } from './pool.ts';
+import { prepared, type Queryable } from './pool.ts';
 import { collectAfterLargeRelease } from '../execution/memory.ts';
 
 export const EXECUTION_COLUMNS = [
@@ -103,7 +103,7 @@ const RV_DATE_COLUMNS = ['verified_at', 'retired_at', 'created', 'updated'] as c
  * ref; its runtime row (null when it has none or the row is gone); that runtime's live versions.
  */
 export async function loadActionContext(db: Queryable, key: { id: number | null; ref: string }): Promise<ActionContext | null> {
-  const { rows } = await db.query<Record<string, unknown>>(
+  const { rows } = await db.query<Record<string, unknown>>(prepared('load-action-context',
     `WITH a AS (
        SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = $1::bigint
        UNION ALL
@@ -114,7 +114,7 @@ export async function loadActionContext(db: Queryable, key: { id: number | null;
                FROM (SELECT ${cols(RUNTIME_VERSION_COLUMNS)} FROM runtime_version WHERE runtime = r.id AND retired_at IS NULL) v) AS "r.versions"
        FROM a LEFT JOIN runtime r ON r.id = a.runtime`,
     [key.id, key.ref],
-  );
+  ));
   const row = rows[0];
   if (!row) return null;
   const action = Object.fromEntries(ACTION_COLUMNS.map((c) => [c, row[c]])) as unknown as ActionRow;
@@ -180,7 +180,7 @@ export interface ClaimResult {
  */
 export async function claimExecution(db: Queryable, id: number, release: DispatchRelease,
   from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<ClaimResult | null> {
-  const { rows } = await db.query<ExecutionRecord & { claimed: boolean; claimed_started_at: Date | null }>(
+  const { rows } = await db.query<ExecutionRecord & { claimed: boolean; claimed_started_at: Date | null }>(prepared('claim-execution',
     `WITH prev AS (SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1 FOR UPDATE),
           upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
                     FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
@@ -189,7 +189,7 @@ export async function claimExecution(db: Queryable, id: number, release: Dispatc
                   RETURNING e.started_at)
      SELECT prev.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at FROM prev`,
     [id, from, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest],
-  );
+  ));
   const r = rows[0];
   if (!r) return null;
   const { claimed, claimed_started_at: startedAt, ...execution } = r;
@@ -227,12 +227,12 @@ export async function writeTerminal(db: Queryable, id: number, status: TerminalS
 
 async function updateTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown) {
   const json = result === undefined ? null : JSON.stringify(result);
-  const { rows } = await db.query<Omit<TerminalWrite, 'result'>>(
+  const { rows } = await db.query<Omit<TerminalWrite, 'result'>>(prepared('write-terminal',
     `WITH prev AS (SELECT id, status FROM execution WHERE id = $1 FOR UPDATE)
      UPDATE execution e SET status = $2::execution_status_enum, result = $3::jsonb, updated = now()
        FROM prev WHERE e.id = prev.id
      RETURNING e.id, e.action, e.action_ref, e.status, prev.status AS previous_status, e.started_at, e.updated`,
     [id, status, json],
-  );
+  ));
   return { row: rows[0] as Omit<TerminalWrite, 'result'> | undefined, jsonLength: json?.length ?? 0 };
 }

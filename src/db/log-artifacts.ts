@@ -12,6 +12,7 @@
  * version `ready` with size and SHA-256. Left `pending`, Attune's maintenance would delete them.
  */
 import type pg from 'pg';
+import { prepared } from './pool.ts';
 
 export type LogStreamName = 'stdout' | 'stderr';
 
@@ -48,11 +49,43 @@ export function logArtifactFilePath(ref: string, version: number): string {
   return `${ref.replaceAll('.', '/')}/v${version}.txt`;
 }
 
+/** The statements of an allocation, PREPAREd once per connection (the names are this agent's). */
+const ALLOCATION_FIELDS = ['scope', 'owner', 'type', 'visibility', 'classification', 'retention_policy', 'retention_limit', 'name', 'content_type'];
+const PREPARE_ALLOCATION = `
+PREPARE attune_agent_log_upsert AS
+INSERT INTO artifact AS t (ref, ${ALLOCATION_FIELDS.join(', ')}) VALUES
+  ($1, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stdout', 'text/plain'),
+  ($2, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stderr', 'text/plain')
+  ON CONFLICT (ref) DO UPDATE SET ${ALLOCATION_FIELDS.map((f) => `${f} = EXCLUDED.${f}`).join(', ')}
+  WHERE (${ALLOCATION_FIELDS.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM (${ALLOCATION_FIELDS.map((f) => `EXCLUDED.${f}`).join(', ')});
+PREPARE attune_agent_log_lock AS
+SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM artifact WHERE ref IN ($1, $2) ORDER BY id;
+PREPARE attune_agent_log_versions AS
+WITH x AS (
+  SELECT a.id AS artifact, CASE WHEN a.ref = $1 THEN 'stdout' ELSE 'stderr' END AS stream, replace(a.ref, '.', '/') AS prefix,
+         COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = a.id), 0) + 1 AS version
+    FROM artifact a WHERE a.ref IN ($1, $2)
+), ins AS (
+  INSERT INTO artifact_version (artifact, version, execution, content_type, body_state, meta, created_by, file_path)
+  SELECT x.artifact, x.version, $3::bigint, 'text/plain', 'pending',
+         jsonb_build_object('stream', x.stream, 'execution_id', $3::bigint), 'worker', x.prefix || '/v' || x.version || '.txt'
+    FROM x
+  RETURNING id, artifact, version, file_path, meta->>'stream' AS stream
+), streams AS (
+  INSERT INTO log_stream (artifact_version, backend, max_unflushed_bytes, max_unflushed_milliseconds)
+  SELECT id, 'shared_file', $4, $5 FROM ins
+)
+SELECT id, artifact, version, file_path, stream FROM ins;`;
+
+/** Pool connections that hold the PREPAREd allocation statements. */
+const preparedOn = new WeakSet<pg.PoolClient>();
+
 /**
- * One round trip: the whole allocation goes as one multi-statement simple query (values inlined
- * as escaped literals), so the advisory lock still comes in a statement of its own — the next
- * statement's snapshot sees versions other workers committed while we waited — without a round
- * trip per statement on every execution's critical path.
+ * One round trip: the whole allocation goes as one multi-statement simple query of EXECUTEs
+ * (values inlined as escaped literals) of statements PREPAREd once per connection — PostgreSQL
+ * plans them once, not on every execution (planning was most of the cost) — so the advisory lock
+ * still comes in a statement of its own: the next statement's snapshot sees versions other workers
+ * (and Attune's API) committed while we waited.
  */
 export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput): Promise<LogAllocation> {
   for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
@@ -60,35 +93,19 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   }
   const client = await pool.connect();
   const lit = (v: string) => client.escapeLiteral(v);
-  const refs = STREAMS.map((s) => logArtifactRef(input.actionRef, s));
-  const refList = refs.map(lit).join(', ');
-  const rows = STREAMS.map((s, i) =>
-    `(${lit(refs[i])}, 'action', ${lit(input.actionRef)}, 'file_text', 'private', 'runtime_log', ${lit(input.retentionPolicy)}, ${input.retentionLimit}, ${lit(`${input.actionRef} ${s}`)}, 'text/plain')`);
-  const fields = ['scope', 'owner', 'type', 'visibility', 'classification', 'retention_policy', 'retention_limit', 'name', 'content_type'];
+  const [outRef, errRef] = STREAMS.map((s) => logArtifactRef(input.actionRef, s)).map(lit);
   const sql = `
 BEGIN;
-INSERT INTO artifact AS t (ref, ${fields.join(', ')}) VALUES ${rows.join(', ')}
-  ON CONFLICT (ref) DO UPDATE SET ${fields.map((f) => `${f} = EXCLUDED.${f}`).join(', ')}
-  WHERE (${fields.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM (${fields.map((f) => `EXCLUDED.${f}`).join(', ')});
-SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM artifact WHERE ref IN (${refList}) ORDER BY id;
-WITH x AS (
-  SELECT a.id AS artifact, CASE WHEN a.ref = ${lit(refs[0])} THEN 'stdout' ELSE 'stderr' END AS stream, replace(a.ref, '.', '/') AS prefix,
-         COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = a.id), 0) + 1 AS version
-    FROM artifact a WHERE a.ref IN (${refList})
-), ins AS (
-  INSERT INTO artifact_version (artifact, version, execution, content_type, body_state, meta, created_by, file_path)
-  SELECT x.artifact, x.version, ${input.executionId}, 'text/plain', 'pending',
-         jsonb_build_object('stream', x.stream, 'execution_id', ${input.executionId}::bigint), 'worker', x.prefix || '/v' || x.version || '.txt'
-    FROM x
-  RETURNING id, artifact, version, file_path, meta->>'stream' AS stream
-), streams AS (
-  INSERT INTO log_stream (artifact_version, backend, max_unflushed_bytes, max_unflushed_milliseconds)
-  SELECT id, 'shared_file', ${input.maxUnflushedBytes}, ${input.maxUnflushedMs} FROM ins
-)
-SELECT id, artifact, version, file_path, stream FROM ins;
+EXECUTE attune_agent_log_upsert(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
+EXECUTE attune_agent_log_lock(${outRef}, ${errRef});
+EXECUTE attune_agent_log_versions(${outRef}, ${errRef}, ${input.executionId}, ${input.maxUnflushedBytes}, ${input.maxUnflushedMs});
 COMMIT;`;
   let broken = false;
   try {
+    if (!preparedOn.has(client)) {
+      await client.query(PREPARE_ALLOCATION);
+      preparedOn.add(client);
+    }
     const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
     const versions = results[3].rows;
     const out = {} as LogAllocation;
@@ -99,10 +116,13 @@ COMMIT;`;
     }
     return out;
   } catch (e) {
-    // A failed statement leaves the transaction open and aborted: end it before the pool reuses the connection.
+    // A failed statement leaves the transaction open and aborted: end it before the pool reuses the
+    // connection. A failed PREPARE (an older schema) leaves some prepared and some not: this
+    // connection is dropped rather than guessed about.
     await client.query('ROLLBACK').catch(() => {
       broken = true;
     });
+    if (!preparedOn.has(client)) broken = true;
     throw e;
   } finally {
     client.release(broken);
@@ -122,7 +142,7 @@ export interface StreamEnd {
  * a body Attune already sealed or reclaimed is left alone), the artifact takes the size.
  */
 export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, ends: Record<LogStreamName, StreamEnd>): Promise<void> {
-  await pool.query(
+  await pool.query(prepared('finalize-log-artifacts',
     `WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::text[]) AS x(version, bytes, truncated, sha256)),
      sealed AS (
        UPDATE log_stream l SET total_bytes = x.bytes, sealed = true, truncated = l.truncated OR x.truncated,
@@ -136,5 +156,5 @@ export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, 
      )
      UPDATE artifact a SET size_bytes = r.bytes FROM ready r WHERE a.id = r.artifact`,
     [STREAMS.map((s) => alloc[s].versionId), STREAMS.map((s) => ends[s].bytes), STREAMS.map((s) => ends[s].truncated), STREAMS.map((s) => ends[s].sha256)],
-  );
+  ));
 }

@@ -15,6 +15,15 @@ export interface Queryable {
   query<R extends pg.QueryResultRow = any>(text: string | pg.QueryConfig, values?: unknown[]): Promise<pg.QueryResult<R>>;
 }
 
+/**
+ * A named statement: PostgreSQL parses and plans it once per connection, later executions only
+ * bind and run it (the per-execution statements; Attune's sqlx prepares its statements the same
+ * way, so whatever sits in front of PostgreSQL already has to allow this).
+ */
+export function prepared(name: string, text: string, values: unknown[]): pg.QueryConfig {
+  return { name: `attune-agent.${name}`, text, values };
+}
+
 interface PoolInfo {
   target: DbTarget;
   password: string;

@@ -3,18 +3,18 @@
  * markers of `execution.config` (entity_type `execution_config`) and of the result the worker
  * writes (`execution_result`), keyed by (entity_type, entity_id, json_path).
  */
-import type { Queryable } from './pool.ts';
+import { prepared, type Queryable } from './pool.ts';
 import type { PreparedSecretValue, StoredSecretValue } from '../execution/secrets.ts';
 
 export const ENTITY_EXECUTION_CONFIG = 'execution_config';
 export const ENTITY_EXECUTION_RESULT = 'execution_result';
 
 export async function findStoredSecretValues(db: Queryable, entityType: string, entityId: number): Promise<StoredSecretValue[]> {
-  const r = await db.query<StoredSecretValue>(
+  const r = await db.query<StoredSecretValue>(prepared('find-secret-values',
     `SELECT json_path, encrypted_value, encryption_key_hash FROM execution_secret_value
       WHERE entity_type = $1 AND entity_id = $2 ORDER BY json_path`,
     [entityType, entityId],
-  );
+  ));
   return r.rows;
 }
 
