@@ -52,12 +52,16 @@ export function logArtifactFilePath(ref: string, version: number): string {
 /** The statements of an allocation, PREPAREd once per connection (the names are this agent's). */
 const ALLOCATION_FIELDS = ['scope', 'owner', 'type', 'visibility', 'classification', 'retention_policy', 'retention_limit', 'name', 'content_type'];
 const PREPARE_ALLOCATION = `
-PREPARE attune_agent_log_upsert AS
-INSERT INTO artifact AS t (ref, ${ALLOCATION_FIELDS.join(', ')}) VALUES
+PREPARE attune_agent_log_create AS
+INSERT INTO artifact (ref, ${ALLOCATION_FIELDS.join(', ')}) VALUES
   ($1, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stdout', 'text/plain'),
   ($2, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stderr', 'text/plain')
-  ON CONFLICT (ref) DO UPDATE SET ${ALLOCATION_FIELDS.map((f) => `${f} = EXCLUDED.${f}`).join(', ')}
-  WHERE (${ALLOCATION_FIELDS.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM (${ALLOCATION_FIELDS.map((f) => `EXCLUDED.${f}`).join(', ')});
+  ON CONFLICT (ref) DO NOTHING;
+PREPARE attune_agent_log_update AS
+UPDATE artifact t SET (${ALLOCATION_FIELDS.join(', ')}) = ('action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' ' || w.stream, 'text/plain')
+  FROM (VALUES ($1, 'stdout'), ($2, 'stderr')) AS w(ref, stream)
+ WHERE t.ref = w.ref
+   AND (${ALLOCATION_FIELDS.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM ('action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' ' || w.stream, 'text/plain');
 PREPARE attune_agent_log_lock AS
 SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM artifact WHERE ref IN ($1, $2) ORDER BY id;
 PREPARE attune_agent_log_versions AS
@@ -85,7 +89,9 @@ const preparedOn = new WeakSet<pg.PoolClient>();
  * (values inlined as escaped literals) of statements PREPAREd once per connection — PostgreSQL
  * plans them once, not on every execution (planning was most of the cost) — so the advisory lock
  * still comes in a statement of its own: the next statement's snapshot sees versions other workers
- * (and Attune's API) committed while we waited.
+ * (and Attune's API) committed while we waited. The artifact rows are created if missing and
+ * updated only when their settings differ: an unchanged row is not locked (an upsert would lock
+ * both rows until COMMIT, and with the seal's or Attune's own lock order that deadlocked).
  */
 export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput): Promise<LogAllocation> {
   for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
@@ -96,7 +102,8 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   const [outRef, errRef] = STREAMS.map((s) => logArtifactRef(input.actionRef, s)).map(lit);
   const sql = `
 BEGIN;
-EXECUTE attune_agent_log_upsert(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
+EXECUTE attune_agent_log_create(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
+EXECUTE attune_agent_log_update(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
 EXECUTE attune_agent_log_lock(${outRef}, ${errRef});
 EXECUTE attune_agent_log_versions(${outRef}, ${errRef}, ${input.executionId}, ${input.maxUnflushedBytes}, ${input.maxUnflushedMs});
 COMMIT;`;
@@ -107,7 +114,7 @@ COMMIT;`;
       preparedOn.add(client);
     }
     const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
-    const versions = results[3].rows;
+    const versions = results[4].rows;
     const out = {} as LogAllocation;
     for (const stream of STREAMS) {
       const v = versions.find((r) => r.stream === stream);
@@ -137,24 +144,24 @@ export interface StreamEnd {
 }
 
 /**
- * Seal both streams the way Attune's API seals a shared-file log (one statement): the stream gets
- * its total and `sealed`, the version becomes `ready` with size and digest (only from `pending`:
- * a body Attune already sealed or reclaimed is left alone), the artifact takes the size.
+ * Seal both streams the way Attune's API seals a shared-file log: the stream gets its total and
+ * `sealed`, the version becomes `ready` with size and digest (only from `pending`: a body Attune
+ * already sealed or reclaimed is left alone), the artifact takes the size. One statement per
+ * stream, so each holds the lock of ONE artifact row (shared by every run of the action): two
+ * seals, or a seal and an allocation, can never wait for each other in a cycle.
  */
 export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, ends: Record<LogStreamName, StreamEnd>): Promise<void> {
-  await pool.query(prepared('finalize-log-artifacts',
-    `WITH x AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bool[], $4::text[]) AS x(version, bytes, truncated, sha256)),
-     sealed AS (
-       UPDATE log_stream l SET total_bytes = x.bytes, sealed = true, truncated = l.truncated OR x.truncated,
-              sealed_at = COALESCE(l.sealed_at, NOW())
-         FROM x WHERE l.artifact_version = x.version AND NOT l.sealed
+  await Promise.all(STREAMS.map((s) => pool.query(prepared('finalize-log-stream',
+    `WITH sealed AS (
+       UPDATE log_stream l SET total_bytes = $2, sealed = true, truncated = l.truncated OR $3, sealed_at = COALESCE(l.sealed_at, NOW())
+        WHERE l.artifact_version = $1 AND NOT l.sealed
      ),
      ready AS (
-       UPDATE artifact_version v SET body_state = 'ready', size_bytes = x.bytes, sha256 = x.sha256
-         FROM x WHERE v.id = x.version AND v.body_state = 'pending'
-       RETURNING v.artifact, x.bytes
+       UPDATE artifact_version v SET body_state = 'ready', size_bytes = $2, sha256 = $4
+        WHERE v.id = $1 AND v.body_state = 'pending'
+       RETURNING v.artifact
      )
-     UPDATE artifact a SET size_bytes = r.bytes FROM ready r WHERE a.id = r.artifact`,
-    [STREAMS.map((s) => alloc[s].versionId), STREAMS.map((s) => ends[s].bytes), STREAMS.map((s) => ends[s].truncated), STREAMS.map((s) => ends[s].sha256)],
-  ));
+     UPDATE artifact a SET size_bytes = $2 FROM ready r WHERE a.id = r.artifact`,
+    [alloc[s].versionId, ends[s].bytes, ends[s].truncated, ends[s].sha256],
+  ))));
 }

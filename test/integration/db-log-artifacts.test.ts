@@ -59,6 +59,28 @@ test('later runs reuse the artifacts and take the next versions, also when racin
   assert.equal(Number((await db.pool.query(`SELECT count(*) FROM artifact`)).rows[0].count), 2, 'still one artifact per stream');
 });
 
+test('allocations and seals of one action, all at once, never deadlock (one artifact row per statement, no lock on unchanged rows)', async () => {
+  // What concurrent executions of one action do: allocate, run, seal — overlapping. The seal once
+  // updated both artifact rows in one statement, in an order that varied with the plan: two seals
+  // deadlocked (PostgreSQL aborts one after deadlock_timeout, 1 s) in the executions benchmark.
+  const failures: string[] = [];
+  const seal = (a: Awaited<ReturnType<typeof allocateLogArtifacts>>, i: number) =>
+    finalizeLogArtifacts(db.pool, a, { stdout: { bytes: i, sha256: 'cd'.repeat(32), truncated: false }, stderr: { bytes: 0, sha256: 'ef'.repeat(32), truncated: false } });
+  const started = performance.now();
+  for (let round = 0; round < 6; round++) {
+    const allocations = await Promise.all(Array.from({ length: 20 }, async () => allocateLogArtifacts(db.pool, input(await execution('busy.action'), { actionRef: 'busy.action' }))));
+    // Seals of this round together with the next allocations.
+    await Promise.all([
+      ...allocations.map((a, i) => seal(a, i).catch((e: Error & { code?: string }) => failures.push(`${e.code}: ${e.message}`))),
+      ...Array.from({ length: 5 }, async () => seal(await allocateLogArtifacts(db.pool, input(await execution('busy.action'), { actionRef: 'busy.action' })), 0)),
+    ]);
+  }
+  assert.deepEqual(failures, []);
+  const rows = (await db.pool.query(`SELECT count(*)::int AS n, bool_and(l.sealed) AS sealed FROM log_stream l JOIN artifact_version v ON v.id = l.artifact_version JOIN artifact a ON a.id = v.artifact WHERE a.owner = 'busy.action'`)).rows[0];
+  assert.deepEqual(rows, { n: 300, sealed: true });
+  assert.ok(performance.now() - started < 5000, 'no statement waited for deadlock detection');
+});
+
 test('a changed retention on the action updates the artifact rows', async () => {
   await allocateLogArtifacts(db.pool, input(await execution('mypack.deploy'), { retentionPolicy: 'versions', retentionLimit: 3 }));
   const rows = (await db.pool.query(`SELECT retention_policy::text, retention_limit FROM artifact WHERE owner = 'mypack.deploy'`)).rows;
