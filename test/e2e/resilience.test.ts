@@ -245,7 +245,8 @@ describe('database outages', () => {
   test('the answer to the running claim is lost in a cut: the claim is kept, the execution runs once', async () => {
     let armed = true;
     A.dbProxy.onClientData = (chunk, conn) => {
-      if (!armed || !chunk.includes("SET status = 'running'")) return;
+      // The claim is a named statement: its name is in every Bind (the SQL only in the first Parse).
+      if (!armed || !chunk.includes('attune-agent.claim-execution')) return;
       armed = false;
       conn.dropResponses(); // PostgreSQL commits the claim; the agent never sees the reply
       setTimeout(() => A.dbProxy.goDown(1000), 300);
