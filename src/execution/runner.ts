@@ -174,19 +174,22 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   signal?.removeEventListener('abort', onAbort);
   const durationMs = elapsed();
 
-  // Bounded drain: the pipes normally reach EOF right after exit.
+  // Bounded drain: the pipes normally reach EOF right after exit. (EOF only: the log files may
+  // still be waiting for their paths — the allocation — which says nothing about the pipes.)
   const finalizationMs = spec.logFinalizationTimeoutMs ?? DEFAULT_LOG_FINALIZATION_TIMEOUT_MS;
-  const drained = await within(Promise.all([outDone, errDone]), finalizationMs);
+  const eof = Promise.all([outPump.ended, errPump.ended]);
+  const drained = await within(eof, finalizationMs);
   // Whatever is left of the group (background children) goes now; ESRCH when nothing is.
   killGroup(pid, 'SIGKILL', true);
   if (!drained) {
     log.warn({ pid, finalization_ms: finalizationMs }, 'action output pipes still open after exit (a background process held them); logs are incomplete');
-    if (!(await within(Promise.all([outDone, errDone]), POST_KILL_DRAIN_MS))) {
+    if (!(await within(eof, POST_KILL_DRAIN_MS))) {
       outPump.abandon();
       errPump.abandon();
-      await Promise.all([outDone, errDone]);
     }
   }
+  // What was kept is in the log files before the result (and the seal) is made.
+  await Promise.all([outDone, errDone]);
   // Every byte is written (the pumps awaited each write): closing the descriptors does not have to
   // hold the result back (another thread-pool round trip on every execution's critical path).
   void closeFiles();
@@ -394,7 +397,9 @@ async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
  */
 class OutputPump {
   readonly capture: BoundedCapture;
-  /** Resolves once the pipe reached EOF (or was abandoned) and the log file writes are done. */
+  /** Resolves once the pipe reached EOF (or failed, or was abandoned). */
+  readonly ended: Promise<void>;
+  /** `ended`, and the log file writes done. */
   readonly done: Promise<void>;
   readonly #source: Readable;
   #file: FileHandle | null = null;
@@ -424,12 +429,13 @@ class OutputPump {
       if (!adopted) from.stream.on('data', (chunk: Buffer) => this.#take(chunk));
     }
     const source = this.#source;
-    const ended = new Promise<void>((resolve) => {
+    this.ended = new Promise<void>((resolve) => {
       source.once('end', resolve);
       source.once('close', resolve);
       source.once('error', () => resolve());
     });
-    this.done = ended.then(() => this.#writes);
+    // #writes is read when the pipe has ended: by then every chunk's write is chained on it.
+    this.done = this.ended.then(() => this.#writes);
   }
 
   /** Stop reading (a background process keeps the pipe open): whatever it still writes is lost. */

@@ -7,6 +7,7 @@ import { test, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync, statSync, existsSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
+import { createHash } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { executeAction, type ExecuteInput } from '../../src/execution/execute.ts';
@@ -312,6 +313,26 @@ test('very long timeouts (beyond setTimeout\'s 24.8 days) do not fire at once; p
     extra: { logger: createLogger('silent') },
   });
   assert.equal(r.status, 'completed');
+});
+
+test('runner: log file paths that arrive late (a slow allocation) neither lose output nor count as an undrained pipe', async () => {
+  const dir = h.tempDir('late-logs');
+  try {
+    const files = { stdout: `${dir}/out.txt`, stderr: `${dir}/err.txt` };
+    const late = new Promise<typeof files>((r) => setTimeout(() => r(files), 600));
+    const r = await runProcess({
+      argv: ['/bin/sh', '-c', 'echo early; echo oops >&2'], env: { PATH: '/usr/bin:/bin' }, cwd: null, stdin: null, timeoutMs: 10_000,
+      killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024, logFinalizationTimeoutMs: 100, logFiles: late,
+    });
+    assert.equal(r.kind, 'exited');
+    if (r.kind !== 'exited') return;
+    assert.equal(r.logsIncomplete, false, 'the pipes reached EOF at once; only the files waited');
+    assert.equal(readFileSync(files.stdout, 'utf8'), 'early\n');
+    assert.equal(readFileSync(files.stderr, 'utf8'), 'oops\n');
+    assert.deepEqual(r.stdoutLog, { bytes: 6, sha256: createHash('sha256').update('early\n').digest('hex') }, 'hashed as written, for the seal');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('runner: a child that escaped the group (setsid) and holds stdout cannot hang the run', async () => {
