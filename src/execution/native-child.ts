@@ -48,6 +48,9 @@ class NativeChild extends EventEmitter implements ActionChild {
 
 const live = new Map<number, NativeChild>();
 let listening: NativeMaker | null = null;
+/** A slow poll while actions run: an exit is never missed, even if a SIGCHLD were (it costs a waitid per action per second). */
+const POLL_MS = 1000;
+let poll: NodeJS.Timeout | undefined;
 
 function reapLive(maker: NativeMaker): void {
   for (const [pid, child] of live) {
@@ -62,6 +65,10 @@ function reapLive(maker: NativeMaker): void {
     if (status === null) continue;
     live.delete(pid);
     child.settle(status[0], status[1]);
+  }
+  if (live.size === 0 && poll !== undefined) {
+    clearInterval(poll);
+    poll = undefined;
   }
 }
 
@@ -98,5 +105,9 @@ export function spawnNative(
   const child = new NativeChild(pid);
   // Registered in the same tick as the spawn: its SIGCHLD is handled by the loop later, never missed.
   live.set(pid, child);
+  if (poll === undefined) {
+    poll = setInterval(() => reapLive(native), POLL_MS);
+    poll.unref();
+  }
   return child;
 }

@@ -91,6 +91,22 @@ if (!process.env.ATTUNE_LAUNCH_CHILD) {
     assert.deepEqual(r.noShebang, { launcher: 'child_process', exitCode: 0, signal: null, stdout: 'ran by sh\n', stderr: '' });
   });
 
+  test('an exit is seen even without its SIGCHLD (the slow poll), within about a second', () => {
+    const runner = JSON.stringify(new URL('../../src/execution/runner.ts', import.meta.url).pathname);
+    const script = `
+      import { runProcess } from ${runner};
+      const spec = (cmd) => ({ argv: ['/bin/sh', '-c', cmd], env: {}, cwd: null, stdin: null, timeoutMs: 10000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 });
+      await runProcess(spec('true')); // installs the SIGCHLD listener
+      process.removeAllListeners('SIGCHLD');
+      const t = performance.now();
+      const r = await runProcess(spec('exit 7'));
+      console.log(JSON.stringify({ launcher: r.launcher, exitCode: r.exitCode, ms: performance.now() - t }));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 15_000 })) as { launcher: string; exitCode: number; ms: number };
+    assert.equal(out.launcher, 'posix_spawn');
+    assert.equal(out.exitCode, 7);
+    assert.ok(out.ms < 3000, `seen after ${out.ms.toFixed(0)} ms`);
+  });
+
   test('child_process.spawn (ATTUNE_AGENT_NATIVE_SPAWN=off) gives the action the very same process', async () => {
     const native = await summarise();
     const forked = summariseIn({ ATTUNE_AGENT_NATIVE_SPAWN: 'off' });
