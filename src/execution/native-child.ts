@@ -25,8 +25,14 @@ export interface ActionChild {
 
 type NativeMaker = Required<PipeMaker>;
 
-const SIGNAL_NAMES = new Map<number, NodeJS.Signals>(Object.entries(constants.signals).map(([name, n]) => [n, name as NodeJS.Signals]));
-const ERRNO_NAMES = new Map<number, string>(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+/** Number → name, the first name of a number winning (SIGABRT, not its alias SIGIOT; as child_process reports). */
+function byNumber<T extends string>(table: Record<string, number>): Map<number, T> {
+  const names = new Map<number, T>();
+  for (const [name, n] of Object.entries(table)) if (!names.has(n)) names.set(n, name as T);
+  return names;
+}
+const SIGNAL_NAMES = byNumber<NodeJS.Signals>(constants.signals);
+const ERRNO_NAMES = byNumber<string>(constants.errno);
 
 class NativeChild extends EventEmitter implements ActionChild {
   readonly pid: number;

@@ -27,6 +27,7 @@ const specs: Record<string, RunSpec> = {
   fds: { argv: ['/bin/ls', '/proc/self/fd'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
   exit3: { argv: ['/bin/sh', '-c', 'cat; exit 3'], env: {}, cwd: null, stdin: 'from stdin', timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
   killed: { argv: ['/bin/sh', '-c', 'kill -USR1 $$'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
+  aborted: { argv: ['/bin/sh', '-c', 'kill -ABRT $$'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
   missing: { argv: ['/nonexistent/interp'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
   noCwd: { argv: ['/bin/true'], env: {}, cwd: '/nonexistent/dir', stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
   noShebang: { argv: [join(import.meta.dirname, '../fixtures/launch/no-shebang')], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
@@ -84,6 +85,7 @@ if (!process.env.ATTUNE_LAUNCH_CHILD) {
     assert.match(stdout, /^yes_status=0$/m, 'SIGPIPE is at its default (Node ignores it in the agent)');
     assert.deepEqual(r.exit3, { launcher: 'posix_spawn', exitCode: 3, signal: null, stdout: 'from stdin', stderr: '' });
     assert.deepEqual(r.killed, { launcher: 'posix_spawn', exitCode: -1, signal: 'SIGUSR1', stdout: '', stderr: '' });
+    assert.equal(r.aborted.signal, 'SIGABRT', 'the name child_process gives (not the alias SIGIOT)');
     assert.deepEqual(r.missing, { code: 'ENOENT' });
     assert.deepEqual(r.noCwd, { code: 'ENOENT' });
     assert.deepEqual(r.notExecutable, { code: 'EACCES' });
