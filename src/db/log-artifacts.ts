@@ -92,6 +92,10 @@ const preparedOn = new WeakSet<pg.PoolClient>();
  * (and Attune's API) committed while we waited. The artifact rows are created if missing and
  * updated only when their settings differ: an unchanged row is not locked (an upsert would lock
  * both rows until COMMIT, and with the seal's or Attune's own lock order that deadlocked).
+ * Committed without waiting for the WAL flush (synchronous_commit off, as the seal): the run's
+ * terminal write, synchronous and later, flushes the WAL past these rows before the run is
+ * reported; a PostgreSQL crash before that can only lose log rows of a run that is then
+ * recovered as failed anyway.
  */
 export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput): Promise<LogAllocation> {
   for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
@@ -102,6 +106,7 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   const [outRef, errRef] = STREAMS.map((s) => logArtifactRef(input.actionRef, s)).map(lit);
   const sql = `
 BEGIN;
+SET LOCAL synchronous_commit TO off;
 EXECUTE attune_agent_log_create(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
 EXECUTE attune_agent_log_update(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
 EXECUTE attune_agent_log_lock(${outRef}, ${errRef});
@@ -114,7 +119,7 @@ COMMIT;`;
       preparedOn.add(client);
     }
     const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
-    const versions = results[4].rows;
+    const versions = results[5].rows;
     const out = {} as LogAllocation;
     for (const stream of STREAMS) {
       const v = versions.find((r) => r.stream === stream);
@@ -148,11 +153,14 @@ export interface StreamEnd {
  * `sealed`, the version becomes `ready` with size and digest (only from `pending`: a body Attune
  * already sealed or reclaimed is left alone), the artifact takes the size. One statement per
  * stream, so each holds the lock of ONE artifact row (shared by every run of the action): two
- * seals, or a seal and an allocation, can never wait for each other in a cycle.
+ * seals, or a seal and an allocation, can never wait for each other in a cycle. Committed without
+ * waiting for the WAL flush: a PostgreSQL crash right after it leaves the log `pending`, which
+ * Attune reclaims for finished executions.
  */
 export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, ends: Record<LogStreamName, StreamEnd>): Promise<void> {
   await Promise.all(STREAMS.map((s) => pool.query(prepared('finalize-log-stream',
-    `WITH sealed AS (
+    `WITH async_commit AS (SELECT set_config('synchronous_commit', 'off', true)),
+     sealed AS (
        UPDATE log_stream l SET total_bytes = $2, sealed = true, truncated = l.truncated OR $3, sealed_at = COALESCE(l.sealed_at, NOW())
         WHERE l.artifact_version = $1 AND NOT l.sealed
      ),
@@ -161,7 +169,7 @@ export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, 
         WHERE v.id = $1 AND v.body_state = 'pending'
        RETURNING v.artifact
      )
-     UPDATE artifact a SET size_bytes = $2 FROM ready r WHERE a.id = r.artifact`,
+     UPDATE artifact a SET size_bytes = $2 FROM ready r, async_commit WHERE a.id = r.artifact`,
     [alloc[s].versionId, ends[s].bytes, ends[s].truncated, ends[s].sha256],
   ))));
 }
