@@ -6,6 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { encodeEnvelope, type OutgoingMessage } from '../protocol/envelope.ts';
+import { collectAfterLargeRelease } from '../execution/memory.ts';
 import { completedPayload, statusChangedPayload } from '../protocol/messages.ts';
 import type { MessageType } from '../protocol/names.ts';
 import type { ConfirmPublisher } from './publisher.ts';
@@ -41,6 +42,9 @@ export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish
       logger.error({ execution_id: executionId, message_type: type, err: e }, `LOST MESSAGE: cannot encode ${type} for execution ${executionId}: ${(e as Error).message}`);
       return;
     }
+    // A big result (up to 2 × 10 MiB of output) was JSON text a moment ago, now garbage: collected
+    // before amqplib copies the body into frames, so the two copies never coexist with the text.
+    collectAfterLargeRelease(msg.body.length);
     publisher.publish(msg).then(
       () => logger.debug({ execution_id: executionId, message_type: type, message_id: msg.messageId }, `published ${type}`),
       (e: Error) => logger.error({ execution_id: executionId, message_type: type, message_id: msg.messageId }, `LOST MESSAGE: ${type} for execution ${executionId} not published: ${e.message}`),
