@@ -17,11 +17,10 @@ import { IdleTrimmer, IDLE_TRIM_ENV, keepLargeAllocationsMapped } from './idle-t
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
-import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimExecution, writeTerminal } from '../db/executions.ts';
+import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, type claimWithContext, writeTerminal, type ActionContext } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
-import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../db/secret-values.ts';
 import type { StoredSecretValue } from '../execution/secrets.ts';
-import { runAction, type Early, type RunActionState } from './run-action.ts';
+import { runAction, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow } from '../model.ts';
@@ -77,12 +76,11 @@ export class ExecutionsAgentService implements AgentService {
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
     const retry = retryingWrite(ctx.pool, config.worker.dbRetryWindowMs, log, dbAvailability);
     const runner: ActionRunner = {
-      prefetch: (req) => prefetchForRun(ctx.pool, req, runState),
       run: (execution, signal, runLog, prefetched) =>
         runExecution(ctx.pool, execution, signal, runLog, { ctx, baselineEnv, verifiedReleases, retry, runState, prefetched: prefetched as Prefetched | undefined }),
     };
     const service = new ExecutionService({
-      store: pgExecutionStore(ctx.pool, log),
+      store: pgExecutionStore(ctx.pool, log, runState),
       runner,
       publisher: statusPublisher,
       logger: log,
@@ -162,15 +160,15 @@ export class ExecutionsAgentService implements AgentService {
   }
 }
 
-function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
+function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): ExecutionStore {
   // Ids whose `running` claim failed in flight: the UPDATE may have committed with its answer lost.
   const unsure = new Set<number>();
   return {
     loadExecution: (id) => loadExecution(pool, id),
     claim: async (id, release) => {
-      let r: Awaited<ReturnType<typeof claimExecution>>;
+      let r: Awaited<ReturnType<typeof claimWithContext>>;
       try {
-        r = await claimExecution(pool, id, release);
+        r = await claimForRun(pool, id, release, state);
       } catch (e) {
         unsure.add(id);
         throw e;
@@ -180,11 +178,12 @@ function pgExecutionStore(pool: pg.Pool, log: Logger): ExecutionStore {
       const wasUnsure = unsure.delete(id);
       if (unsure.size > 10_000) unsure.clear(); // only claims given up on stay behind
       if (!r) return null;
+      const prefetched: Prefetched = { context: r.context, secrets: r.secrets };
       if (wasUnsure && !r.claimed && r.execution.status === 'running') {
         log.warn({ execution_id: id }, `execution ${id}: the running claim committed before the database connection was lost; continuing with it`);
-        return { execution: r.execution, claimed: true, previous: null };
+        return { execution: r.execution, claimed: true, previous: null, prefetched };
       }
-      return { execution: r.execution, claimed: r.claimed, previous: r.execution.status };
+      return { execution: r.execution, claimed: r.claimed, previous: r.execution.status, prefetched };
     },
     writeTerminal: async (id, status, result) => {
       const w = await writeTerminal(pool, id, status, result);
@@ -261,28 +260,13 @@ interface RunDeps {
 
 
 /**
- * Read-only lookups started when the dispatch arrives, alongside the execution row's load, instead
- * of one after another once the row is claimed: the action with its runtime and versions (by the
- * dispatch's action_ref; used only when the row names that ref and that action) and the secret
- * parameters (by execution id). One database round trip less of waiting before the process starts.
+ * What the claim statement read along for the run (db/executions.ts claimWithContext): the action
+ * context of the execution's action and its stored secret parameters (null: not read, the schema
+ * has no execution_secret_value table).
  */
 interface Prefetched {
-  actionRef: string;
-  context: Early<Awaited<ReturnType<typeof loadActionContext>>>;
-  secrets: Early<StoredSecretValue[]> | null;
-}
-
-function early<T>(p: Promise<T>): Early<T> {
-  return p.then((value) => ({ ok: true as const, value }), () => ({ ok: false as const }));
-}
-
-function prefetchForRun(pool: pg.Pool, req: { execution_id: number; action_ref: string }, state: RunActionState): Prefetched | undefined {
-  if (typeof req.action_ref !== 'string' || req.action_ref === '') return undefined;
-  return {
-    actionRef: req.action_ref,
-    context: early(loadActionContext(pool, { id: null, ref: req.action_ref })),
-    secrets: state.noSecretTable ? null : early(findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, req.execution_id)),
-  };
+  context: ActionContext | null;
+  secrets: StoredSecretValue[] | null;
 }
 
 async function runExecution(
@@ -342,9 +326,8 @@ async function loadAndRun(
 }
 
 /**
- * No snapshot (the common case): the action, its runtime and versions come from ONE query
- * (loadActionContext), issued together with the enforcement read — one round trip of waiting
- * before the start instead of two (or four).
+ * No snapshot (the common case): the action, its runtime and versions were read by the claim
+ * (else they come from ONE query, loadActionContext); the enforcement is read meanwhile.
  */
 async function runWithRows(
   pool: pg.Pool,
@@ -355,11 +338,8 @@ async function runWithRows(
   read: <T>(what: string, fn: () => Promise<T>) => Promise<T>,
 ): ReturnType<ActionRunner['run']> {
   const key = { id: execution.action, ref: execution.action_ref };
-  const pre = deps.prefetched?.actionRef === execution.action_ref ? await deps.prefetched.context : null;
-  // The early answer (by ref) is the row loadActionContext would give: the action the row names by id, or by ref when it names none.
-  const usable = pre?.ok && pre.value !== null && (key.id === null || Number(pre.value.action.id) === Number(key.id)) ? pre.value : undefined;
   const [rows, enforcement] = await Promise.all([
-    usable ?? read('load the action', () => loadActionContext(pool, key)),
+    deps.prefetched ? deps.prefetched.context : read('load the action', () => loadActionContext(pool, key)),
     execution.enforcement != null ? read('load the enforcement', () => loadEnforcement(pool, execution.enforcement!)) : null,
   ]);
   // As read() does: a cancel that came meanwhile ends the run here, before log versions are allocated.

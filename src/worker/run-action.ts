@@ -43,21 +43,15 @@ export interface RunActionState {
   encryptionKey: string;
 }
 
-/** A read issued early by the caller; `ok: false` when it failed (it is then read again here). */
-export type Early<T> = Promise<{ ok: true; value: T } | { ok: false }>;
-
 /** Attune's volume transport freezes a sealed log file: no writer may append any more. */
 const SEALED_FILE_MODE = 0o444;
 
-/**
- * `storedSecrets`: the execution_secret_value lookup, when the caller issued it early (never
- * rejects; `ok: false` = read it again here).
- */
+/** `storedSecrets`: the execution_secret_value rows when the caller already read them (with the claim). */
 /** The run's outcome, and the sealing of its log artifacts (never rejects) still under way. */
 export type RunActionOutput = ExecuteOutput & { logsSealed: Promise<void> };
 
 export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger,
-  storedSecrets?: Early<StoredSecretValue[]>): Promise<RunActionOutput> {
+  storedSecrets?: StoredSecretValue[]): Promise<RunActionOutput> {
   // The log versions are allocated while the parameters are restored and the process starts (the
   // costliest statement of a run); the runner opens the files once their paths are known.
   // allocate() never rejects (null: plain files).
@@ -136,13 +130,12 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
 
 /** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
 async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
-  early?: Early<StoredSecretValue[]>): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+  known?: StoredSecretValue[]): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
   const { execution } = input;
   if (state.noSecretTable) return { execution };
   let stored;
   try {
-    const got = early ? await early : undefined;
-    stored = got?.ok ? got.value : await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id);
+    stored = known ?? (await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id));
   } catch (e) {
     if ((e as { code?: string }).code === '42P01') {
       state.noSecretTable = true;

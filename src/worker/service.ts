@@ -31,9 +31,10 @@ export interface ExecutionStore {
    * Read the row and, in the same step, move it to `running` + `started_at` — refused when it is
    * not in a claimable status or is pinned to another release than the dispatch names. Null when
    * the execution does not exist. `execution` is the row as it was; `previous` its status (null
-   * when unknown: a retried claim whose first attempt committed).
+   * when unknown: a retried claim whose first attempt committed); `prefetched`: whatever else the
+   * store read in that step for the run, handed to the runner as is.
    */
-  claim(id: number, release: DispatchRelease): Promise<{ execution: ExecutionRow; claimed: boolean; previous: ExecutionStatus | null } | null>;
+  claim(id: number, release: DispatchRelease): Promise<{ execution: ExecutionRow; claimed: boolean; previous: ExecutionStatus | null; prefetched?: unknown } | null>;
   /** The one terminal write; returns what the completion message needs. */
   writeTerminal(id: number, status: TerminalStatus, result: Record<string, unknown>): Promise<{ action: number | null; action_ref: string; result: unknown }>;
 }
@@ -54,12 +55,7 @@ export interface RunOutcome {
 }
 
 export interface ActionRunner {
-  /**
-   * Optional: start the run's read-only lookups that need only the dispatch (issued together with
-   * the execution row's load instead of after the claim); whatever it returns is handed to `run`.
-   * Must never reject: it may be dropped unused (duplicate, unknown execution, refused claim).
-   */
-  prefetch?(req: DispatchRequest): unknown;
+  /** `prefetched`: what the store's claim read along for the run. */
   run(execution: ExecutionRow, signal: AbortSignal, log: Logger, prefetched?: unknown): Promise<RunOutcome>;
 }
 
@@ -194,7 +190,6 @@ export class ExecutionService {
   async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
     const { store } = this.#deps;
     const id = req.execution_id;
-    const prefetched = this.#deps.runner.prefetch?.(req);
     // Load and claim in one round trip; when the claim is refused the row says why.
     const claim = await this.#deps.retryWrite(`claim execution ${id}`, () => store.claim(id, dispatchRelease(req)));
     if (!claim) {
@@ -224,7 +219,7 @@ export class ExecutionService {
 
     let outcome: RunOutcome;
     try {
-      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log, prefetched);
+      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log, claim.prefetched);
     } catch (e) {
       log.error({ err: e }, 'action execution failed before the process could finish');
       outcome = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };

@@ -246,7 +246,7 @@ describe('database outages', () => {
     let armed = true;
     A.dbProxy.onClientData = (chunk, conn) => {
       // The claim is a named statement: its name is in every Bind (the SQL only in the first Parse).
-      if (!armed || !chunk.includes('attune-agent.claim-execution')) return;
+      if (!armed || !chunk.includes('attune-agent.claim-with-context')) return;
       armed = false;
       conn.dropResponses(); // PostgreSQL commits the claim; the agent never sees the reply
       setTimeout(() => A.dbProxy.goDown(1000), 300);

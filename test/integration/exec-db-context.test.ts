@@ -1,11 +1,14 @@
 /**
  * loadActionContext (one round trip) answers exactly what loadAction + loadRuntime +
- * listRuntimeVersions answer one after the other, in every case the execution pipeline meets.
+ * listRuntimeVersions answer one after the other, in every case the execution pipeline meets; and
+ * claimWithContext (the claim statement that reads them along) answers what loadExecution,
+ * loadActionContext and findStoredSecretValues answer.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
-import { listRuntimeVersions, loadAction, loadActionContext, loadRuntime } from '../../src/db/executions.ts';
+import { claimForRun, claimWithContext, listRuntimeVersions, loadAction, loadActionContext, loadExecution, loadRuntime } from '../../src/db/executions.ts';
+import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
 
 let db: TestDatabase;
 const ids: Record<string, number> = {};
@@ -53,4 +56,50 @@ test('same answers as the three sequential reads', async () => {
   const c = await loadActionContext(db.pool, { id: ids.withRuntime, ref: 'p.with_runtime' });
   assert.deepEqual(c?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2'], 'live versions in id order');
   assert.ok(c?.runtimeVersions[0].verified_at instanceof Date);
+});
+
+test('claimWithContext: the claimed row, its action context and secret parameters, as the separate reads give them', async () => {
+  const none = { releaseId: null, releaseDigest: null };
+  // An execution whose action row was deleted keeps its id only until ON DELETE SET NULL: null id, by ref.
+  const cases: { action: number | null; ref: string }[] = [
+    { action: ids.withRuntime, ref: 'p.with_runtime' },
+    { action: ids.bareRuntime, ref: 'p.bare_runtime' },
+    { action: ids.noRuntime, ref: 'p.no_runtime' },
+    { action: null, ref: 'p.with_runtime' },
+    { action: ids.withRuntime, ref: 'p.other' },
+    { action: null, ref: 'p.missing' },
+  ];
+  for (const c of cases) {
+    const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, config) VALUES ($1, $2, 'scheduled', '{"x":1}') RETURNING id`, [c.action, c.ref])).rows[0].id);
+    await db.pool.query(
+      `INSERT INTO execution_secret_value (entity_type, entity_id, json_path, source_kind, source_ref, encrypted_value, encryption_key_hash)
+       VALUES ('execution_config', $1, '/b', 'keystore', 'k.b', to_jsonb('cipher-b'::text), 'h'), ('execution_config', $1, '/a', 'keystore', 'k.a', to_jsonb('cipher-a'::text), NULL)`, [id]);
+    const before = await loadExecution(db.pool, id);
+    const claimed = await claimWithContext(db.pool, id, none, true);
+    assert.ok(claimed?.claimed, JSON.stringify(c));
+    assert.deepEqual(claimed.execution, before, 'the row as it was before the claim');
+    assert.deepEqual(claimed.context, await loadActionContext(db.pool, { id: c.action, ref: c.ref }), JSON.stringify(c));
+    assert.deepEqual(claimed.secrets, await findStoredSecretValues(db.pool, ENTITY_EXECUTION_CONFIG, id));
+    assert.deepEqual(claimed.secrets?.map((x) => x.json_path), ['/a', '/b']);
+    const again = await claimWithContext(db.pool, id, none, false);
+    assert.equal(again?.claimed, false, 'claimed once');
+    assert.equal(again?.secrets, null, 'not read when asked not to');
+  }
+  assert.equal(await claimWithContext(db.pool, 999_999, none, true), null);
+});
+
+test('claimForRun on a schema without execution_secret_value: claims without the secrets, once and for all', async () => {
+  const old = await createTestDatabase('exec_db_context_old');
+  try {
+    await old.pool.query('DROP TABLE execution_secret_value');
+    const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('p.x', 'scheduled') RETURNING id`)).rows[0].id);
+    const schema: { noSecretTable?: boolean } = {};
+    const r = await claimForRun(old.pool, id, { releaseId: null, releaseDigest: null }, schema);
+    assert.equal(r?.claimed, true, 'the failed first attempt committed nothing; the second claimed');
+    assert.equal(r?.secrets, null);
+    assert.equal(schema.noSecretTable, true);
+    assert.equal((await old.pool.query('SELECT status::text FROM execution WHERE id = $1', [id])).rows[0].status, 'running');
+  } finally {
+    await old.drop();
+  }
 });
