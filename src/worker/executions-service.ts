@@ -17,7 +17,7 @@ import { IdleTrimmer, IDLE_TRIM_ENV, keepLargeAllocationsMapped } from './idle-t
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
-import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, type claimWithContext, writeTerminal, type ActionContext } from '../db/executions.ts';
+import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, writeTerminal, type ActionContext, type ClaimWithContext } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
 import type { StoredSecretValue } from '../execution/secrets.ts';
 import { runAction, type RunActionState } from './run-action.ts';
@@ -166,7 +166,7 @@ function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): Ex
   return {
     loadExecution: (id) => loadExecution(pool, id),
     claim: async (id, release) => {
-      let r: Awaited<ReturnType<typeof claimWithContext>>;
+      let r: ClaimWithContext | null;
       try {
         r = await claimForRun(pool, id, release, state);
       } catch (e) {
