@@ -25,7 +25,7 @@ export interface IdleTrimmerOptions {
   /** What trimming does; the file bytes released (default: releaseIdleMemory). */
   trim?: (filePages: boolean) => number;
   idleMs?: number;
-  log?: Pick<Logger, 'debug'>;
+  log?: Pick<Logger, 'debug' | 'info'>;
 }
 
 export class IdleTrimmer {
@@ -64,7 +64,10 @@ export class IdleTrimmer {
     const filePages = this.#trims === 0; // start-up's pages, once
     const released = (this.#opts.trim ?? releaseIdleMemory)(filePages);
     this.#trims++;
-    this.#opts.log?.debug({ file_pages: filePages, released_mb: +(released / 1048576).toFixed(1), trim_ms: +(performance.now() - started).toFixed(1) }, 'idle: memory given back');
+    const fields = { released_mb: +(released / 1048576).toFixed(1), trim_ms: +(performance.now() - started).toFixed(1) };
+    // Once, at info: an operator watching RSS sees why it dropped.
+    if (filePages) this.#opts.log?.info(fields, 'start-up memory given back');
+    else this.#opts.log?.debug(fields, 'idle: memory given back');
   }
 }
 

@@ -132,6 +132,13 @@ after(async () => {
   assert.equal(exit?.code, 0, 'the agent stops cleanly');
 });
 
+describe('memory', () => {
+  test('once idle after start-up, the agent gives back its start-up pages (then runs everything below)', async () => {
+    const line = await agent.waitForLog((l) => l.msg === 'start-up memory given back', 'the idle trim after start-up', 10_000);
+    assert.ok(Number(line.released_mb) > 10, `released ${line.released_mb} MB of the executable's pages (the addon beside dist/attune-agent)`);
+  });
+});
+
 describe('runtimes and parameter delivery', () => {
   const params = { name: "O'Brien", nested: { a: 1, 'Content-Type': 'x' }, list: [1, 'two'], none: null };
   const interpreters: [string, string][] = [['shell', 'echo_params.sh'], ['python', 'echo_params.py'], ['perl', 'echo_params.pl'], ['node', 'echo_params.js'], ['java', 'EchoParams.java']];
@@ -287,7 +294,7 @@ describe('outputs and failures', () => {
 });
 
 describe('secret parameters', () => {
-  test('stored secret values are found when the dispatch arrives; without security.encryption_key the run fails before it starts', async () => {
+  test('stored secret values are read with the claim; without security.encryption_key the run fails before it starts', async () => {
     const { encryptJson, hashEncryptionKey, redactionMarker } = await import('../../src/execution/secrets.ts');
     const ref = await action({ name: 'echo_secret', entrypoint: 'echo_params.sh', runtime: 'shell', output_format: 'json' });
     const config = { user: 'ada', password: redactionMarker() };
