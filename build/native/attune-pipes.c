@@ -6,12 +6,14 @@
  *   doing `echo x > /dev/stderr`, `tee /dev/stderr`, `cat /dev/stdin` or open("/dev/stdout") fails
  *   with ENXIO under a Node parent. The Rust agent (tokio) uses pipes; with these the agent does too.
  *
- * spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd) -> pid: posix_spawn() in a new session
- *   (setsid: the action leads its own process group), every signal at its default disposition and
- *   unblocked, the three fds as 0/1/2. Why not child_process.spawn: libuv fork()s the whole agent,
- *   which blocks the event loop for milliseconds (page tables of ~90 MB) on every execution; glibc's
- *   posix_spawn uses clone(CLONE_VM|CLONE_VFORK) and costs the same whatever the agent's size.
- *   Throws an Error whose `errno` is the failure (ENOENT, EACCES, ETXTBSY, ENOEXEC...).
+ * spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd) -> Promise<pid>: posix_spawn() in a
+ *   new session (setsid: the action leads its own process group), every signal at its default
+ *   disposition and unblocked, the three fds as 0/1/2, run on a libuv thread-pool thread. Why not
+ *   child_process.spawn: libuv fork()s the whole agent, which blocks the event loop for
+ *   milliseconds (page tables of ~90 MB) on every execution; glibc's posix_spawn uses
+ *   clone(CLONE_VM|CLONE_VFORK), costs the same whatever the agent's size, and suspends only the
+ *   calling thread until the exec. Rejects with an Error whose `errno` is the failure (ENOENT,
+ *   EACCES, ETXTBSY, ENOEXEC...).
  *
  * wait(pid) -> null while it runs, else [exitCode, signal] (one of them -1): waitid(WNOHANG) on that
  *   pid only, so libuv's own children and tini's orphans are never reaped here. The caller calls it on
@@ -43,17 +45,20 @@
 
 #define CHECK(call) do { if ((call) != napi_ok) goto napi_fail; } while (0)
 
-static void throw_errno(napi_env env, int e, const char *what) {
+static napi_value errno_error(napi_env env, int e, const char *what) {
   napi_value msg, err, code;
   char text[256];
   snprintf(text, sizeof text, "%s: %s", what, strerror(e));
-  if (napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
-      napi_create_error(env, NULL, msg, &err) != napi_ok || napi_create_int32(env, e, &code) != napi_ok ||
-      napi_set_named_property(env, err, "errno", code) != napi_ok) {
-    napi_throw_error(env, NULL, text);
-    return;
-  }
-  napi_throw(env, err);
+  if (napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg) != napi_ok || napi_create_error(env, NULL, msg, &err) != napi_ok ||
+      napi_create_int32(env, e, &code) != napi_ok || napi_set_named_property(env, err, "errno", code) != napi_ok)
+    return NULL;
+  return err;
+}
+
+static void throw_errno(napi_env env, int e, const char *what) {
+  napi_value err = errno_error(env, e, what);
+  if (err != NULL) napi_throw(env, err);
+  else napi_throw_error(env, NULL, what);
 }
 
 static napi_value make_pipe(napi_env env, napi_callback_info info) {
@@ -120,29 +125,29 @@ static char **list_arg(napi_env env, napi_value arr) {
  * and the caller uses child_process.spawn). */
 extern int posix_spawn_file_actions_addchdir_np(posix_spawn_file_actions_t *, const char *) __attribute__((weak));
 
-static napi_value spawn_action(napi_env env, napi_callback_info info) {
-  size_t argc = 7;
-  napi_value args[7];
-  char *file = NULL, *cwd = NULL, **argv = NULL, **envp = NULL;
+/* One spawn, prepared on the main thread, run on a libuv thread-pool thread. */
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  char *file, *cwd, **argv, **envp;
   int fds[3];
-  napi_valuetype cwd_type;
-  CHECK(napi_get_cb_info(env, info, &argc, args, NULL, NULL));
-  if (argc != 7) {
-    napi_throw_type_error(env, NULL, "spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd)");
-    return NULL;
-  }
-  for (int i = 0; i < 3; i++) CHECK(napi_get_value_int32(env, args[4 + i], &fds[i]));
-  file = string_arg(env, args[0]);
-  argv = list_arg(env, args[1]);
-  envp = list_arg(env, args[2]);
-  CHECK(napi_typeof(env, args[3], &cwd_type));
-  if (cwd_type == napi_string) cwd = string_arg(env, args[3]);
-  if (file == NULL || argv == NULL || envp == NULL || (cwd_type == napi_string && cwd == NULL)) {
-    free(file); free(cwd); free_list(argv); free_list(envp);
-    napi_throw_type_error(env, "EINVAL", "spawn: arguments must be strings without NUL bytes");
-    return NULL;
-  }
+  pid_t pid;
+  int err;
+} spawn_job;
 
+static void free_job(spawn_job *job) {
+  free(job->file);
+  free(job->cwd);
+  free_list(job->argv);
+  free_list(job->envp);
+  free(job);
+}
+
+/* Thread-pool side: no Node-API calls here. posix_spawn suspends only this thread until the
+ * child has exec'd (or failed to), never the event loop. */
+static void spawn_execute(napi_env env, void *data) {
+  (void)env;
+  spawn_job *job = data;
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   sigset_t none, all;
@@ -153,30 +158,90 @@ static napi_value spawn_action(napi_env env, napi_callback_info info) {
    * an action must inherit no ignored signal. */
   for (int sig = 32; sig <= 33 && sig < SIGRTMIN; sig++) ((unsigned long *)&all)[(sig - 1) / (8 * sizeof(unsigned long))] |= 1UL << ((sig - 1) % (8 * sizeof(unsigned long)));
   int rc = posix_spawn_file_actions_init(&actions);
-  if (rc == 0) rc = posix_spawnattr_init(&attr);
-  if (rc == 0) rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (rc != 0) {
+    job->err = rc;
+    return;
+  }
+  rc = posix_spawnattr_init(&attr);
+  if (rc != 0) {
+    posix_spawn_file_actions_destroy(&actions);
+    job->err = rc;
+    return;
+  }
+  rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   if (rc == 0) rc = posix_spawnattr_setsigmask(&attr, &none);
   if (rc == 0) rc = posix_spawnattr_setsigdefault(&attr, &all);
   /* dup2 clears close-on-exec on the copies; the originals stay close-on-exec. */
-  for (int i = 0; rc == 0 && i < 3; i++) rc = posix_spawn_file_actions_adddup2(&actions, fds[i], i);
-  if (rc == 0 && cwd != NULL) {
-    rc = posix_spawn_file_actions_addchdir_np == NULL ? ENOSYS : posix_spawn_file_actions_addchdir_np(&actions, cwd);
+  for (int i = 0; rc == 0 && i < 3; i++) rc = posix_spawn_file_actions_adddup2(&actions, job->fds[i], i);
+  if (rc == 0 && job->cwd != NULL) {
+    rc = posix_spawn_file_actions_addchdir_np == NULL ? ENOSYS : posix_spawn_file_actions_addchdir_np(&actions, job->cwd);
   }
-  pid_t pid = -1;
-  if (rc == 0) rc = posix_spawn(&pid, file, &actions, &attr, argv, envp);
+  if (rc == 0) rc = posix_spawn(&job->pid, job->file, &actions, &attr, job->argv, job->envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  free(file); free(cwd); free_list(argv); free_list(envp);
-  if (rc != 0) {
-    throw_errno(env, rc, "posix_spawn");
+  job->err = rc;
+}
+
+/* Main-thread side: settle the promise, free the job. */
+static void spawn_complete(napi_env env, napi_status status, void *data) {
+  spawn_job *job = data;
+  napi_value value = NULL;
+  if (status != napi_ok) job->err = job->err ? job->err : ECANCELED;
+  if (job->err == 0 && napi_create_int32(env, job->pid, &value) == napi_ok) {
+    napi_resolve_deferred(env, job->deferred, value);
+  } else {
+    value = errno_error(env, job->err ? job->err : EINVAL, "posix_spawn");
+    if (value == NULL) napi_get_undefined(env, &value);
+    napi_reject_deferred(env, job->deferred, value);
+  }
+  napi_delete_async_work(env, job->work);
+  free_job(job);
+}
+
+/* spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd) -> Promise<pid>. The fds must stay
+ * open until it settles. */
+static napi_value spawn_action(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value args[7], promise, name;
+  napi_valuetype cwd_type;
+  if (napi_get_cb_info(env, info, &argc, args, NULL, NULL) != napi_ok || argc != 7) {
+    napi_throw_type_error(env, NULL, "spawn(file, argv, env, cwd, stdinFd, stdoutFd, stderrFd)");
     return NULL;
   }
-  napi_value result;
-  CHECK(napi_create_int32(env, pid, &result));
-  return result;
-napi_fail:
-  napi_throw_error(env, NULL, "attune-pipes: bad spawn arguments");
-  return NULL;
+  spawn_job *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    throw_errno(env, ENOMEM, "spawn");
+    return NULL;
+  }
+  int ok = 1;
+  for (int i = 0; ok && i < 3; i++) ok = napi_get_value_int32(env, args[4 + i], &job->fds[i]) == napi_ok;
+  ok = ok && napi_typeof(env, args[3], &cwd_type) == napi_ok;
+  if (ok) {
+    job->file = string_arg(env, args[0]);
+    job->argv = list_arg(env, args[1]);
+    job->envp = list_arg(env, args[2]);
+    if (cwd_type == napi_string) job->cwd = string_arg(env, args[3]);
+    ok = job->file != NULL && job->argv != NULL && job->envp != NULL && (cwd_type != napi_string || job->cwd != NULL);
+  }
+  if (!ok) {
+    free_job(job);
+    napi_throw_type_error(env, "EINVAL", "spawn: arguments must be strings without NUL bytes, fds integers");
+    return NULL;
+  }
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "attune-spawn", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, spawn_execute, spawn_complete, job, &job->work) != napi_ok) {
+    free_job(job);
+    napi_throw_error(env, NULL, "attune-pipes: cannot queue the spawn");
+    return NULL;
+  }
+  if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_delete_async_work(env, job->work);
+    free_job(job);
+    napi_throw_error(env, NULL, "attune-pipes: cannot queue the spawn");
+    return NULL;
+  }
+  return promise;
 }
 
 static napi_value wait_action(napi_env env, napi_callback_info info) {

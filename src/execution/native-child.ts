@@ -5,6 +5,9 @@
  * the event loop for ~2–3 ms per execution at ~90 MB RSS (the largest single cost per run in the
  * profile). posix_spawn (clone with CLONE_VM|CLONE_VFORK) costs the same whatever the agent's size.
  *
+ * The spawn itself runs on a thread-pool thread (the addon): posix_spawn suspends its caller until the
+ * child has exec'd, and that wait (the child scheduled on a busy machine) is not the event loop's.
+ *
  * Exit: libuv does not know these pids, so on every SIGCHLD each live action pid is asked with
  * waitid(WNOHANG) on that pid alone; libuv's own children (interpreter probes) and tini's orphans are
  * never reaped here. SIGCHLD listeners do not keep the event loop alive; the runner's timers and pipes
@@ -79,16 +82,17 @@ function reapLive(maker: NativeMaker): void {
 }
 
 /**
- * Start argv[0] (a path: no PATH search here) with the three fds as its stdio. Null when the addon
- * cannot do this one (no posix_spawn in it, a bare command name, ENOSYS for a working directory on
- * glibc < 2.29, a file without #! line): the caller then uses child_process.spawn. Throws an ErrnoException-like Error
- * (`code` ENOENT, EACCES, ETXTBSY...) when the program cannot start.
+ * Start argv[0] (a path: no PATH search here) with the three fds as its stdio (they must stay open
+ * until this settles). Null when the addon cannot do this one (no posix_spawn in it, a bare
+ * command name, ENOSYS for a working directory on glibc < 2.29, a file without #! line): the
+ * caller then uses child_process.spawn. Rejects with an ErrnoException-like Error (`code` ENOENT,
+ * EACCES, ETXTBSY...) when the program cannot start.
  */
-export function spawnNative(
+export async function spawnNative(
   maker: PipeMaker,
   spec: { argv: string[]; env: Record<string, string>; cwd: string | null },
   fds: readonly [number, number, number],
-): ActionChild | null {
+): Promise<ActionChild | null> {
   if (maker.spawn === undefined || maker.wait === undefined || !spec.argv[0]?.includes('/')) return null;
   const native = maker as NativeMaker;
   if (listening === null) {
@@ -98,7 +102,7 @@ export function spawnNative(
   const env = Object.entries(spec.env).map(([k, v]) => `${k}=${v}`);
   let pid: number;
   try {
-    pid = native.spawn(spec.argv[0], spec.argv, env, spec.cwd, fds[0], fds[1], fds[2]);
+    pid = await native.spawn(spec.argv[0], spec.argv, env, spec.cwd, fds[0], fds[1], fds[2]);
   } catch (e) {
     const errno = (e as { errno?: unknown }).errno;
     if (typeof errno !== 'number') throw e;
@@ -109,11 +113,13 @@ export function spawnNative(
     throw Object.assign(new Error(`spawn ${spec.argv[0]} ${code}`), { code, errno: -errno, syscall: 'posix_spawn', path: spec.argv[0] });
   }
   const child = new NativeChild(pid);
-  // Registered in the same tick as the spawn: its SIGCHLD is handled by the loop later, never missed.
   live.set(pid, child);
   if (poll === undefined) {
     poll = setInterval(() => reapLive(native), POLL_MS);
     poll.unref();
   }
+  // The spawn ran on another thread: the child may have exited, and its SIGCHLD been handled,
+  // before it was registered. Ask now; it stays a zombie until asked, so nothing is lost.
+  reapLive(native);
   return child;
 }

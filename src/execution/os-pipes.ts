@@ -25,10 +25,11 @@ export interface PipeMaker {
   /** [readFd, writeFd], both close-on-exec; throws on EMFILE and the like. */
   pipe(): [number, number];
   /**
-   * posix_spawn in a new session with default signals and the fds as 0/1/2; the pid. Throws an
-   * Error with `errno` (a number) when the program cannot start. Absent in an older addon.
+   * posix_spawn (on a thread-pool thread) in a new session with default signals and the fds as
+   * 0/1/2; resolves with the pid, rejects with an Error carrying `errno` (a number) when the
+   * program cannot start. The fds must stay open until it settles.
    */
-  spawn?(file: string, argv: string[], env: string[], cwd: string | null, stdin: number, stdout: number, stderr: number): number;
+  spawn?(file: string, argv: string[], env: string[], cwd: string | null, stdin: number, stdout: number, stderr: number): Promise<number>;
   /** waitid(WNOHANG) on that pid: null while it runs, else [exitCode, signalNumber] (one is -1). */
   wait?(pid: number): [number, number] | null;
   /** malloc_trim, and with filePages drop the clean pages of read-only file mappings; the file bytes dropped (idle-trim.ts). */

@@ -147,7 +147,9 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   else spawned.stdin.end();
 
   const exited = new Promise<{ code: number | null; sig: NodeJS.Signals | null }>((resolve) => {
-    child.once('exit', (code, sig) => resolve({ code, sig }));
+    // A very short action may have ended (and been reaped) before we got here.
+    if (child.exitCode !== null || child.signalCode !== null) resolve({ code: child.exitCode, sig: child.signalCode });
+    else child.once('exit', (code, sig) => resolve({ code, sig }));
   });
 
   let terminating: 'timeout' | CancelReason | null = null;
@@ -298,7 +300,7 @@ async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned>
     const [outRead, outWrite] = pipe();
     const [errRead, errWrite] = pipe();
     childEnds = [inRead, outWrite, errWrite];
-    const native = spawnNative(maker, spec, [inRead, outWrite, errWrite]);
+    const native = await spawnNative(maker, spec, [inRead, outWrite, errWrite]);
     const child = native ?? (await spawnOnce(spec, childEnds));
     closeFds(childEnds);
     return {

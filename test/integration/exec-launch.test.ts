@@ -93,6 +93,25 @@ if (!process.env.ATTUNE_LAUNCH_CHILD) {
     assert.deepEqual(r.noShebang, { launcher: 'child_process', exitCode: 0, signal: null, stdout: 'ran by sh\n', stderr: '' });
   });
 
+  test('many very short actions at once: every exit is seen at once, none waits for the poll', async () => {
+    // The spawn settles on the main thread after the child may already have exited and been
+    // signalled: the exit must still be reported, and without waiting for the 1 s poll.
+    const spec: RunSpec = { argv: ['/bin/true'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 };
+    const started = performance.now();
+    const slow: number[] = [];
+    for (let batch = 0; batch < 10; batch++) {
+      const results = await Promise.all(Array.from({ length: 20 }, async () => {
+        const t = performance.now();
+        const r = await runProcess(spec);
+        if (performance.now() - t > 900) slow.push(performance.now() - t);
+        return r;
+      }));
+      for (const r of results) assert.deepEqual(r.kind === 'exited' && [r.launcher, r.exitCode, r.signal], ['posix_spawn', 0, null]);
+    }
+    assert.deepEqual(slow, [], 'no run waited for the poll');
+    assert.ok(performance.now() - started < 30_000);
+  });
+
   test('an exit is seen even without its SIGCHLD (the slow poll), within about a second', () => {
     const runner = JSON.stringify(new URL('../../src/execution/runner.ts', import.meta.url).pathname);
     const script = `
