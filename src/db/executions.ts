@@ -180,6 +180,22 @@ export interface ClaimResult {
 }
 
 /**
+ * The claim's common part ($1 id, $2 claimable statuses, $3 release id, $4 release digest): `prev`
+ * is the row under its lock as it was, `upd` moves it to `running` only from a claimable status and
+ * when it is pinned to no other release than the dispatch names.
+ */
+const CLAIM_CTES = `prev AS (SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1 FOR UPDATE),
+          upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
+                    FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
+                     AND ($3::bigint IS NULL OR prev.pack_release IS NULL OR prev.pack_release = $3)
+                     AND ($4::text IS NULL OR prev.pack_release_digest IS NULL OR prev.pack_release_digest = '' OR prev.pack_release_digest = $4)
+                  RETURNING e.started_at)`;
+
+function claimParams(id: number, release: DispatchRelease, from: readonly ExecutionStatus[]): unknown[] {
+  return [id, from, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest];
+}
+
+/**
  * The claim of a dispatch, and the execution's load, in ONE round trip: the row is read under its
  * lock and moved to `running` + `started_at` only when its status is in `from` and it is pinned to the release the dispatch names
  * (service.ts explains a refusal from the row). Two deliveries of one dispatch race safely: exactly
@@ -188,14 +204,9 @@ export interface ClaimResult {
 export async function claimExecution(db: Queryable, id: number, release: DispatchRelease,
   from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<ClaimResult | null> {
   const { rows } = await db.query<ExecutionRecord & { claimed: boolean; claimed_started_at: Date | null }>(prepared('claim-execution',
-    `WITH prev AS (SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1 FOR UPDATE),
-          upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
-                    FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
-                     AND ($3::bigint IS NULL OR prev.pack_release IS NULL OR prev.pack_release = $3)
-                     AND ($4::text IS NULL OR prev.pack_release_digest IS NULL OR prev.pack_release_digest = '' OR prev.pack_release_digest = $4)
-                  RETURNING e.started_at)
+    `WITH ${CLAIM_CTES}
      SELECT prev.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at FROM prev`,
-    [id, from, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest],
+    claimParams(id, release, from),
   ));
   const r = rows[0];
   if (!r) return null;
@@ -225,12 +236,7 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
                  WHERE entity_type = 'execution_config' AND entity_id = $1) s)`
     : 'NULL::json';
   const { rows } = await db.query<Record<string, unknown>>(prepared(withSecrets ? 'claim-with-context' : 'claim-with-context-no-secrets',
-    `WITH prev AS (SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1 FOR UPDATE),
-          upd AS (UPDATE execution e SET status = 'running', started_at = now(), updated = now()
-                    FROM prev WHERE e.id = prev.id AND prev.status = ANY($2::execution_status_enum[])
-                     AND ($3::bigint IS NULL OR prev.pack_release IS NULL OR prev.pack_release = $3)
-                     AND ($4::text IS NULL OR prev.pack_release_digest IS NULL OR prev.pack_release_digest = '' OR prev.pack_release_digest = $4)
-                  RETURNING e.started_at),
+    `WITH ${CLAIM_CTES},
           a AS (
             SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = (SELECT action FROM prev)
             UNION ALL
@@ -244,7 +250,7 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
      SELECT prev.*, ctx.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at,
             ${secrets} AS secrets
        FROM prev LEFT JOIN ctx ON true`,
-    [id, CLAIMABLE_STATUSES, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest],
+    claimParams(id, release, CLAIMABLE_STATUSES),
   ));
   const r = rows[0];
   if (!r) return null;
