@@ -93,35 +93,25 @@ type StreamFacts = { truncated: boolean; digest: LogDigest | null };
 
 async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
   try {
-    const { stdout: out, stderr: err } = facts;
-    if (out.digest && err.digest) {
-      // Both hashed while written (the common case): the rows and the files' freeze need nothing
-      // from each other, so they go together (the writer is done with the files).
-      const path = (stream: 'stdout' | 'stderr') => join(dir, alloc[stream].filePath);
-      await Promise.all([
-        finalizeLogArtifacts(pool, alloc, {
-          stdout: { bytes: out.digest.bytes, sha256: out.digest.sha256, truncated: out.truncated },
-          stderr: { bytes: err.digest.bytes, sha256: err.digest.sha256, truncated: err.truncated },
-        }),
-        chmod(path('stdout'), SEALED_FILE_MODE),
-        chmod(path('stderr'), SEALED_FILE_MODE),
-      ]);
-      return;
-    }
-    const seal = async (stream: 'stdout' | 'stderr'): Promise<StreamEnd> => {
+    const freezes: Promise<void>[] = [];
+    const end = async (stream: 'stdout' | 'stderr'): Promise<StreamEnd> => {
       const path = join(dir, alloc[stream].filePath);
       const { truncated, digest } = facts[stream];
       if (digest) {
-        // Hashed while it was written: freezing it is all that is left.
-        await chmod(path, SEALED_FILE_MODE);
+        // Hashed while it was written: its end is known, and freezing the file needs nothing from
+        // the rows, so it goes alongside their update (the writer is done with it).
+        const freeze = chmod(path, SEALED_FILE_MODE);
+        freeze.catch(() => undefined); // handled below, when awaited with the rows (never unhandled meanwhile)
+        freezes.push(freeze);
         return { bytes: digest.bytes, sha256: digest.sha256, truncated };
       }
-      // The run failed before its process started (no file yet), or a log write failed: read what is there.
+      // The run failed before its process started (no file yet), or a log write failed: read (and
+      // freeze) what is there first.
       await ensureSharedDir(dirname(path));
       return sealFile(path, truncated);
     };
-    const [stdout, stderr] = await Promise.all([seal('stdout'), seal('stderr')]);
-    await finalizeLogArtifacts(pool, alloc, { stdout, stderr });
+    const [stdout, stderr] = await Promise.all([end('stdout'), end('stderr')]);
+    await Promise.all([finalizeLogArtifacts(pool, alloc, { stdout, stderr }), ...freezes]);
   } catch (e) {
     log.warn({ err: (e as Error).message, artifact_versions: [alloc.stdout.versionId, alloc.stderr.versionId] },
       'cannot seal the log artifacts of this execution: they stay pending (Attune reclaims pending logs of finished executions)');
