@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:os';
-import type { PipeMaker } from './os-pipes.ts';
+import type { NativeAddon } from './os-pipes.ts';
 
 /** What the runner needs of a child process (child_process.ChildProcess has the same shape). */
 export interface ActionChild {
@@ -26,7 +26,7 @@ export interface ActionChild {
   on(event: 'error', listener: (err: Error) => void): this;
 }
 
-type NativeMaker = Required<PipeMaker>;
+type SpawningAddon = Required<NativeAddon>;
 
 /** Number → name, the first name of a number winning (SIGABRT, not its alias SIGIOT; as child_process reports). */
 function byNumber<T extends string>(table: Record<string, number>): Map<number, T> {
@@ -56,16 +56,16 @@ class NativeChild extends EventEmitter implements ActionChild {
 }
 
 const live = new Map<number, NativeChild>();
-let listening: NativeMaker | null = null;
+let listening: SpawningAddon | null = null;
 /** A slow poll while actions run: an exit is never missed, even if a SIGCHLD were (it costs a waitid per action per second). */
 const POLL_MS = 1000;
 let poll: NodeJS.Timeout | undefined;
 
-function reapLive(maker: NativeMaker): void {
+function reapLive(addon: SpawningAddon): void {
   for (const [pid, child] of live) {
     let status: [number, number] | null;
     try {
-      status = maker.wait(pid);
+      status = addon.wait(pid);
     } catch {
       // ECHILD: someone else reaped it (cannot happen unless a waitpid(-1) runs in this process);
       // report it as killed rather than wait for ever.
@@ -89,12 +89,12 @@ function reapLive(maker: NativeMaker): void {
  * EACCES, ETXTBSY...) when the program cannot start.
  */
 export async function spawnNative(
-  maker: PipeMaker,
+  addon: NativeAddon,
   spec: { argv: string[]; env: Record<string, string>; cwd: string | null },
   fds: readonly [number, number, number],
 ): Promise<ActionChild | null> {
-  if (maker.spawn === undefined || maker.wait === undefined || !spec.argv[0]?.includes('/')) return null;
-  const native = maker as NativeMaker;
+  if (addon.spawn === undefined || addon.wait === undefined || !spec.argv[0]?.includes('/')) return null;
+  const native = addon as SpawningAddon;
   if (listening === null) {
     listening = native;
     process.on('SIGCHLD', () => reapLive(native));

@@ -21,7 +21,8 @@ export const PIPES_ADDON = 'attune-pipes.node';
 /** `off`: start actions with child_process.spawn (fork of the agent) instead of the addon's posix_spawn. */
 export const NATIVE_SPAWN_ENV = 'ATTUNE_AGENT_NATIVE_SPAWN';
 
-export interface PipeMaker {
+/** The addon's functions (build/native/attune-pipes.c): pipes, action start and exit, idle memory. */
+export interface NativeAddon {
   /** [readFd, writeFd], both close-on-exec; throws on EMFILE and the like. */
   pipe(): [number, number];
   /**
@@ -42,12 +43,12 @@ export type PipesStatus =
   | { available: true; path: string }
   | { available: false; reason: string };
 
-let loaded: { maker: PipeMaker | null; status: PipesStatus } | undefined;
+let loaded: { addon: NativeAddon | null; status: PipesStatus } | undefined;
 
-/** The pipe maker, or null when the addon is missing or disabled (loaded once). */
-export function pipeMaker(): PipeMaker | null {
+/** The addon, or null when it is missing or disabled (loaded once). */
+export function nativeAddon(): NativeAddon | null {
   loaded ??= load(process.env);
-  return loaded.maker;
+  return loaded.addon;
 }
 
 export function pipesStatus(): PipesStatus {
@@ -64,25 +65,25 @@ function candidates(env: NodeJS.ProcessEnv): string[] {
   return list;
 }
 
-function load(env: NodeJS.ProcessEnv): { maker: PipeMaker | null; status: PipesStatus } {
-  if (env[PIPES_ENV] === 'off') return { maker: null, status: { available: false, reason: `${PIPES_ENV}=off` } };
+function load(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: PipesStatus } {
+  if (env[PIPES_ENV] === 'off') return { addon: null, status: { available: false, reason: `${PIPES_ENV}=off` } };
   const tried = candidates(env);
   const path = tried.find((p) => existsSync(p));
-  if (path === undefined) return { maker: null, status: { available: false, reason: `${PIPES_ADDON} not found (looked in ${tried.join(', ')})` } };
+  if (path === undefined) return { addon: null, status: { available: false, reason: `${PIPES_ADDON} not found (looked in ${tried.join(', ')})` } };
   try {
-    const mod = { exports: {} as Partial<PipeMaker> };
+    const mod = { exports: {} as Partial<NativeAddon> };
     process.dlopen(mod, path);
     const { pipe, spawn, wait, releaseMemory, keepLargeAllocationsMapped } = mod.exports;
     if (typeof pipe !== 'function') throw new Error('it exports no pipe()');
     // Prove it once: a broken addon must fail here, not on an execution's critical path.
     const [r, w] = pipe();
     closeFds([r, w]);
-    const maker: PipeMaker = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
-    if (typeof releaseMemory === 'function') maker.releaseMemory = releaseMemory;
-    if (typeof keepLargeAllocationsMapped === 'function') maker.keepLargeAllocationsMapped = keepLargeAllocationsMapped;
-    return { maker, status: { available: true, path } };
+    const addon: NativeAddon = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
+    if (typeof releaseMemory === 'function') addon.releaseMemory = releaseMemory;
+    if (typeof keepLargeAllocationsMapped === 'function') addon.keepLargeAllocationsMapped = keepLargeAllocationsMapped;
+    return { addon, status: { available: true, path } };
   } catch (e) {
-    return { maker: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };
+    return { addon: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };
   }
 }
 

@@ -14,7 +14,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
-import { closeFds, pipeMaker, type PipeMaker } from './os-pipes.ts';
+import { closeFds, nativeAddon, type NativeAddon } from './os-pipes.ts';
 import { spawnNative, type ActionChild } from './native-child.ts';
 
 export type CancelReason = 'cancel' | 'shutdown';
@@ -264,10 +264,10 @@ interface Spawned {
 type PumpSource = { kind: 'stream'; stream: Readable } | { kind: 'fd'; fd: number };
 
 async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<Spawned> {
-  const pipes = pipeMaker();
+  const addon = nativeAddon();
   for (let attempt = 1; ; attempt++) {
     try {
-      return pipes ? await spawnWithPipes(spec, pipes) : await spawnOnce(spec, ['pipe', 'pipe', 'pipe']).then(withStreams);
+      return addon ? await spawnWithPipes(spec, addon) : await spawnOnce(spec, ['pipe', 'pipe', 'pipe']).then(withStreams);
     } catch (e) {
       // ETXTBSY: the file was just written by another thread/process and is still open for writing.
       if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt >= SPAWN_ATTEMPTS) throw e;
@@ -287,10 +287,10 @@ function withStreams(child: ChildProcess): Spawned {
  * and keeps the others. The addon starts the child when it can (native-child.ts), else
  * child_process.spawn does. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
  */
-async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned> {
+async function spawnWithPipes(spec: RunSpec, addon: NativeAddon): Promise<Spawned> {
   const owned: number[] = [];
   const pipe = () => {
-    const ends = maker.pipe();
+    const ends = addon.pipe();
     owned.push(...ends);
     return ends;
   };
@@ -300,7 +300,7 @@ async function spawnWithPipes(spec: RunSpec, maker: PipeMaker): Promise<Spawned>
     const [outRead, outWrite] = pipe();
     const [errRead, errWrite] = pipe();
     childEnds = [inRead, outWrite, errWrite];
-    const native = await spawnNative(maker, spec, [inRead, outWrite, errWrite]);
+    const native = await spawnNative(addon, spec, [inRead, outWrite, errWrite]);
     const child = native ?? (await spawnOnce(spec, childEnds));
     closeFds(childEnds);
     return {

@@ -258,7 +258,6 @@ interface RunDeps {
   prefetched?: Prefetched;
 }
 
-
 /**
  * What the claim statement read along for the run (db/executions.ts claimWithContext): the action
  * context of the execution's action and its stored secret parameters (null: not read, the schema

@@ -12,7 +12,7 @@
  * execution and does nothing while one runs).
  */
 import type { Logger } from 'pino';
-import { pipeMaker } from '../execution/os-pipes.ts';
+import { nativeAddon } from '../execution/os-pipes.ts';
 import { collectNow } from '../execution/memory.ts';
 
 export const IDLE_TRIM_MS = 1000;
@@ -77,11 +77,11 @@ export class IdleTrimmer {
  * heap). False without the addon or when glibc refuses.
  */
 export function keepLargeAllocationsMapped(): boolean {
-  return pipeMaker()?.keepLargeAllocationsMapped?.() ?? false;
+  return nativeAddon()?.keepLargeAllocationsMapped?.() ?? false;
 }
 
 /** A full collection, then the addon's malloc_trim (+ file pages); the file bytes dropped (0 without the addon). */
 export function releaseIdleMemory(filePages: boolean): number {
   collectNow();
-  return pipeMaker()?.releaseMemory?.(filePages) ?? 0;
+  return nativeAddon()?.releaseMemory?.(filePages) ?? 0;
 }
