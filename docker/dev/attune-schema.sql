@@ -83,7 +83,7 @@ CREATE TABLE IF NOT EXISTS identity (
 -- ============================================================================
 CREATE TABLE IF NOT EXISTS pack (
     id BIGSERIAL PRIMARY KEY,
-    ref TEXT NOT NULL UNIQUE,
+    ref TEXT NOT NULL,
     label TEXT NOT NULL,
     description TEXT,
     version TEXT NOT NULL,
@@ -146,7 +146,7 @@ EXCEPTION WHEN duplicate_object THEN NULL; END $$;
 -- ============================================================================
 CREATE TABLE IF NOT EXISTS runtime (
     id BIGSERIAL PRIMARY KEY,
-    ref TEXT NOT NULL UNIQUE,
+    ref TEXT NOT NULL,
     pack BIGINT REFERENCES pack(id) ON DELETE CASCADE,
     pack_ref TEXT,
     description TEXT,
@@ -192,7 +192,7 @@ CREATE INDEX IF NOT EXISTS idx_runtime_version_runtime ON runtime_version(runtim
 -- ============================================================================
 CREATE TABLE IF NOT EXISTS action (
     id BIGSERIAL PRIMARY KEY,
-    ref TEXT NOT NULL UNIQUE,
+    ref TEXT NOT NULL,
     pack BIGINT REFERENCES pack(id) ON DELETE CASCADE,
     pack_ref TEXT NOT NULL,
     label TEXT NOT NULL DEFAULT '',
@@ -406,7 +406,7 @@ CREATE INDEX IF NOT EXISTS idx_execution_secret_value_entity ON execution_secret
 -- ============================================================================
 CREATE TABLE IF NOT EXISTS artifact (
     id BIGSERIAL PRIMARY KEY,
-    ref TEXT NOT NULL UNIQUE,
+    ref TEXT NOT NULL,
     scope owner_type_enum NOT NULL DEFAULT 'system',
     owner TEXT NOT NULL DEFAULT '',
     type artifact_type_enum NOT NULL,

@@ -49,26 +49,40 @@ export function logArtifactFilePath(ref: string, version: number): string {
   return `${ref.replaceAll('.', '/')}/v${version}.txt`;
 }
 
-/** The statements of an allocation, PREPAREd once per connection (the names are this agent's). */
+/**
+ * The statements of an allocation, PREPAREd once per connection (the names are this agent's).
+ *
+ * `artifact.ref` is NOT unique in Attune's schema (a plain index): several rows may share a ref
+ * (two workers that both found none and both inserted, or rows made through Attune's API). Like
+ * Attune's worker (find by ref, create when missing), the agent never relies on a uniqueness the
+ * schema lacks: the action's row for a stream is the OLDEST row with that ref (lowest id — what
+ * Attune's unordered lookup returns on a btree index in practice, and a choice every agent makes
+ * the same way), and it is created only when no row has the ref. The lookup-or-create runs under
+ * a transaction-scoped advisory lock on the refs (taken in ref order), so agents racing on an
+ * action's first run create one row per ref, not two.
+ */
 const ALLOCATION_FIELDS = ['scope', 'owner', 'type', 'visibility', 'classification', 'retention_policy', 'retention_limit', 'name', 'content_type'];
+const CHOSEN = `SELECT DISTINCT ON (a.ref) a.id, a.ref FROM artifact a WHERE a.ref IN ($1, $2) ORDER BY a.ref, a.id`;
 const PREPARE_ALLOCATION = `
+PREPARE attune_agent_log_ref_lock AS
+SELECT pg_advisory_xact_lock(hashtext('artifact'), hashtext(r.ref)) FROM (SELECT DISTINCT ref FROM unnest(ARRAY[$1::text, $2::text]) AS u(ref) ORDER BY ref) r;
 PREPARE attune_agent_log_create AS
-INSERT INTO artifact (ref, ${ALLOCATION_FIELDS.join(', ')}) VALUES
-  ($1, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stdout', 'text/plain'),
-  ($2, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' stderr', 'text/plain')
-  ON CONFLICT (ref) DO NOTHING;
+INSERT INTO artifact (ref, ${ALLOCATION_FIELDS.join(', ')})
+SELECT w.ref, 'action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' ' || w.stream, 'text/plain'
+  FROM (VALUES ($1::text, 'stdout'), ($2::text, 'stderr')) AS w(ref, stream)
+ WHERE NOT EXISTS (SELECT 1 FROM artifact a WHERE a.ref = w.ref);
 PREPARE attune_agent_log_update AS
 UPDATE artifact t SET (${ALLOCATION_FIELDS.join(', ')}) = ('action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' ' || w.stream, 'text/plain')
-  FROM (VALUES ($1, 'stdout'), ($2, 'stderr')) AS w(ref, stream)
- WHERE t.ref = w.ref
+  FROM (${CHOSEN}) c JOIN (VALUES ($1::text, 'stdout'), ($2::text, 'stderr')) AS w(ref, stream) ON w.ref = c.ref
+ WHERE t.id = c.id
    AND (${ALLOCATION_FIELDS.map((f) => `t.${f}`).join(', ')}) IS DISTINCT FROM ('action', $3, 'file_text', 'private', 'runtime_log', $4, $5, $3 || ' ' || w.stream, 'text/plain');
 PREPARE attune_agent_log_lock AS
-SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(id::text)) FROM artifact WHERE ref IN ($1, $2) ORDER BY id;
+SELECT pg_advisory_xact_lock(hashtext('artifact_version'), hashtext(c.id::text)) FROM (${CHOSEN}) c ORDER BY c.id;
 PREPARE attune_agent_log_versions AS
 WITH x AS (
-  SELECT a.id AS artifact, CASE WHEN a.ref = $1 THEN 'stdout' ELSE 'stderr' END AS stream, replace(a.ref, '.', '/') AS prefix,
-         COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = a.id), 0) + 1 AS version
-    FROM artifact a WHERE a.ref IN ($1, $2)
+  SELECT c.id AS artifact, CASE WHEN c.ref = $1 THEN 'stdout' ELSE 'stderr' END AS stream, replace(c.ref, '.', '/') AS prefix,
+         COALESCE((SELECT MAX(v.version) FROM artifact_version v WHERE v.artifact = c.id), 0) + 1 AS version
+    FROM (${CHOSEN}) c
 ), ins AS (
   INSERT INTO artifact_version (artifact, version, execution, content_type, body_state, meta, created_by, file_path)
   SELECT x.artifact, x.version, $3::bigint, 'text/plain', 'pending',
@@ -81,12 +95,20 @@ WITH x AS (
 )
 SELECT id, artifact, version, file_path, stream FROM ins;`;
 
+/**
+ * A text value as SQL that means the same bytes whatever the session's client_encoding,
+ * standard_conforming_strings or backslash_quote: only hex digits travel in the statement.
+ */
+export function hexText(value: string): string {
+  return `convert_from(decode('${Buffer.from(value, 'utf8').toString('hex')}', 'hex'), 'UTF8')`;
+}
+
 /** Pool connections that hold the PREPAREd allocation statements. */
 const preparedOn = new WeakSet<pg.PoolClient>();
 
 /**
  * One round trip: the whole allocation goes as one multi-statement simple query of EXECUTEs
- * (values inlined as escaped literals) of statements PREPAREd once per connection — PostgreSQL
+ * (text values inlined as hex, see hexText) of statements PREPAREd once per connection — PostgreSQL
  * plans them once, not on every execution (planning was most of the cost) — so the advisory lock
  * still comes in a statement of its own: the next statement's snapshot sees versions other workers
  * (and Attune's API) committed while we waited. The artifact rows are created if missing and
@@ -101,14 +123,16 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
     if (!Number.isSafeInteger(n)) throw new Error(`log artifacts: ${name} must be an integer, got ${n}`);
   }
+  // An enum label (artifact_retention_enum), checked here so it can travel as a plain literal.
+  if (!/^[a-z_]{1,32}$/.test(input.retentionPolicy)) throw new Error(`log artifacts: retention policy ${JSON.stringify(input.retentionPolicy)} is not a retention policy name`);
   const client = await pool.connect();
-  const lit = (v: string) => client.escapeLiteral(v);
-  const [outRef, errRef] = STREAMS.map((s) => logArtifactRef(input.actionRef, s)).map(lit);
+  const [outRef, errRef] = STREAMS.map((s) => logArtifactRef(input.actionRef, s)).map(hexText);
   const sql = `
 BEGIN;
 SET LOCAL synchronous_commit TO off;
-EXECUTE attune_agent_log_create(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
-EXECUTE attune_agent_log_update(${outRef}, ${errRef}, ${lit(input.actionRef)}, ${lit(input.retentionPolicy)}, ${input.retentionLimit});
+EXECUTE attune_agent_log_ref_lock(${outRef}, ${errRef});
+EXECUTE attune_agent_log_create(${outRef}, ${errRef}, ${hexText(input.actionRef)}, '${input.retentionPolicy}', ${input.retentionLimit});
+EXECUTE attune_agent_log_update(${outRef}, ${errRef}, ${hexText(input.actionRef)}, '${input.retentionPolicy}', ${input.retentionLimit});
 EXECUTE attune_agent_log_lock(${outRef}, ${errRef});
 EXECUTE attune_agent_log_versions(${outRef}, ${errRef}, ${input.executionId}, ${input.maxUnflushedBytes}, ${input.maxUnflushedMs});
 COMMIT;`;
@@ -119,7 +143,7 @@ COMMIT;`;
       preparedOn.add(client);
     }
     const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
-    const versions = results[5].rows;
+    const versions = results[6].rows;
     const out = {} as LogAllocation;
     for (const stream of STREAMS) {
       const v = versions.find((r) => r.stream === stream);

@@ -65,8 +65,10 @@ export function createPool(db: DatabaseConfig, opts: { log?: Logger } = {}): pg.
     types: int8Types,
     // Runs on EVERY new connection before its first use (pg-pool awaits it), like Attune's after_connect.
     onConnect: async (client: pg.ClientBase) => {
-      await client.query('SELECT set_config($1, $2, false), set_config($3, $4, false)', [
-        'search_path', `${db.schema}, public`, 'application_name', `attune:${db.schema}`,
+      // client_encoding forced to UTF8: what the agent sends and reads never depends on the
+      // server's or PGOPTIONS' defaults.
+      await client.query('SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false)', [
+        'search_path', `${db.schema}, public`, 'application_name', `attune:${db.schema}`, 'client_encoding', 'UTF8',
       ]);
     },
   } as pg.PoolConfig);

@@ -2,6 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
+import { createPool } from '../../src/db/pool.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { readFileSync, rmSync, statSync } from 'node:fs';
@@ -79,6 +80,72 @@ test('allocations and seals of one action, all at once, never deadlock (one arti
   const rows = (await db.pool.query(`SELECT count(*)::int AS n, bool_and(l.sealed) AS sealed FROM log_stream l JOIN artifact_version v ON v.id = l.artifact_version JOIN artifact a ON a.id = v.artifact WHERE a.owner = 'busy.action'`)).rows[0];
   assert.deepEqual(rows, { n: 300, sealed: true });
   assert.ok(performance.now() - started < 5000, 'no statement waited for deadlock detection');
+});
+
+test('artifact.ref is not unique (as in Attune): two rows share a ref → the oldest is used, none added, its versions continue', async () => {
+  // What a real deployment can hold: two workers that both found no row and both inserted, or
+  // rows made through Attune's API. No statement may rely on a uniqueness the schema lacks.
+  const ref = 'dup.act';
+  const ids: number[] = [];
+  for (const stream of ['stdout', 'stdout', 'stderr', 'stderr']) {
+    const r = await db.pool.query(`INSERT INTO artifact (ref, scope, owner, type, visibility, classification, retention_policy, retention_limit, name, content_type)
+      VALUES ($1, 'action', $2, 'file_text', 'private', 'runtime_log', 'days', 7, $3, 'text/plain') RETURNING id`, [`${ref}.${stream}.log`, ref, `${ref} ${stream}`]);
+    ids.push(Number(r.rows[0].id));
+  }
+  const [oldestOut, newerOut, oldestErr] = ids;
+  await db.pool.query(`INSERT INTO artifact_version (artifact, version, content_type, body_state, created_by, file_path)
+    VALUES ($1, 4, 'text/plain', 'pending', 'worker', 'dup/act/stdout/log/v4.txt')`, [oldestOut]);
+  const a = await allocateLogArtifacts(db.pool, input(await execution(ref), { actionRef: ref }));
+  assert.equal(a.stdout.artifactId, oldestOut);
+  assert.equal(a.stderr.artifactId, oldestErr);
+  assert.equal(a.stdout.version, 5, 'max + 1 of the chosen row');
+  assert.equal(a.stderr.version, 1);
+  assert.equal(Number((await db.pool.query(`SELECT count(*) FROM artifact WHERE owner = $1`, [ref])).rows[0].count), 4, 'no row added');
+  assert.equal(Number((await db.pool.query(`SELECT count(*) FROM artifact_version WHERE artifact = $1`, [newerOut])).rows[0].count), 0, 'the newer duplicate is left alone');
+});
+
+test('150 concurrent first allocations of one action: one artifact row per stream, versions 1..150, no deadlock, no connection discarded', async () => {
+  const pool = createPool(db.dbConfig({ maxConnections: 10, idleTimeoutMs: 60_000 }));
+  let removed = 0;
+  let errors = 0;
+  pool.on('remove', () => removed++);
+  pool.on('error', () => errors++);
+  try {
+    const ref = 'storm.first';
+    const executions = await Promise.all(Array.from({ length: 150 }, () => execution(ref)));
+    const runs = await Promise.all(executions.map((ex) => allocateLogArtifacts(pool, input(ex, { actionRef: ref }))));
+    assert.deepEqual(runs.map((r) => r.stdout.version).sort((x, y) => x - y), Array.from({ length: 150 }, (_, i) => i + 1));
+    assert.deepEqual(runs.map((r) => r.stderr.version).sort((x, y) => x - y), Array.from({ length: 150 }, (_, i) => i + 1));
+    const rows = (await db.pool.query(`SELECT ref, count(*)::int AS n FROM artifact WHERE owner = $1 GROUP BY ref ORDER BY ref`, [ref])).rows;
+    assert.deepEqual(rows, [{ ref: `${ref}.stderr.log`, n: 1 }, { ref: `${ref}.stdout.log`, n: 1 }]);
+    assert.equal(removed, 0, 'no pooled connection was discarded');
+    assert.equal(errors, 0);
+    assert.equal(pool.totalCount, 10, 'the pool kept its connections');
+  } finally {
+    await pool.end();
+  }
+});
+
+test('sessions that start with another client_encoding, backslash_quote and standard_conforming_strings: refs stay data', async () => {
+  // The allocation inlines its text values as hex (ASCII only) and the pool forces UTF8 on connect,
+  // so neither the server's defaults nor PGOPTIONS can change what a ref means.
+  const saved = process.env.PGOPTIONS;
+  process.env.PGOPTIONS = '-c client_encoding=LATIN1 -c backslash_quote=on -c standard_conforming_strings=off';
+  const pool = createPool(db.dbConfig({ maxConnections: 1 }));
+  try {
+    const c = await pool.connect();
+    c.release();
+    const ref = "enc.\u00e9t\u00e9'\\' OR 1=1; --";
+    const a = await allocateLogArtifacts(pool, input(await execution(ref), { actionRef: ref }));
+    assert.equal(a.stdout.filePath, `${ref.replaceAll('.', '/')}/stdout/log/v1.txt`);
+    const stored = (await db.pool.query(`SELECT ref FROM artifact WHERE owner = $1 ORDER BY ref`, [ref])).rows.map((r) => r.ref);
+    assert.deepEqual(stored, [`${ref}.stderr.log`, `${ref}.stdout.log`]);
+    assert.equal((await pool.query('SHOW client_encoding')).rows[0].client_encoding, 'UTF8');
+  } finally {
+    if (saved === undefined) delete process.env.PGOPTIONS;
+    else process.env.PGOPTIONS = saved;
+    await pool.end();
+  }
 });
 
 test('a changed retention on the action updates the artifact rows', async () => {
