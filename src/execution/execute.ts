@@ -94,9 +94,14 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     });
     if (!located.ok) return done(executionFailure(located.error));
 
-    const runtimeVersion = input.runtime && input.runtimeVersions && input.runtimeVersions.length > 0
-      ? chooseRuntimeVersion(input.runtimeVersions, action.runtime_version_constraint)
-      : null;
+    let runtimeVersion: RuntimeVersionRow | null = null;
+    if (input.runtime && input.runtimeVersions && input.runtimeVersions.length > 0) {
+      const choice = chooseRuntimeVersion(input.runtimeVersions, action.runtime_version_constraint, {
+        actionRef: action.ref, runtime: input.runtime, detected: input.detected,
+      });
+      if (!choice.ok) return done(executionFailure(choice.error));
+      runtimeVersion = choice.version;
+    }
 
     // Created only when a parameter or inline file needs it (a read-only /tmp must not break stdin actions).
     const privateDir = join(tmpdir(), `attune-exec-${execution.id}-${randomBytes(6).toString('hex')}`);

@@ -1,23 +1,69 @@
 /**
- * Pick the runtime_version row for an action (contract §5.2 step 4, simplified), pure:
- * available (not `available = false`) rows only; no constraint → the default row (if any);
- * a constraint → the highest version that satisfies it. Nothing matches → null, and the runtime's
- * own execution_config is used. Constraints: `3.11` (prefix), `=3.11.4`, `>=3.10, <3.13`, `^3.10`,
- * `~3.11`, `!=3.12`, `*`; clauses separated by commas or spaces all have to hold.
+ * Pick the runtime_version row for an action (Attune's executor: resolve_runtime_version), pure.
+ *
+ * 1. Candidates are narrowed to the versions THIS worker has: the versions it detected for the
+ *    runtime (what it advertises in `capabilities.runtime_versions`). A catalog row matches a
+ *    detected version when it names it or a prefix of it (`3.11` ~ `3.11.7`, `20` ~ `20.11.0`;
+ *    Attune reads a bare row version as a tilde range, so its `20` misses `20.11.0`: fixed here).
+ *    Rows marked `available = false` are skipped, as Attune does.
+ * 2. The action's `runtime_version_constraint` keeps the candidates that satisfy it; the highest wins.
+ * 3. No constraint: the candidate marked `is_default`, else the highest candidate.
+ *
+ * No candidate and no constraint → no version (the runtime's own execution_config runs, with the
+ * detected interpreter). A constraint that no candidate satisfies → an error naming the action,
+ * the constraint, the catalog's versions and the detected ones (Attune only warns and runs the
+ * base interpreter, which may be exactly the version the constraint excludes).
  */
-import type { RuntimeVersionRow } from '../model.ts';
+import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import { normalizeRuntimeName } from '../detect/aliases.ts';
+
+export interface DetectedVersion { name: string; path: string; version?: string | null }
+
+export type VersionChoice =
+  | { ok: true; version: RuntimeVersionRow | null }
+  | { ok: false; error: string };
+
+/** The detected interpreters that belong to this runtime (by its normalised name and aliases). */
+export function detectedForRuntime(runtime: Pick<RuntimeRow, 'name' | 'aliases'>, detected: readonly DetectedVersion[]): DetectedVersion[] {
+  const keys = new Set([runtime.name, ...(runtime.aliases ?? [])].map(normalizeRuntimeName));
+  return detected.filter((d) => keys.has(normalizeRuntimeName(d.name)));
+}
+
+/** A catalog row version names the detected version or a prefix of it, component by component. */
+export function rowMatchesDetected(rowVersion: string, detectedVersion: string): boolean {
+  const row = parseVersion(rowVersion);
+  const have = parseVersion(detectedVersion);
+  return row.length > 0 && row.length <= have.length && row.every((n, i) => have[i] === n);
+}
 
 export function chooseRuntimeVersion(
   versions: readonly RuntimeVersionRow[],
   constraint: string | null,
-): RuntimeVersionRow | null {
-  const usable = versions.filter((v) => v.available !== false);
-  if (usable.length === 0) return null;
+  context: { actionRef: string; runtime: Pick<RuntimeRow, 'ref' | 'name' | 'aliases'>; detected: readonly DetectedVersion[] },
+): VersionChoice {
+  if (versions.length === 0) return { ok: true, version: null };
+  const mine = detectedForRuntime(context.runtime, context.detected);
+  const have = mine.map((d) => d.version).filter((v): v is string => !!v);
+  const candidates = versions.filter((v) => v.available !== false && have.some((h) => rowMatchesDetected(v.version, h)));
+  const byVersionDesc = (a: RuntimeVersionRow, b: RuntimeVersionRow) => compareVersions(b.version, a.version);
   const c = (constraint ?? '').trim();
-  if (c === '') return usable.find((v) => v.is_default) ?? null;
-  const matching = usable.filter((v) => satisfies(v.version, c));
-  matching.sort((a, b) => compareVersions(b.version, a.version));
-  return matching[0] ?? null;
+  if (c === '') {
+    const chosen = candidates.find((v) => v.is_default) ?? [...candidates].sort(byVersionDesc)[0] ?? null;
+    return { ok: true, version: chosen };
+  }
+  const matching = candidates.filter((v) => satisfies(v.version, c)).sort(byVersionDesc);
+  if (matching.length > 0) return { ok: true, version: matching[0] };
+  const catalog = [...versions].sort(byVersionDesc)
+    .map((v) => `${v.version}${v.is_default ? ' (default)' : ''}${v.available === false ? ' (unavailable)' : ''}`).join(', ');
+  const kind = normalizeRuntimeName(context.runtime.name);
+  const here = mine.length > 0
+    ? mine.map((d) => `${kind} ${d.version ?? '(unknown version)'} at ${d.path}`).join(', ')
+    : `no ${kind} interpreter`;
+  return {
+    ok: false,
+    error: `${kind} action ${context.actionRef}: no version of runtime ${context.runtime.ref} satisfies the constraint '${c}' on this worker: ` +
+      `the catalog has ${catalog}; this image has ${here}. Run the action on a worker whose image has a matching ${kind}, or change the action's runtime_version_constraint.`,
+  };
 }
 
 export function parseVersion(text: string): number[] {

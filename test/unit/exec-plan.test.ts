@@ -4,7 +4,7 @@ import { createHmac } from 'node:crypto';
 import { planExecution, effectiveTimeoutMs, runtimeKind, shellHelperWrapper, type PlanInput, type PlanFacts } from '../../src/execution/plan.ts';
 import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../../src/model.ts';
 import type { ActionSource } from '../../src/execution/pack-files.ts';
-import { chooseRuntimeVersion, satisfies } from '../../src/execution/runtime-version.ts';
+import { chooseRuntimeVersion, rowMatchesDetected, satisfies } from '../../src/execution/runtime-version.ts';
 
 const PACK_DIR = '/opt/attune/packs/demo';
 
@@ -284,18 +284,44 @@ test('runtime version: its interpreter when present here, else the runtime defau
   assert.match(q.warnings.join('\n'), /runtime version 3\.12\.1/);
 });
 
-test('runtime version choice and constraints', () => {
+test('runtime version choice: narrowed to the versions this worker detected, then the constraint, then the default', () => {
   const row = (version: string, is_default = false, available: boolean | null = true): RuntimeVersionRow => ({
     id: 1, runtime: 1, runtime_ref: 'core.python', version, is_default, available, execution_config: {},
   });
-  const rows = [row('3.10.4'), row('3.11.7', true), row('3.12.1'), row('3.13.0', false, false)];
-  assert.equal(chooseRuntimeVersion(rows, null)?.version, '3.11.7');
-  assert.equal(chooseRuntimeVersion(rows, '>=3.11')?.version, '3.12.1');
-  assert.equal(chooseRuntimeVersion(rows, '>= 3.10, < 3.12')?.version, '3.11.7');
-  assert.equal(chooseRuntimeVersion(rows, '3.10')?.version, '3.10.4');
-  assert.equal(chooseRuntimeVersion(rows, '~3.12')?.version, '3.12.1');
-  assert.equal(chooseRuntimeVersion(rows, '>=3.13'), null, 'unavailable versions are not chosen');
-  assert.equal(chooseRuntimeVersion([], '>=3'), null);
+  // Attune's core.python catalog: 3.11, 3.12 (default), 3.13.
+  const catalog = [row('3.11'), row('3.12', true), row('3.13')];
+  const runtime = { ref: 'core.python', name: 'Python', aliases: ['python', 'python3'] };
+  const image = (version: string | null, name = 'python') => [{ name: 'shell', path: '/bin/bash', version: '5.2.15' }, { name, path: '/usr/bin/python3', version }];
+  const choose = (rows: RuntimeVersionRow[], constraint: string | null, detected: ReturnType<typeof image>) =>
+    chooseRuntimeVersion(rows, constraint, { actionRef: 'acme.hello', runtime, detected });
+  const chosen = (c: ReturnType<typeof choose>) => (c.ok ? c.version?.version ?? null : `error: ${c.error}`);
+
+  assert.equal(chosen(choose(catalog, null, image('3.11.2'))), '3.11', 'image with 3.11 only: 3.11, not the default 3.12');
+  assert.equal(chosen(choose(catalog, null, image('3.12.7'))), '3.12');
+  assert.equal(chosen(choose(catalog, null, image('3.10.1'))), null, 'no catalog version here: the runtime itself runs, with the detected interpreter');
+  assert.equal(chosen(choose(catalog, null, image(null))), null, 'unknown detected version: no version row');
+  assert.equal(chosen(choose(catalog, null, [])), null);
+  assert.equal(chosen(choose(catalog, '>=3.11', image('3.13.0'))), '3.13');
+  assert.equal(chosen(choose(catalog, '3.11', image('3.11.2'))), '3.11');
+  const refused = choose(catalog, '>=3.12', image('3.11.2'));
+  assert.equal(refused.ok, false);
+  if (!refused.ok) {
+    assert.match(refused.error, /acme\.hello/);
+    assert.match(refused.error, />=3\.12/);
+    assert.match(refused.error, /3\.13, 3\.12 \(default\), 3\.11/);
+    assert.match(refused.error, /python 3\.11\.2 at \/usr\/bin\/python3/);
+  }
+  const none = choose(catalog, '>=3.12', [{ name: 'shell', path: '/bin/bash', version: '5.2.15' }]);
+  assert.ok(!none.ok && /no python interpreter/.test(none.error));
+  // Detected under an alias name; a node-style major-only row matches its minor releases.
+  assert.equal(chosen(choose(catalog, null, image('3.13.1', 'python3'))), '3.13');
+  const node = [row('18'), row('20', true), row('22')];
+  assert.equal(chosen(chooseRuntimeVersion(node, null, { actionRef: 'a.b', runtime: { ref: 'core.nodejs', name: 'Node.js', aliases: ['node', 'nodejs', 'node.js'] }, detected: [{ name: 'node', path: '/usr/bin/node', version: '22.11.0' }] })), '22');
+  // Unavailable rows are never chosen; several candidates without a default: the highest.
+  assert.equal(chosen(choose([row('3.11', false, false), row('3.12', true)], null, image('3.11.4'))), null);
+  assert.equal(chosen(choose([row('3.11'), row('3.11.4')], null, image('3.11.4'))), '3.11.4');
+  assert.equal(chosen(choose([], '>=3', image('3.11.2'))), null);
+  assert.ok(rowMatchesDetected('3.11', '3.11.7') && rowMatchesDetected('20', '20.11.0') && !rowMatchesDetected('3.1', '3.11.0') && !rowMatchesDetected('3.11.7', '3.11'));
   assert.ok(satisfies('3.11.2', '^3.10'));
   assert.ok(!satisfies('4.0.0', '^3.10'));
   assert.ok(satisfies('3.11.2', '!=3.12'));
