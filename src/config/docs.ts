@@ -31,8 +31,8 @@ function defaultText(o: OptionSpec): string {
  */
 export function renderConfigTable(): string {
   const example = 'worker.health_port';
-  const rule = `Each key is also set by \`ATTUNE__\` + the key upper-cased with \`.\` → \`__\` (\`${example}\` → \`${envNameFor(example)}\`); ` +
-    'the second column lists the other names a key is read from.';
+  const rule = `Every key can also be set as the variable \`ATTUNE__\` + the key upper-cased with \`.\` → \`__\` ` +
+    `(\`${example}\` → \`${envNameFor(example)}\`); the second column lists further variables or flags a key is read from.`;
   const rows = OPTIONS.map((o) => {
     const also = [...(o.alsoEnv ? ['`' + o.alsoEnv + '`'] : []), ...(o.flag ? ['`' + o.flag + '`'] : [])].join('<br>');
     return `| \`${o.key}\` | ${also} | ${defaultText(o)} | ${allowed(o)} | ${o.unused ? '(unused) ' : ''}${o.doc.replace(/\|/g, '\\|')} |`;
