@@ -25,10 +25,17 @@ function defaultText(o: OptionSpec): string {
   return '`' + (typeof d === 'string' ? d : JSON.stringify(d)) + '`';
 }
 
+/**
+ * Every key's `ATTUNE__…` name follows one rule (envNameFor), so the table states the rule once and
+ * lists per key only the other names it is read from: the README stays short enough to read.
+ */
 export function renderConfigTable(): string {
+  const example = 'worker.health_port';
+  const rule = `Every key can also be set as the variable \`ATTUNE__\` + the key upper-cased with \`.\` → \`__\` ` +
+    `(\`${example}\` → \`${envNameFor(example)}\`); the second column lists further variables or flags a key is read from.`;
   const rows = OPTIONS.map((o) => {
-    const env = ['`' + envNameFor(o.key) + '`', ...(o.alsoEnv ? ['`' + o.alsoEnv + '`'] : []), ...(o.flag ? ['`' + o.flag + '`'] : [])].join('<br>');
-    return `| \`${o.key}\` | ${env} | ${defaultText(o)} | ${allowed(o)} | ${o.unused ? '(unused) ' : ''}${o.doc.replace(/\|/g, '\\|')} |`;
+    const also = [...(o.alsoEnv ? ['`' + o.alsoEnv + '`'] : []), ...(o.flag ? ['`' + o.flag + '`'] : [])].join('<br>');
+    return `| \`${o.key}\` | ${also} | ${defaultText(o)} | ${allowed(o)} | ${o.unused ? '(unused) ' : ''}${o.doc.replace(/\|/g, '\\|')} |`;
   });
-  return [TABLE_START, '| YAML key | environment / flag | default | allowed | meaning |', '|---|---|---|---|---|', ...rows, TABLE_END].join('\n');
+  return [TABLE_START, rule, '', '| key | also read from | default | allowed | meaning |', '|---|---|---|---|---|', ...rows, TABLE_END].join('\n');
 }
