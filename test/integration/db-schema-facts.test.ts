@@ -101,7 +101,7 @@ describe('artifact / artifact_version / log_stream (log artifacts, contract §5.
   test('ck_artifact_version_object_metadata rejects what Attune rejects', async () => {
     const ins = (v: number, cols: Record<string, unknown>) => {
       const names = ['artifact', 'version', ...Object.keys(cols)];
-      return [`INSERT INTO artifact_version (${names.join(', ')}) VALUES (${names.map((_, i) => `$${i + 1}`).join(', ')})`, [artifactId, v, ...Object.values(cols)]] as const;
+      return [`INSERT INTO artifact_version (${names.join(', ')}) VALUES (${names.map((_, i) => `$${i + 1}`).join(', ')})`, [artifactId, v, ...Object.values(cols)]] as [string, unknown[]];
     };
     const CK = 'ck_artifact_version_object_metadata';
     // legacy rows (no body state) carry no object metadata
