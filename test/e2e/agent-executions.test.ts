@@ -211,7 +211,7 @@ describe('outputs and failures', () => {
     const missing = await run(await action({ name: 'missing', entrypoint: 'does_not_exist.sh', runtime: 'shell' }));
     assertOneTerminalPair(missing, 'failed');
     assert.match(String(missing.result.error), /does_not_exist\.sh/);
-    await db.pool.query(`INSERT INTO runtime (ref, name, aliases, execution_config) VALUES ('core.lua', 'Lua', '{lua}', '{"interpreter":{"binary":"lua5.4","file_extension":".lua"}}') ON CONFLICT DO NOTHING`);
+    await db.pool.query(`INSERT INTO runtime (ref, name, aliases, distributions, execution_config) VALUES ('core.lua', 'Lua', '{lua}', '{}', '{"interpreter":{"binary":"lua5.4","file_extension":".lua"}}') ON CONFLICT DO NOTHING`);
     runtimeIds.lua = Number((await db.pool.query(`SELECT id FROM runtime WHERE ref = 'core.lua'`)).rows[0].id);
     const noInterp = await run(await action({ name: 'lua', entrypoint: 'echo_params.sh', runtime: 'lua' }));
     assertOneTerminalPair(noInterp, 'failed');

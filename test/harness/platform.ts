@@ -9,34 +9,24 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type pg from 'pg';
+import { seedCoreCatalog } from '../fixtures/catalog/core-runtimes.ts';
 
-/** Core runtimes as Attune's core pack defines them (interpreter by name; the agent resolves paths). */
-export const CORE_RUNTIMES: Record<string, { name: string; aliases: string[]; binary: string; ext: string; args?: string[] }> = {
-  shell: { name: 'Shell', aliases: ['shell', 'bash', 'sh'], binary: '/bin/bash', ext: '.sh' },
-  python: { name: 'Python', aliases: ['python', 'python3'], binary: 'python3', ext: '.py' },
-  node: { name: 'Node.js', aliases: ['node', 'nodejs', 'node.js'], binary: 'node', ext: '.js' },
-  perl: { name: 'Perl', aliases: ['perl', 'perl5'], binary: 'perl', ext: '.pl' },
-  ruby: { name: 'Ruby', aliases: ['ruby', 'rb'], binary: 'ruby', ext: '.rb' },
-  java: { name: 'Java', aliases: ['java', 'jdk', 'openjdk'], binary: 'java', ext: '.java' },
-  go: { name: 'Go', aliases: ['go', 'golang'], binary: 'go', ext: '.go', args: ['run'] },
-  r: { name: 'R', aliases: ['r', 'rscript'], binary: 'Rscript', ext: '.R' },
-  native: { name: 'Native', aliases: ['native', 'builtin', 'standalone'], binary: '', ext: '' },
+/**
+ * The runtime keys tests and the demo use (an action's `runtime`, a pack YAML's `runner_type`) →
+ * the rows of Attune's core catalog (test/fixtures/catalog/core-runtimes.ts).
+ */
+export const CORE_RUNTIME_REFS: Record<string, string> = {
+  shell: 'core.shell', python: 'core.python', node: 'core.nodejs', perl: 'core.perl', ruby: 'core.ruby',
+  java: 'core.java', go: 'core.go', r: 'core.r', native: 'core.native',
 };
 
+/**
+ * Attune's real core catalog (platform-owned runtimes with their version rows, e.g. core.python
+ * 3.11, 3.12 (default), 3.13) and the `core` pack, as a deployment has them. Returns key → runtime id.
+ */
 export async function seedCoreRuntimes(db: pg.Pool): Promise<Record<string, number>> {
-  await db.query(`INSERT INTO pack (ref, label, version) VALUES ('core', 'Core', '1.0.0') ON CONFLICT (ref) DO NOTHING`);
-  const ids: Record<string, number> = {};
-  for (const [key, r] of Object.entries(CORE_RUNTIMES)) {
-    const execConfig = r.binary ? { interpreter: { binary: r.binary, args: r.args ?? [], file_extension: r.ext } } : {};
-    const res = await db.query(
-      `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config)
-       VALUES ($1, (SELECT id FROM pack WHERE ref = 'core'), 'core', $2, $3, $4)
-       ON CONFLICT (ref) DO UPDATE SET execution_config = EXCLUDED.execution_config RETURNING id`,
-      [`core.${key}`, r.name, r.aliases, JSON.stringify(execConfig)],
-    );
-    ids[key] = Number(res.rows[0].id);
-  }
-  return ids;
+  const catalog = await seedCoreCatalog(db);
+  return Object.fromEntries(Object.entries(CORE_RUNTIME_REFS).map(([key, ref]) => [key, catalog.runtimes[ref].id]));
 }
 
 export interface ActionDef {

@@ -9,16 +9,19 @@ import {
 } from '../../src/db/executions.ts';
 
 let db: TestDatabase;
-let ids: { pack: number; runtime: number; action: number; enforcement: number; worker: number; release: number };
+let ids: { pack: number; runtime: number; action: number; enforcement: number; worker: number; release: number; workflow: number };
 const DIGEST = 'a'.repeat(64);
 
 before(async () => {
   db = await createTestDatabase('executions');
   const q = async (sql: string, v: unknown[] = []) => (await db.pool.query(sql, v)).rows[0].id as number;
   const pack = await q(`INSERT INTO pack (ref, label, version) VALUES ('mypack', 'My pack', '1.0.0') RETURNING id`);
-  const release = await q(`INSERT INTO pack_release (pack, pack_ref, version, digest, content_path) VALUES ($1, 'mypack', '1.0.0', $2, '/x') RETURNING id`, [pack, DIGEST]);
+  const release = await q(
+    `INSERT INTO pack_release (pack, pack_ref, version, digest, content_path, archive_size, manifest) VALUES ($1, 'mypack', '1.0.0', $2, '/x', 0, '{}') RETURNING id`,
+    [pack, DIGEST],
+  );
   const runtime = await q(
-    `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config) VALUES ('core.python', NULL, NULL, 'Python', ARRAY['python'],
+    `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, distributions, execution_config) VALUES ('core.python', NULL, NULL, 'Python', ARRAY['python'], '{}',
      '{"interpreter":{"binary":"python3","file_extension":".py"}}') RETURNING id`,
   );
   await db.pool.query(`INSERT INTO runtime_version (runtime, runtime_ref, version, version_major, version_minor, version_patch, is_default) VALUES ($1, 'core.python', '3.11.2', 3, 11, 2, true), ($1, 'core.python', '3.12.1', 3, 12, 1, false)`, [runtime]);
@@ -28,29 +31,35 @@ before(async () => {
      VALUES ('mypack.hello', $1, 'mypack', 'Hello', 'hello.py', $2, 30, 'dotenv', 'json') RETURNING id`,
     [pack, runtime],
   );
-  const enforcement = await q(`INSERT INTO enforcement (rule_ref, trigger_ref) VALUES ('mypack.on_tick', 'core.intervaltimer') RETURNING id`);
+  const enforcement = await q(`INSERT INTO enforcement (rule_ref, trigger_ref, payload) VALUES ('mypack.on_tick', 'core.intervaltimer', '{}') RETURNING id`);
+  const workflow = await q(
+    `INSERT INTO workflow_definition (ref, pack, pack_ref, label, version, definition) VALUES ('mypack.flow', $1, 'mypack', 'Flow', '1.0.0', '{}') RETURNING id`,
+    [pack],
+  );
   const worker = (await registerWorker(db.pool, { name: 'exec-worker', workerType: 'local', runtimeId: null, host: 'h', port: null, capabilities: { runtime_versions: { python: ['3.12.1'] } } })).id;
-  ids = { pack, runtime, action, enforcement, worker, release };
+  ids = { pack, runtime, action, enforcement, worker, release, workflow };
 });
 after(() => db?.drop());
 
+/** A top-level execution of its own enforcement (Attune allows one per enforcement). */
 async function newExecution(status = 'scheduled', extra: Record<string, unknown> = {}): Promise<number> {
+  const enforcement = (await db.pool.query(`INSERT INTO enforcement (rule_ref, trigger_ref, payload) VALUES ('mypack.on_tick', 'core.intervaltimer', '{}') RETURNING id`)).rows[0].id;
   const cols = ['action', 'action_ref', 'status', 'worker', 'enforcement', 'config', ...Object.keys(extra)];
-  const vals = [ids.action, 'mypack.hello', status, ids.worker, ids.enforcement, JSON.stringify({ name: 'x' }), ...Object.values(extra)];
+  const vals = [ids.action, 'mypack.hello', status, ids.worker, enforcement, JSON.stringify({ name: 'x' }), ...Object.values(extra)];
   const { rows } = await db.pool.query(`INSERT INTO execution (${cols.join(', ')}) VALUES (${cols.map((_, i) => `$${i + 1}`).join(', ')}) RETURNING id`, vals);
   return rows[0].id;
 }
 
 test('action defaults and CHECK constraints mirror Attune', async () => {
-  const a = (await db.pool.query(`INSERT INTO action (ref, pack_ref, entrypoint) VALUES ('mypack.defaults', 'mypack', 'x.sh') RETURNING parameter_delivery, parameter_format, output_format`)).rows[0];
+  const a = (await db.pool.query(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint) VALUES ('mypack.defaults', $1, 'mypack', 'Defaults', 'x.sh') RETURNING parameter_delivery, parameter_format, output_format`, [ids.pack])).rows[0];
   assert.deepEqual(a, { parameter_delivery: 'stdin', parameter_format: 'json', output_format: 'text' });
-  await assert.rejects(db.pool.query(`INSERT INTO action (ref, pack_ref, entrypoint, output_format) VALUES ('mypack.bad', 'mypack', 'x', 'xml')`), /action_output_format_check/);
+  await assert.rejects(db.pool.query(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, output_format) VALUES ('mypack.bad', $1, 'mypack', 'Bad', 'x', 'xml')`, [ids.pack]), /action_output_format_check/);
   await assert.rejects(db.pool.query(`INSERT INTO execution (action_ref, pack_release_digest) VALUES ('x', 'nothex')`), /execution_release/);
 });
 
 test('loadExecution reads the §5.12 columns, never workflow_def', async () => {
   const id = await newExecution('scheduled', {
-    workflow_def: 42, pack_release: ids.release, pack_release_digest: DIGEST,
+    workflow_def: ids.workflow, pack_release: ids.release, pack_release_digest: DIGEST,
     executable_snapshot: JSON.stringify({ release: { id: ids.release, digest: DIGEST } }), timeout_seconds: 5, trace_tag: 't-1',
     permission_set_refs: ['core.admin'],
   });

@@ -154,8 +154,10 @@ test('a changed retention on the action updates the artifact rows', async () => 
   assert.deepEqual(rows, [{ retention_policy: 'versions', retention_limit: 3 }, { retention_policy: 'versions', retention_limit: 3 }]);
 });
 
-test('hostile refs are data: quotes and backslashes in the action ref', async () => {
-  const ref = "evil'pack.act\\ion; DROP TABLE artifact;--";
+// Attune's artifact_ref_path_safe CHECK rejects refs with '/', ':', '\\', '..' or a leading/trailing
+// dot, so the hostile ref here is one Attune's schema accepts: quotes, a semicolon, SQL.
+test('hostile refs are data: quotes and SQL in the action ref', async () => {
+  const ref = `evil'pack.act"ion; DROP TABLE artifact;--`;
   const a = await allocateLogArtifacts(db.pool, input(await execution(ref), { actionRef: ref }));
   assert.equal(a.stdout.filePath, `${ref.replaceAll('.', '/')}/stdout/log/v1.txt`);
   assert.equal((await db.pool.query(`SELECT count(*)::int AS n FROM artifact WHERE owner = $1`, [ref])).rows[0].n, 2);
@@ -174,8 +176,8 @@ test('finalize seals the streams (truncated flag, total) and makes the versions 
     { stream: 'stderr', body_state: 'ready', size_bytes: 0, sha256: empty, sealed: true, truncated: false, total_bytes: 0, sealed_at: true, artifact_size: 0 },
     { stream: 'stdout', body_state: 'ready', size_bytes: 1234, sha256: digest, sealed: true, truncated: true, total_bytes: 1234, sealed_at: true, artifact_size: 1234 },
   ]);
-  // Attune's own constraint: a pending body has no digest, a ready one must have one.
-  await assert.rejects(db.pool.query(`UPDATE artifact_version SET body_state = 'pending' WHERE id = $1`, [a.stdout.versionId]), /ck_artifact_version_object_metadata/);
+  // Attune's own guard: a ready body can only move on to deleting (trigger trg_artifact_body_immutability).
+  await assert.rejects(db.pool.query(`UPDATE artifact_version SET body_state = 'pending' WHERE id = $1`, [a.stdout.versionId]), /ready artifact body can only transition to deleting/);
 });
 
 test('a run: the log files are the artifact versions\' files; without artifact tables the run goes on with plain files', async (t) => {

@@ -100,10 +100,10 @@ test('replicas racing on one name end with one row and the same id', async () =>
 test('auto-registration: existing rows matched, retired core template cloned, others minimal, races harmless', async () => {
   await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ('core', 'Core', '1.0.0')`);
   await db.pool.query(
-    `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config)
-     VALUES ('core.python', (SELECT id FROM pack WHERE ref = 'core'), 'core', 'Python', ARRAY['python','python3'],
+    `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, distributions, execution_config)
+     VALUES ('core.python', (SELECT id FROM pack WHERE ref = 'core'), 'core', 'Python', ARRAY['python','python3'], '{}',
              '{"interpreter":{"binary":"python3","args":["-u"],"file_extension":".py"}}'),
-            ('mypack.shell', NULL, NULL, 'Shell', ARRAY[]::text[], '{}')`,
+            ('mypack.shell', NULL, NULL, 'Shell', ARRAY[]::text[], '{}', '{}')`,
   );
   await db.pool.query(
     `INSERT INTO runtime (ref, pack, pack_ref, name, description, aliases, distributions, installation, execution_config, retired_at)

@@ -16,19 +16,19 @@ const ids: Record<string, number> = {};
 before(async () => {
   db = await createTestDatabase('exec_db_context');
   const q = async (sql: string, v: unknown[] = []) => Number((await db.pool.query(sql, v)).rows[0].id);
-  const pack = await q(`INSERT INTO pack (ref, label, version) VALUES ('p', 'P', '1.0.0') RETURNING id`);
-  ids.runtime = await q(`INSERT INTO runtime (ref, name, aliases, execution_config) VALUES ('core.python', 'Python', ARRAY['python','python3'], '{"interpreter":{"binary":"python3","args":["-u"],"file_extension":".py"}}') RETURNING id`);
-  ids.bare = await q(`INSERT INTO runtime (ref, name) VALUES ('core.bare', 'Bare') RETURNING id`);
+  const pack = await q(`INSERT INTO pack (ref, label, version) VALUES ('pk', 'P', '1.0.0') RETURNING id`);
+  ids.runtime = await q(`INSERT INTO runtime (ref, name, aliases, distributions, execution_config) VALUES ('core.python', 'Python', ARRAY['python','python3'], '{}', '{"interpreter":{"binary":"python3","args":["-u"],"file_extension":".py"}}') RETURNING id`);
+  ids.bare = await q(`INSERT INTO runtime (ref, name, distributions) VALUES ('core.bare', 'Bare', '{}') RETURNING id`);
   await db.pool.query(
     `INSERT INTO runtime_version (runtime, runtime_ref, version, version_major, version_minor, version_patch, is_default, verified_at, execution_config, meta)
      VALUES ($1, 'core.python', '3.12.1', 3, 12, 1, false, now(), '{"interpreter":{"binary":"python3.12"}}', '{"k":[1]}'),
             ($1, 'core.python', '3.11.2', 3, 11, 2, true, NULL, '{}', '{}')`, [ids.runtime]);
   await db.pool.query(`INSERT INTO runtime_version (runtime, runtime_ref, version, retired_at) VALUES ($1, 'core.python', '2.7.18', now())`, [ids.runtime]);
   const action = (ref: string, runtime: number | null) =>
-    q(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, timeout_seconds, param_schema) VALUES ($1, $2, 'p', $1, 'a.py', $3, 30, '{"type":"object"}') RETURNING id`, [ref, pack, runtime]);
-  ids.withRuntime = await action('p.with_runtime', ids.runtime);
-  ids.bareRuntime = await action('p.bare_runtime', ids.bare);
-  ids.noRuntime = await action('p.no_runtime', null);
+    q(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, timeout_seconds, param_schema) VALUES ($1, $2, 'pk', $1, 'a.py', $3, 30, '{"type":"object"}') RETURNING id`, [ref, pack, runtime]);
+  ids.withRuntime = await action('pk.with_runtime', ids.runtime);
+  ids.bareRuntime = await action('pk.bare_runtime', ids.bare);
+  ids.noRuntime = await action('pk.no_runtime', null);
 });
 after(() => db?.drop());
 
@@ -41,19 +41,19 @@ async function sequential(key: { id: number | null; ref: string }) {
 
 test('same answers as the three sequential reads', async () => {
   const keys = [
-    { id: ids.withRuntime, ref: 'p.with_runtime' },
-    { id: ids.bareRuntime, ref: 'p.bare_runtime' },
-    { id: ids.noRuntime, ref: 'p.no_runtime' },
-    { id: null, ref: 'p.with_runtime' }, // no action id on the execution: by ref
-    { id: 999_999, ref: 'p.with_runtime' }, // the id is gone (pack reinstalled): by ref
-    { id: ids.withRuntime, ref: 'p.other' }, // the id wins over the ref
-    { id: 999_999, ref: 'p.missing' },
+    { id: ids.withRuntime, ref: 'pk.with_runtime' },
+    { id: ids.bareRuntime, ref: 'pk.bare_runtime' },
+    { id: ids.noRuntime, ref: 'pk.no_runtime' },
+    { id: null, ref: 'pk.with_runtime' }, // no action id on the execution: by ref
+    { id: 999_999, ref: 'pk.with_runtime' }, // the id is gone (pack reinstalled): by ref
+    { id: ids.withRuntime, ref: 'pk.other' }, // the id wins over the ref
+    { id: 999_999, ref: 'pk.missing' },
   ];
   for (const key of keys) {
     const one = await loadActionContext(db.pool, key);
     assert.deepEqual(one, await sequential(key), JSON.stringify(key));
   }
-  const c = await loadActionContext(db.pool, { id: ids.withRuntime, ref: 'p.with_runtime' });
+  const c = await loadActionContext(db.pool, { id: ids.withRuntime, ref: 'pk.with_runtime' });
   assert.deepEqual(c?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2'], 'live versions in id order');
   assert.ok(c?.runtimeVersions[0].verified_at instanceof Date);
 });
@@ -62,12 +62,12 @@ test('claimWithContext: the claimed row, its action context and secret parameter
   const none = { releaseId: null, releaseDigest: null };
   // An execution whose action row was deleted keeps its id only until ON DELETE SET NULL: null id, by ref.
   const cases: { action: number | null; ref: string }[] = [
-    { action: ids.withRuntime, ref: 'p.with_runtime' },
-    { action: ids.bareRuntime, ref: 'p.bare_runtime' },
-    { action: ids.noRuntime, ref: 'p.no_runtime' },
-    { action: null, ref: 'p.with_runtime' },
-    { action: ids.withRuntime, ref: 'p.other' },
-    { action: null, ref: 'p.missing' },
+    { action: ids.withRuntime, ref: 'pk.with_runtime' },
+    { action: ids.bareRuntime, ref: 'pk.bare_runtime' },
+    { action: ids.noRuntime, ref: 'pk.no_runtime' },
+    { action: null, ref: 'pk.with_runtime' },
+    { action: ids.withRuntime, ref: 'pk.other' },
+    { action: null, ref: 'pk.missing' },
   ];
   for (const c of cases) {
     const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, config) VALUES ($1, $2, 'scheduled', '{"x":1}') RETURNING id`, [c.action, c.ref])).rows[0].id);
@@ -92,7 +92,7 @@ test('claimForRun on a schema without execution_secret_value: claims without the
   const old = await createTestDatabase('exec_db_context_old');
   try {
     await old.pool.query('DROP TABLE execution_secret_value');
-    const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('p.x', 'scheduled') RETURNING id`)).rows[0].id);
+    const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('pk.x', 'scheduled') RETURNING id`)).rows[0].id);
     const schema: { noSecretTable?: boolean } = {};
     const r = await claimForRun(old.pool, id, { releaseId: null, releaseDigest: null }, schema);
     assert.equal(r?.claimed, true, 'the failed first attempt committed nothing; the second claimed');
