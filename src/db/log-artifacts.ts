@@ -137,6 +137,13 @@ EXECUTE attune_agent_log_lock(${outRef}, ${errRef});
 EXECUTE attune_agent_log_versions(${outRef}, ${errRef}, ${input.executionId}, ${input.maxUnflushedBytes}, ${input.maxUnflushedMs});
 COMMIT;`;
   let broken = false;
+  // A checked-out client whose connection dies emits 'error' (pg does so even with a query in
+  // flight); pg-pool listens only while the client is idle, so without this an outage would
+  // crash the agent. The query in flight fails too, which is how the caller learns of it.
+  const onConnectionError = () => {
+    broken = true;
+  };
+  client.on('error', onConnectionError);
   try {
     if (!preparedOn.has(client)) {
       await client.query(PREPARE_ALLOCATION);
@@ -161,6 +168,7 @@ COMMIT;`;
     if (!preparedOn.has(client)) broken = true;
     throw e;
   } finally {
+    client.removeListener('error', onConnectionError);
     client.release(broken);
   }
 }

@@ -78,7 +78,8 @@ test('text report lists each interpreter like Attune does', async () => {
   assert.equal(r.code, 0, describeRun(r));
   assert.match(r.stdout, /^Detected 5 runtime\(s\):$/m);
   assert.match(r.stdout, /^ {2}✓ python {5}\/usr\/bin\/python3 \(\d+\.\d+\.\d+\)$/m);
-  assert.match(r.stdout, /^ {2}✓ java {7}\/usr\/bin\/java \(\d+\.\d+\.\d+\)$/m);
+  // Debian's OpenJDK 17 says e.g. "17.0.21.1" (four components) since its 2025 updates.
+  assert.match(r.stdout, /^ {2}✓ java {7}\/usr\/bin\/java \(\d+(?:\.\d+){1,3}\)$/m);
   assert.match(r.stdout, /^ATTUNE_WORKER_RUNTIMES=shell,python,node,java,perl$/m);
 });
 

@@ -1,7 +1,7 @@
 /** Log artifact rows (contract §5.10) against the real dev schema: ensure, version, stream, seal. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
+import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/pg.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
@@ -156,6 +156,28 @@ test('a run that seals after a newer run leaves the artifact with the newest rea
   await finalizeLogArtifacts(db.pool, older, { stdout: end(111), stderr: end(0) });
   const size = (await db.pool.query(`SELECT size_bytes FROM artifact WHERE id = $1`, [newer.stdout.artifactId])).rows[0].size_bytes;
   assert.equal(size, 222);
+});
+
+test('the connection dies during an allocation: the allocation fails, the process does not crash, the pool goes on', async () => {
+  // pg emits 'error' on a checked-out client whose connection ends, even with a query in flight;
+  // unheard, that event would crash the agent (seen in the outage e2e test).
+  const pool = createPool(db.dbConfig({ maxConnections: 2 }));
+  const holder = await db.pool.connect();
+  try {
+    const ref = 'dies.mid';
+    await holder.query(`SELECT pg_advisory_lock(hashtext('artifact'), hashtext($1))`, [`${ref}.stderr.log`]);
+    const pending = allocateLogArtifacts(pool, input(await execution(ref), { actionRef: ref }));
+    const pid = await waitFor('the allocation to wait on the ref lock', async () =>
+      (await db.pool.query(`SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%attune_agent_log_ref_lock%'`)).rows[0]?.pid);
+    await db.pool.query('SELECT pg_terminate_backend($1)', [pid]);
+    await assert.rejects(pending, /terminat/i);
+    await holder.query(`SELECT pg_advisory_unlock_all()`);
+    const again = await allocateLogArtifacts(pool, input(await execution(ref), { actionRef: ref }));
+    assert.equal(again.stdout.version, 1, 'the aborted allocation left nothing behind');
+  } finally {
+    holder.release();
+    await pool.end();
+  }
 });
 
 test('a changed retention on the action updates the artifact rows', async () => {
