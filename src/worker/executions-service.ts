@@ -171,7 +171,8 @@ function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): Ex
       try {
         r = await claimForRun(pool, id, release, state);
       } catch (e) {
-        unsure.add(id);
+        // A lock or statement timeout cancelled the statement: nothing committed, nothing to be unsure of.
+        if (!dbError(pool, e).contention) unsure.add(id);
         throw e;
       }
       // A retry that finds the row `running` after an attempt whose answer was lost: that attempt
