@@ -13,8 +13,14 @@ export interface Config {
   environment: string;
   /** Accepted-but-ignored settings, logged as warnings at start. */
   warnings: string[];
-  database: { url: string; schema: string; maxConnections: number; connectTimeoutMs: number; idleTimeoutMs: number };
-  messageQueue: { url: string };
+  database: {
+    url: string; schema: string; maxConnections: number; connectTimeoutMs: number; idleTimeoutMs: number;
+    /** Session settings of every connection (0 = no limit). */
+    statementTimeoutMs: number; lockTimeoutMs: number; idleInTransactionTimeoutMs: number;
+    /** lock_timeout inside the log-version allocation. */
+    logLockTimeoutMs: number;
+  };
+  messageQueue: { url: string; maxMessageBytes: number };
   apiUrl: string;
   security: { jwtSecret: string; encryptionKey: string };
   log: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error'; mirrorStdout: boolean; mirrorStderr: boolean };
@@ -78,8 +84,12 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
       maxConnections: n('database.max_connections'),
       connectTimeoutMs: n('database.connect_timeout') * 1000,
       idleTimeoutMs: n('database.idle_timeout') * 1000,
+      statementTimeoutMs: n('database.statement_timeout') * 1000,
+      lockTimeoutMs: n('database.lock_timeout') * 1000,
+      idleInTransactionTimeoutMs: n('database.idle_in_transaction_timeout') * 1000,
+      logLockTimeoutMs: n('database.log_lock_timeout') * 1000,
     },
-    messageQueue: { url: s('message_queue.url') },
+    messageQueue: { url: s('message_queue.url'), maxMessageBytes: n('message_queue.max_message_bytes') },
     apiUrl: resolveApiUrl(s('api_url'), s('server.host'), n('server.port')),
     security: { jwtSecret: s('security.jwt_secret'), encryptionKey: s('security.encryption_key') },
     log: {

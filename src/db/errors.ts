@@ -15,15 +15,29 @@ export interface DbTarget {
 
 export class DbError extends Error {
   readonly retryable: boolean;
+  /**
+   * The database answered, but the statement hit `lock_timeout` or `statement_timeout` (another
+   * session holds a lock, or the statement is too slow): worth a bounded number of retries, not a
+   * whole outage window, and no sign that the database is down.
+   */
+  readonly contention: boolean;
   /** SQLSTATE (`28P01`) or Node error code (`ECONNREFUSED`), when known. */
   readonly code: string | undefined;
-  constructor(message: string, opts: { retryable: boolean; code?: string; cause?: unknown }) {
+  constructor(message: string, opts: { retryable: boolean; contention?: boolean; code?: string; cause?: unknown }) {
     super(message, { cause: opts.cause });
     this.name = 'DbError';
     this.retryable = opts.retryable;
+    this.contention = opts.contention ?? false;
     this.code = opts.code;
   }
 }
+
+/**
+ * Attempts in all of a statement that keeps hitting lock_timeout or statement_timeout (DbError
+ * `contention`): the bound of how long a run can wait on a lock held elsewhere
+ * (≈ this × the timeout), after which it gives up with the error.
+ */
+export const CONTENTION_ATTEMPTS = 3;
 
 /** host:port/user/database from a postgres URL (libpq defaults for what is missing). */
 export function describeTarget(url: string): DbTarget {
@@ -52,6 +66,13 @@ export function urlPassword(url: string): string {
 }
 
 const URL_HINT = 'ATTUNE__DATABASE__URL';
+
+/**
+ * A statement whose answer never comes (a connection that died without RST or FIN) is abandoned
+ * by the client this long after the server-side statement_timeout would have ended it; the pool
+ * then discards the connection (db/pool.ts).
+ */
+export const CLIENT_QUERY_MARGIN_MS = 10_000;
 
 // SQLSTATE classes where a later attempt can succeed: connection exception, insufficient resources,
 // operator intervention (server starting/stopping), transaction rollback (serialization/deadlock).
@@ -85,7 +106,8 @@ function isTimeout(e: unknown): boolean {
  * Turn any error from `pg` into a DbError with an actionable message. `connectTimeoutMs` is named in
  * timeout messages. Already-classified errors pass through.
  */
-export function classifyDbError(e: unknown, target: DbTarget, opts: { password?: string; connectTimeoutMs?: number; doing?: string } = {}): DbError {
+export function classifyDbError(e: unknown, target: DbTarget,
+  opts: { password?: string; connectTimeoutMs?: number; doing?: string; statementTimeoutMs?: number; lockTimeoutMs?: number } = {}): DbError {
   if (e instanceof DbError) return e;
   const code = errorCode(e);
   const hp = formatTarget(target);
@@ -93,8 +115,19 @@ export function classifyDbError(e: unknown, target: DbTarget, opts: { password?:
   const detail = scrub(rawMessage(e));
   const doing = opts.doing ? `${opts.doing}: ` : '';
   const mk = (message: string, retryable: boolean) => new DbError(doing + message, { retryable, code, cause: e });
+  const seconds = (ms: number | undefined) => (ms ? ` (${ms / 1000} s)` : '');
 
   switch (code) {
+    case '55P03':
+      return new DbError(doing + `PostgreSQL at ${hp} (database "${target.database}"): waited longer than database.lock_timeout${seconds(opts.lockTimeoutMs)} for a lock another session holds (${detail}). ` +
+        'Find the blocking session in pg_stat_activity / pg_locks (a long transaction on the execution, artifact or worker rows), or raise ATTUNE__DATABASE__LOCK_TIMEOUT.',
+      { retryable: true, contention: true, code, cause: e });
+    case '57014':
+      return new DbError(doing + `PostgreSQL at ${hp} (database "${target.database}") cancelled the statement (${detail}): it ran longer than database.statement_timeout${seconds(opts.statementTimeoutMs)} ` +
+        '(waiting for a lock or a busy server) or an operator cancelled it. Check pg_stat_activity for what blocks it, or raise ATTUNE__DATABASE__STATEMENT_TIMEOUT.',
+      { retryable: true, contention: true, code, cause: e });
+    case '25P03':
+      return mk(`PostgreSQL at ${hp} ended the session: idle in a transaction longer than database.idle_in_transaction_timeout (${detail}).`, true);
     case 'ECONNREFUSED':
       return mk(`cannot connect to PostgreSQL at ${hp}: connection refused. Is the server running and listening there? Check the host and port in ${URL_HINT}.`, true);
     case 'ENOTFOUND':
@@ -116,6 +149,9 @@ export function classifyDbError(e: unknown, target: DbTarget, opts: { password?:
       return mk(`PostgreSQL at ${hp} is not accepting connections yet (${detail}); retry once it has started.`, true);
     case '42501':
       return mk(`user "${target.user}" lacks a privilege on database "${target.database}" at ${hp}: ${detail}. Grant it, or use Attune's database user.`, false);
+  }
+  if (/^Query read timeout$/.test(detail)) {
+    return mk(`no answer from PostgreSQL at ${hp} to a statement within the agent's client-side limit (${detail}): the connection is probably dead (a network cut without a reset) and is discarded.`, true);
   }
   if (isTimeout(e)) {
     const within = opts.connectTimeoutMs ? ` within ${opts.connectTimeoutMs} ms` : '';

@@ -12,7 +12,7 @@
  * version `ready` with size and SHA-256. Left `pending`, Attune's maintenance would delete them.
  */
 import type pg from 'pg';
-import { prepared } from './pool.ts';
+import { poolTimeouts, prepared } from './pool.ts';
 
 export type LogStreamName = 'stdout' | 'stderr';
 
@@ -118,6 +118,9 @@ const preparedOn = new WeakSet<pg.PoolClient>();
  * terminal write, synchronous and later, flushes the WAL past these rows before the run is
  * reported; a PostgreSQL crash before that can only lose log rows of a run that is then
  * recovered as failed anyway.
+ * Every lock wait (Attune's advisory locks included) is bounded by database.log_lock_timeout: past
+ * it the transaction fails with 55P03, is rolled back on the same connection (kept in the pool),
+ * and the caller runs the action with plain log files instead of waiting.
  */
 export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput): Promise<LogAllocation> {
   for (const [name, n] of [['executionId', input.executionId], ['retentionLimit', input.retentionLimit], ['maxUnflushedBytes', input.maxUnflushedBytes], ['maxUnflushedMs', input.maxUnflushedMs]] as const) {
@@ -130,6 +133,7 @@ export async function allocateLogArtifacts(pool: pg.Pool, input: AllocateInput):
   const sql = `
 BEGIN;
 SET LOCAL synchronous_commit TO off;
+SET LOCAL lock_timeout TO ${poolTimeouts(pool).logLockTimeoutMs};
 EXECUTE attune_agent_log_ref_lock(${outRef}, ${errRef});
 EXECUTE attune_agent_log_create(${outRef}, ${errRef}, ${hexText(input.actionRef)}, '${input.retentionPolicy}', ${input.retentionLimit});
 EXECUTE attune_agent_log_update(${outRef}, ${errRef}, ${hexText(input.actionRef)}, '${input.retentionPolicy}', ${input.retentionLimit});
@@ -150,7 +154,7 @@ COMMIT;`;
       preparedOn.add(client);
     }
     const results = (await client.query(sql)) as unknown as pg.QueryResult<{ id: string; artifact: string; version: number; file_path: string; stream: LogStreamName }>[];
-    const versions = results[6].rows;
+    const versions = results[7].rows;
     const out = {} as LogAllocation;
     for (const stream of STREAMS) {
       const v = versions.find((r) => r.stream === stream);

@@ -6,7 +6,7 @@
 import pg from 'pg';
 import type { Config } from '../config/index.ts';
 import type { Logger } from '../observe/logger.ts';
-import { DbError, classifyDbError, describeTarget, formatTarget, urlPassword, type DbTarget } from './errors.ts';
+import { CLIENT_QUERY_MARGIN_MS, DbError, classifyDbError, describeTarget, formatTarget, urlPassword, type DbTarget } from './errors.ts';
 
 export type DatabaseConfig = Config['database'];
 
@@ -28,6 +28,15 @@ interface PoolInfo {
   target: DbTarget;
   password: string;
   connectTimeoutMs: number;
+  timeouts: PoolTimeouts;
+}
+
+/** The bounds every statement of this pool runs under (ms; 0 = no limit), for SQL and messages. */
+export interface PoolTimeouts {
+  statementTimeoutMs: number;
+  lockTimeoutMs: number;
+  /** lock_timeout inside the log-version allocation (db/log-artifacts.ts). */
+  logLockTimeoutMs: number;
 }
 const INFO = new WeakMap<pg.Pool, PoolInfo>();
 
@@ -56,6 +65,7 @@ const int8Types = {
 
 export function createPool(db: DatabaseConfig, opts: { log?: Logger } = {}): pg.Pool {
   const target = describeTarget(db.url);
+  const timeouts: PoolTimeouts = { statementTimeoutMs: db.statementTimeoutMs, lockTimeoutMs: db.lockTimeoutMs, logLockTimeoutMs: db.logLockTimeoutMs };
   const pool = new pg.Pool({
     connectionString: db.url,
     max: db.maxConnections,
@@ -63,16 +73,25 @@ export function createPool(db: DatabaseConfig, opts: { log?: Logger } = {}): pg.
     idleTimeoutMillis: db.idleTimeoutMs,
     keepAlive: true,
     types: int8Types,
+    ...(db.statementTimeoutMs > 0 ? { query_timeout: db.statementTimeoutMs + CLIENT_QUERY_MARGIN_MS } : {}),
     // Runs on EVERY new connection before its first use (pg-pool awaits it), like Attune's after_connect.
     onConnect: async (client: pg.ClientBase) => {
       // client_encoding forced to UTF8: what the agent sends and reads never depends on the
-      // server's or PGOPTIONS' defaults.
-      await client.query('SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false)', [
-        'search_path', `${db.schema}, public`, 'application_name', `attune:${db.schema}`, 'client_encoding', 'UTF8',
-      ]);
+      // server's or PGOPTIONS' defaults. The timeouts bound every statement of the agent (claim,
+      // reads, secret lookup, terminal write, log allocation, seal, heartbeat): a lock held by
+      // another session or a stuck statement ends in an error, never in a run that waits forever.
+      await client.query(
+        'SELECT set_config($1, $2, false), set_config($3, $4, false), set_config($5, $6, false), ' +
+          'set_config($7, $8, false), set_config($9, $10, false), set_config($11, $12, false)',
+        [
+          'search_path', `${db.schema}, public`, 'application_name', `attune:${db.schema}`, 'client_encoding', 'UTF8',
+          'statement_timeout', String(db.statementTimeoutMs), 'lock_timeout', String(db.lockTimeoutMs),
+          'idle_in_transaction_session_timeout', String(db.idleInTransactionTimeoutMs),
+        ],
+      );
     },
   } as pg.PoolConfig);
-  INFO.set(pool, { target, password: urlPassword(db.url), connectTimeoutMs: db.connectTimeoutMs });
+  INFO.set(pool, { target, password: urlPassword(db.url), connectTimeoutMs: db.connectTimeoutMs, timeouts });
   // An idle connection that dies (server restart, network cut) is reported here; without a listener
   // Node would crash the agent. Callers see the outage on their next query and report it there.
   pool.on('error', (err) => {
@@ -86,11 +105,19 @@ export function poolTarget(pool: pg.Pool): DbTarget | undefined {
   return INFO.get(pool)?.target;
 }
 
+/** The statement and lock bounds of `pool` (no limits for a pool made elsewhere). */
+export function poolTimeouts(pool: pg.Pool): PoolTimeouts {
+  return INFO.get(pool)?.timeouts ?? { statementTimeoutMs: 0, lockTimeoutMs: 0, logLockTimeoutMs: 0 };
+}
+
 /** Classify an error from a query on `pool` (names host:port/user/database, scrubs the password). */
 export function dbError(pool: pg.Pool, e: unknown, doing?: string): DbError {
   const info = INFO.get(pool);
   if (!info) return e instanceof DbError ? e : new DbError(`${doing ? doing + ': ' : ''}${e instanceof Error ? e.message : String(e)}`, { retryable: false, cause: e });
-  return classifyDbError(e, info.target, { password: info.password, connectTimeoutMs: info.connectTimeoutMs, doing });
+  return classifyDbError(e, info.target, {
+    password: info.password, connectTimeoutMs: info.connectTimeoutMs, doing,
+    statementTimeoutMs: info.timeouts.statementTimeoutMs, lockTimeoutMs: info.timeouts.lockTimeoutMs,
+  });
 }
 
 /** Tables the agent reads or writes; all must exist in the configured schema. */

@@ -8,8 +8,12 @@
  * - Connection lost with messages unconfirmed → they stay queued and are republished in order on
  *   the next connection (at-least-once: a message the broker received but did not confirm before
  *   the loss is sent again; Attune's consumers reload the row, so a duplicate is harmless).
- * - The channel closed by a broker error → recreated and the message retried once, as Attune does;
- *   a second failure (or a broker nack twice) rejects that message.
+ * - One refused message never takes others down with it. A broker nack names its message: it is
+ *   retried once, then rejected. A channel closed by a broker error (e.g. a message over RabbitMQ's
+ *   `max_message_size`) names none: the messages that were in flight on it are sent again on a new
+ *   channel ONE AT A TIME, so the one that closes the channel while alone on it is known; it is
+ *   retried once more alone, then rejected, and every other message is delivered.
+ * - A message larger than `maxMessageBytes` is rejected at once, never sent.
  * - The outbox is bounded (count and bytes); past the bound `publish()` rejects at once.
  */
 import type { ConfirmChannel } from 'amqplib';
@@ -26,8 +30,10 @@ export interface PublisherOptions {
   maxOutboxMessages?: number;
   /** Most body bytes held while unconfirmed. Default 128 MiB. */
   maxOutboxBytes?: number;
-  /** Attempts per message that end in a broker error (not a lost connection). Default 2. */
+  /** Attempts per message that end in a broker error attributed to it (not a lost connection). Default 2. */
   maxAttempts?: number;
+  /** Largest body accepted (message_queue.max_message_bytes); larger ones are rejected unsent. Default: no limit. */
+  maxMessageBytes?: number;
   backoff?: BackoffOptions;
 }
 
@@ -40,6 +46,8 @@ interface Item {
   attempts: number;
   /** The channel it is in flight on; null while queued. */
   inflight: Session | null;
+  /** Was in flight on a channel the broker closed with an error: sent again alone, to find the culprit. */
+  suspect: boolean;
   done: boolean;
   resolve: () => void;
   reject: (e: Error) => void;
@@ -85,6 +93,10 @@ export class ConfirmPublisher {
   /** Queue `msg`; resolves once the broker confirms it. Rejects when the outbox is full, on close, or after the retry. */
   publish(msg: OutgoingMessage): Promise<void> {
     if (this.#closed) return Promise.reject(new PublishError(`publisher closed: ${msg.messageType} ${msg.messageId} not sent`));
+    const maxMessage = this.#o.maxMessageBytes;
+    if (maxMessage !== undefined && msg.body.length > maxMessage) {
+      return Promise.reject(new PublishError(`${msg.messageType} ${msg.messageId} is ${msg.body.length} bytes, over message_queue.max_message_bytes (${maxMessage}): not sent (the broker would close the channel)`));
+    }
     const maxN = this.#o.maxOutboxMessages ?? 10_000;
     const maxB = this.#o.maxOutboxBytes ?? 128 * 1024 * 1024;
     if (this.#outbox.length >= maxN || this.#bytes + msg.body.length > maxB) {
@@ -93,7 +105,7 @@ export class ConfirmPublisher {
       );
     }
     return new Promise<void>((resolve, reject) => {
-      this.#outbox.push({ msg, attempts: 0, inflight: null, done: false, resolve, reject });
+      this.#outbox.push({ msg, attempts: 0, inflight: null, suspect: false, done: false, resolve, reject });
       this.#bytes += msg.body.length;
       this.#pump();
     });
@@ -166,9 +178,11 @@ export class ConfirmPublisher {
     if (!model) throw new Error('not connected to RabbitMQ');
     const ch = await model.createConfirmChannel();
     const session: Session = { ch, open: true, brokerError: null };
+    // Emitted before the channel's close, and so before amqplib fails the unconfirmed callbacks.
     ch.on('error', (err: Error) => {
       session.brokerError = err;
       this.#log.warn(`publish channel closed by RabbitMQ: ${err.message}`);
+      this.#attribute(session, err);
     });
     ch.on('close', () => this.#onClosed(session));
     ch.on('drain', () => {
@@ -200,56 +214,91 @@ export class ConfirmPublisher {
   #pump(): void {
     const s = this.#session;
     if (!s?.open || this.#waitingDrain || this.#closed) return;
+    // After a broker error that named no message: the suspects go out one at a time, and nothing
+    // else meanwhile, until each is confirmed or found to be the one the broker refuses.
+    const suspect = this.#outbox.find((i) => i.suspect);
+    if (suspect) {
+      if (!this.#outbox.some((i) => i.inflight === s)) this.#send(s, suspect);
+      return;
+    }
     for (const item of this.#outbox) {
       if (item.inflight) continue;
-      item.inflight = s;
-      const m = item.msg;
-      let writable: boolean;
-      try {
-        writable = s.ch.publish(
-          m.exchange,
-          m.routingKey,
-          m.body,
-          { deliveryMode: 2, contentType: 'application/json', messageId: m.messageId, correlationId: m.correlationId, timestamp: m.timestampSec },
-          (err: unknown) => this.#onConfirm(s, item, err as Error | null),
-        );
-      } catch (e) {
-        // The channel is closing; the next channel picks the item up.
-        item.inflight = null;
-        this.#log.debug({ err: (e as Error).message }, 'publish on a closing channel');
-        return;
-      }
-      if (!writable) {
-        this.#waitingDrain = true; // socket buffer full: wait for 'drain'
-        return;
-      }
+      if (!this.#send(s, item)) return;
     }
   }
 
+  /** Publish `item` on `s`; false when nothing more should be written now (closing channel, full buffer). */
+  #send(s: Session, item: Item): boolean {
+    item.inflight = s;
+    const m = item.msg;
+    let writable: boolean;
+    try {
+      writable = s.ch.publish(
+        m.exchange,
+        m.routingKey,
+        m.body,
+        { deliveryMode: 2, contentType: 'application/json', messageId: m.messageId, correlationId: m.correlationId, timestamp: m.timestampSec },
+        (err: unknown) => this.#onConfirm(s, item, err as Error | null),
+      );
+    } catch (e) {
+      // The channel is closing; the next channel picks the item up.
+      item.inflight = null;
+      this.#log.debug({ err: (e as Error).message }, 'publish on a closing channel');
+      return false;
+    }
+    if (!writable) {
+      this.#waitingDrain = true; // socket buffer full: wait for 'drain'
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * The broker closed `s` with an error. A message alone in flight on it is the cause: it uses up
+   * an attempt. Several in flight: any of them may be, so none is charged; all become suspects and
+   * go out again one at a time (#pump).
+   */
+  #attribute(s: Session, err: Error): void {
+    const inflight = this.#outbox.filter((i) => i.inflight === s && !i.done);
+    if (inflight.length === 1) {
+      const item = inflight[0];
+      item.suspect = true;
+      this.#charge(item, err.message);
+      return;
+    }
+    for (const item of inflight) item.suspect = true;
+    if (inflight.length > 1) this.#log.warn({ in_flight: inflight.length }, 'publish channel closed by a broker error with several messages unconfirmed: sending them again one at a time to find the one it refuses');
+  }
+
+  /** One failed attempt of `item` the broker refused; rejected (and dropped) once it has used them all. */
+  #charge(item: Item, why: string): void {
+    item.attempts++;
+    const maxAttempts = this.#o.maxAttempts ?? 2;
+    if (item.attempts < maxAttempts) return;
+    item.inflight = null;
+    this.#remove(item);
+    this.#log.error({ message_id: item.msg.messageId, message_type: item.msg.messageType, attempts: item.attempts, bytes: item.msg.body.length },
+      `RabbitMQ refused ${item.msg.messageType} to ${item.msg.exchange}/${item.msg.routingKey}: ${why}`);
+    item.reject(new PublishError(`RabbitMQ refused ${item.msg.messageType} ${item.msg.messageId} after ${item.attempts} attempts: ${why}`));
+  }
+
   #onConfirm(s: Session, item: Item, err: Error | null): void {
-    // Ignore late callbacks: item rejected by close(), or already re-sent on a newer channel.
+    // Ignore late callbacks: item rejected by close() or #charge, or already re-sent on a newer channel.
     if (item.inflight !== s || item.done) return;
     item.inflight = null;
     if (!err) {
       this.#remove(item);
       item.resolve();
+      if (item.suspect) this.#pump(); // innocent: the next suspect, or back to sending in bulk
       return;
     }
-    const brokerFault = err.message === 'message nacked' || s.brokerError !== null;
-    if (brokerFault) {
-      item.attempts++;
-      const maxAttempts = this.#o.maxAttempts ?? 2;
-      if (item.attempts >= maxAttempts) {
-        this.#remove(item);
-        const why = s.brokerError?.message ?? err.message;
-        this.#log.error({ message_id: item.msg.messageId, message_type: item.msg.messageType, attempts: item.attempts }, `RabbitMQ refused ${item.msg.messageType} to ${item.msg.exchange}/${item.msg.routingKey}: ${why}`);
-        item.reject(new PublishError(`RabbitMQ refused ${item.msg.messageType} ${item.msg.messageId} after ${item.attempts} attempts: ${why}`));
-        return;
-      }
+    if (err.message === 'message nacked') {
+      // A nack names its message: charged, and retried on the live channel while attempts remain.
+      this.#charge(item, err.message);
+      this.#pump();
     }
-    // Otherwise (connection lost, or the first broker failure): stays queued. A nack on a live
-    // channel is retried there; a closed channel's items go out on the next one.
-    if (err.message === 'message nacked') this.#pump();
+    // Otherwise the channel closed (connection lost, or a broker error already attributed in
+    // #attribute): the item stays queued for the next channel.
   }
 
   #remove(item: Item): void {

@@ -2,12 +2,15 @@
  * The execution service's `StatusPublisher` port on top of the confirm publisher: builds the
  * `ExecutionStatusChanged` / `ExecutionCompleted` envelopes (source_service "worker", fresh ids)
  * and hands them to the outbox. Never throws; a message that cannot be sent is logged as LOST
- * with the execution id.
+ * with the execution id. No message goes out larger than `maxMessageBytes`: an `ExecutionCompleted`
+ * whose result would make it larger is sent with the result shortened (`result_truncated: true`;
+ * protocol/message-size.ts), because a message over the broker's limit closes the channel.
  */
 import type { Logger } from 'pino';
 import { encodeEnvelope, type OutgoingMessage } from '../protocol/envelope.ts';
 import { collectAfterLargeRelease } from '../execution/memory.ts';
-import { completedPayload, statusChangedPayload } from '../protocol/messages.ts';
+import { statusChangedPayload } from '../protocol/messages.ts';
+import { DEFAULT_MAX_MESSAGE_BYTES, encodeCompletedWithin } from '../protocol/message-size.ts';
 import type { MessageType } from '../protocol/names.ts';
 import type { ConfirmPublisher } from './publisher.ts';
 
@@ -33,13 +36,24 @@ export interface StatusPublisherAdapter {
   completed(p: CompletedInput): void;
 }
 
-export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish'>, logger: Logger): StatusPublisherAdapter {
-  const send = (type: MessageType, executionId: number, build: () => unknown): void => {
+export interface StatusPublisherOptions {
+  /** message_queue.max_message_bytes. Default 4 MiB. */
+  maxMessageBytes?: number;
+}
+
+export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish'>, logger: Logger, opts: StatusPublisherOptions = {}): StatusPublisherAdapter {
+  const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const send = (type: MessageType, executionId: number, build: () => OutgoingMessage): void => {
     let msg: OutgoingMessage;
     try {
-      msg = encodeEnvelope(type, build(), { sourceService: 'worker' });
+      msg = build();
     } catch (e) {
       logger.error({ execution_id: executionId, message_type: type, err: e }, `LOST MESSAGE: cannot encode ${type} for execution ${executionId}: ${(e as Error).message}`);
+      return;
+    }
+    if (msg.body.length > maxBytes) {
+      logger.error({ execution_id: executionId, message_type: type, bytes: msg.body.length, max_bytes: maxBytes },
+        `LOST MESSAGE: ${type} for execution ${executionId} is ${msg.body.length} bytes, over message_queue.max_message_bytes (${maxBytes})`);
       return;
     }
     // A big result (up to 2 × 10 MiB of output) was JSON text a moment ago, now garbage: collected
@@ -51,7 +65,14 @@ export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish
     );
   };
   return {
-    statusChanged: (p) => send('ExecutionStatusChanged', p.execution_id, () => statusChangedPayload(p)),
-    completed: (p) => send('ExecutionCompleted', p.execution_id, () => completedPayload(p)),
+    statusChanged: (p) => send('ExecutionStatusChanged', p.execution_id, () => encodeEnvelope('ExecutionStatusChanged', statusChangedPayload(p), { sourceService: 'worker' })),
+    completed: (p) => send('ExecutionCompleted', p.execution_id, () => {
+      const fitted = encodeCompletedWithin(p, maxBytes);
+      if (fitted.truncated) {
+        logger.warn({ execution_id: p.execution_id, result_bytes: fitted.fullBytes, message_bytes: fitted.msg.body.length, max_bytes: maxBytes },
+          `ExecutionCompleted for execution ${p.execution_id}: result shortened to fit message_queue.max_message_bytes (result_truncated: true); execution.result holds it whole`);
+      }
+      return fitted.msg;
+    }),
   };
 }

@@ -34,6 +34,11 @@ export interface ExecutionCompleted {
   status: string;
   result: unknown;
   completed_at: string;
+  /**
+   * Agent extension, present only when true: `result` was shortened to keep the message under the
+   * broker's size limit (the row holds it whole). Attune's serde ignores fields it does not know.
+   */
+  result_truncated?: true;
 }
 
 type Fields = Record<string, unknown>;
@@ -126,6 +131,7 @@ export function completedPayload(p: {
   status: TerminalStatus | string;
   result: unknown;
   completed_at?: Date | string;
+  result_truncated?: boolean;
 }): ExecutionCompleted {
   return {
     execution_id: p.execution_id,
@@ -134,5 +140,6 @@ export function completedPayload(p: {
     status: completionStatusName(p.status),
     result: p.result === undefined ? null : p.result,
     completed_at: timeText(p.completed_at),
+    ...(p.result_truncated ? { result_truncated: true as const } : {}),
   };
 }

@@ -19,6 +19,7 @@ import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-con
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, writeTerminal, type ActionContext, type ClaimWithContext } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
+import { CONTENTION_ATTEMPTS } from '../db/errors.ts';
 import type { StoredSecretValue } from '../execution/secrets.ts';
 import { runAction, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
@@ -62,9 +63,9 @@ export class ExecutionsAgentService implements AgentService {
     await connection.start({ retryWindowMs: config.database.connectTimeoutMs });
     log.info({ broker: connection.safeUrl }, 'connected to RabbitMQ; worker queues declared');
 
-    const publisher = new ConfirmPublisher({ connection, logger: log });
+    const publisher = new ConfirmPublisher({ connection, logger: log, maxMessageBytes: config.messageQueue.maxMessageBytes });
     this.#publisher = publisher;
-    const statusPublisher = createStatusPublisher(publisher, log);
+    const statusPublisher = createStatusPublisher(publisher, log, { maxMessageBytes: config.messageQueue.maxMessageBytes });
     publishRecovered(ctx, statusPublisher);
 
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
@@ -170,7 +171,8 @@ function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): Ex
       try {
         r = await claimForRun(pool, id, release, state);
       } catch (e) {
-        unsure.add(id);
+        // A lock or statement timeout cancelled the statement: nothing committed, nothing to be unsure of.
+        if (!dbError(pool, e).contention) unsure.add(id);
         throw e;
       }
       // A retry that finds the row `running` after an attempt whose answer was lost: that attempt
@@ -203,6 +205,7 @@ function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger, availabilit
     let deadline = 0;
     let delay = 250;
     let failures = 0;
+    let contended = 0;
     const executionId = /execution (\d+)/.exec(what)?.[1];
     const fields = executionId === undefined ? {} : { execution_id: Number(executionId) };
     for (;;) {
@@ -214,6 +217,17 @@ function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger, availabilit
       } catch (e) {
         const err = dbError(pool, e, what);
         if (!err.retryable) throw err;
+        if (err.contention) {
+          // The database answers; a lock held elsewhere (or a slow statement) is retried a few
+          // times, never for the whole outage window, and says nothing about the database being down.
+          if (++contended >= CONTENTION_ATTEMPTS) {
+            log.error({ ...fields, err: err.message, attempts: contended }, `giving up on ${what} after ${contended} attempts (lock or statement timeout)`);
+            throw err;
+          }
+          log.warn({ ...fields, err: err.message, attempt: contended }, `lock or statement timeout: retrying ${what}`);
+          await new Promise((r) => setTimeout(r, 250 * contended));
+          continue;
+        }
         availability?.markDown();
         failures++;
         if (failures === 1) deadline = Date.now() + windowMs;

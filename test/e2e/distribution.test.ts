@@ -292,7 +292,11 @@ test('compose recipe: the override parses, wires init-agent → worker like Attu
   assert.deepEqual(init.volumes, [`agent_bin:${VOLUME_MOUNT}`]);
   assert.deepEqual(worker.entrypoint, [AGENT]);
   assert.deepEqual(worker.depends_on?.['init-agent'], { condition: 'service_completed_successfully' });
-  assert.equal(worker.stop_grace_period, '45s');
+  // Docker's default stop timeout (10 s) would SIGKILL the agent mid-drain: the recipe covers the
+  // drain (shutdown_timeout + kill_grace_period) with room for the final writes and message flush.
+  assert.equal(worker.stop_grace_period, '60s');
+  const drainS = ['worker.shutdown_timeout', 'worker.kill_grace_period'].reduce((n, k) => n + Number(OPTIONS.find((o) => o.key === k)!.default), 0);
+  assert.ok(60 >= drainS + 15, `stop_grace_period 60 s vs drain ${drainS} s`);
   const mounts = new Map(worker.volumes!.map((v) => { const [src, dst, mode] = v.split(':'); return [dst, { src, ro: mode === 'ro' }]; }));
   assert.deepEqual(mounts.get(AGENT_DIR), { src: 'agent_bin', ro: true });
   assert.deepEqual(mounts.get('/opt/attune/packs'), { src: 'packs_data', ro: true });

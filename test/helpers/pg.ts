@@ -98,7 +98,8 @@ export async function createTestDatabase(label: string, opts: { schema?: string;
     throw e;
   }
   const dbConfig = (o: Partial<DatabaseConfig> = {}): DatabaseConfig => ({
-    url, schema, maxConnections: 10, connectTimeoutMs: 5000, idleTimeoutMs: 10_000, ...o,
+    url, schema, maxConnections: 10, connectTimeoutMs: 5000, idleTimeoutMs: 10_000,
+    statementTimeoutMs: 30_000, lockTimeoutMs: 10_000, idleInTransactionTimeoutMs: 60_000, logLockTimeoutMs: 5000, ...o,
   });
   const pool = createPool(dbConfig());
   let dropped: Promise<void> | null = null;

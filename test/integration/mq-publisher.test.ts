@@ -118,6 +118,61 @@ describe('publish', () => {
     await collector.waitFor(() => collector.forExecution(id).length === 1, 'the next message');
   });
 
+  test('a broker error with many messages in flight fails only the one it belongs to; the others are delivered', async () => {
+    // A publish to a missing exchange closes the channel (404) without naming the message, like a
+    // message over max_message_size (406). Before, every message in flight was charged for it and
+    // innocent ones were dropped after the retry.
+    const { conn, logger, lines } = await agentConnection('mq-publisher-isolate');
+    await conn.start();
+    const publisher = new ConfirmPublisher({ connection: conn, logger });
+    cleanups.push(() => publisher.close());
+    const id = execId();
+    const status = (n: number) => encodeEnvelope('ExecutionStatusChanged', { execution_id: id, action_ref: 'a', previous_status: 'x', new_status: String(n), changed_at: '2026-03-01T00:00:00Z' }, { sourceService: 'worker' });
+    const bad = { ...encodeEnvelope('ExecutionCompleted', { execution_id: 0 }, { sourceService: 'worker' }), exchange: `attune-agent-test.no-such-exchange.${execId()}` };
+    const results: Array<Promise<string>> = [];
+    for (let n = 0; n < 40; n++) {
+      results.push(publisher.publish(status(n)).then(() => 'ok', (e: Error) => `rejected: ${e.message}`));
+      if (n === 10 || n === 25) results.push(publisher.publish(bad).then(() => 'ok', (e: Error) => `rejected: ${e.message}`));
+    }
+    const settled = await Promise.all(results);
+    assert.equal(settled.filter((r) => r === 'ok').length, 40, settled.filter((r) => r !== 'ok').join('\n'));
+    assert.equal(settled.filter((r) => /RabbitMQ refused ExecutionCompleted .* after 2 attempts: .*404/.test(r)).length, 2, 'exactly the two bad ones fail');
+    // At least once: what the broker took before it closed the channel arrives twice (same message_id).
+    const distinct = () => [...new Set(collector.forExecution(id).map((m) => Number(m.json!.payload!.new_status)))].sort((a, b) => a - b);
+    await collector.waitFor(() => distinct().length === 40, 'the 40 innocent messages');
+    assert.deepEqual(distinct(), Array.from({ length: 40 }, (_, i) => i));
+    assert.ok(lines.some((l) => /sending them again one at a time/.test(l.msg)), 'isolation was needed (several in flight)');
+    assert.equal(publisher.pending, 0);
+  });
+
+  test('a message larger than maxMessageBytes is rejected unsent; the channel stays open for the rest', async () => {
+    const { conn, logger, lines } = await agentConnection('mq-publisher-max');
+    await conn.start();
+    const publisher = new ConfirmPublisher({ connection: conn, logger, maxMessageBytes: 64 * 1024 });
+    cleanups.push(() => publisher.close());
+    const id = execId();
+    const big = encodeEnvelope('ExecutionCompleted', { execution_id: id, result: 'x'.repeat(70 * 1024) }, { sourceService: 'worker' });
+    await assert.rejects(publisher.publish(big), (e: Error) => e instanceof PublishError && /is \d+ bytes, over message_queue\.max_message_bytes \(65536\): not sent/.test(e.message));
+    await publisher.publish(encodeEnvelope('ExecutionStatusChanged', { execution_id: id, action_ref: 'a', previous_status: 'x', new_status: 'running', changed_at: '2026-03-01T00:00:00Z' }, { sourceService: 'worker' }));
+    await collector.waitFor(() => collector.forExecution(id).length === 1, 'the small message');
+    assert.equal(lines.filter((l) => /publish channel closed/.test(l.msg)).length, 0);
+  });
+
+  test('the status adapter shortens a completion over the cap (result_truncated) instead of losing it', async () => {
+    const { conn, logger, lines } = await agentConnection('mq-publisher-cap');
+    await conn.start();
+    const publisher = new ConfirmPublisher({ connection: conn, logger, maxMessageBytes: 256 * 1024 });
+    cleanups.push(() => publisher.close());
+    const id = execId();
+    const status = createStatusPublisher(publisher, logger, { maxMessageBytes: 256 * 1024 });
+    status.completed({ execution_id: id, action_id: 1, action_ref: 'p.big', status: 'Completed', result: { succeeded: true, exit_code: 0, stdout: '\x01'.repeat(1024 * 1024) }, completed_at: '2026-03-01T00:00:00Z' });
+    const [m] = await collector.waitFor(() => collector.forExecution(id).length === 1, 'the shortened completion').then(() => collector.forExecution(id));
+    assert.ok(m.body.length <= 256 * 1024, `${m.body.length} bytes`);
+    assert.equal(m.json!.payload!.result_truncated, true);
+    assert.match((m.json!.payload!.result as { stdout: string }).stdout, /^\x01+\n\[attune-agent: \d+ characters left out/);
+    assert.ok(lines.some((l) => l.execution_id === id && /result shortened to fit message_queue\.max_message_bytes/.test(l.msg)));
+  });
+
   test('the status adapter never throws and logs LOST for what it cannot send', async () => {
     const { logger, lines } = captureLogger();
     const status = createStatusPublisher({ publish: () => Promise.reject(new Error('outbox full')) }, logger);

@@ -42,3 +42,22 @@ test('driver messages are scrubbed of the password and of credentials in URLs', 
   assert.equal(classifyDbError(e, target), e, 'already classified errors pass through');
   assert.match(classifyDbError(new Error('x'), target, { doing: 'registering' }).message, /^registering: /);
 });
+
+test('lock and statement timeouts are contention: retryable a few times, named with the setting to raise', () => {
+  const opts = { password: 's3cr@t', lockTimeoutMs: 10_000, statementTimeoutMs: 30_000, doing: 'claim execution 7' };
+  const lock = classifyDbError(withCode('canceling statement due to lock timeout', '55P03'), target, opts);
+  assert.equal(lock.contention, true);
+  assert.equal(lock.retryable, true);
+  assert.match(lock.message, /^claim execution 7: PostgreSQL at db\.example:6543 .*longer than database\.lock_timeout \(10 s\) for a lock another session holds \(canceling statement due to lock timeout\).*pg_locks.*ATTUNE__DATABASE__LOCK_TIMEOUT/);
+  const slow = classifyDbError(withCode('canceling statement due to statement timeout', '57014'), target, opts);
+  assert.equal(slow.contention, true);
+  assert.match(slow.message, /longer than database\.statement_timeout \(30 s\).*ATTUNE__DATABASE__STATEMENT_TIMEOUT/);
+  // A lost connection is an outage, not contention: it rides on the whole retry window.
+  const lost = classifyDbError(new Error('Connection terminated unexpectedly'), target, opts);
+  assert.equal(lost.contention, false);
+  assert.equal(lost.retryable, true);
+  const dead = classifyDbError(new Error('Query read timeout'), target, opts);
+  assert.equal(dead.contention, false);
+  assert.equal(dead.retryable, true);
+  assert.match(dead.message, /no answer from PostgreSQL at db\.example:6543 to a statement within the agent's client-side limit.*discarded/);
+});
