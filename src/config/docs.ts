@@ -33,9 +33,11 @@ export function renderConfigTable(): string {
   const example = 'worker.health_port';
   const rule = `Every key can also be set as the variable \`ATTUNE__\` + the key upper-cased with \`.\` → \`__\` ` +
     `(\`${example}\` → \`${envNameFor(example)}\`); the second column lists further variables or flags a key is read from.`;
-  const rows = OPTIONS.map((o) => {
+  // Keys accepted only so that one Attune config.yaml serves every service: named once, after the table.
+  const rows = OPTIONS.filter((o) => !o.unused).map((o) => {
     const also = [...(o.alsoEnv ? ['`' + o.alsoEnv + '`'] : []), ...(o.flag ? ['`' + o.flag + '`'] : [])].join('<br>');
-    return `| \`${o.key}\` | ${also} | ${defaultText(o)} | ${allowed(o)} | ${o.unused ? '(unused) ' : ''}${o.doc.replace(/\|/g, '\\|')} |`;
+    return `| \`${o.key}\` | ${also} | ${defaultText(o)} | ${allowed(o)} | ${o.doc.replace(/\|/g, '\\|')} |`;
   });
-  return [TABLE_START, rule, '', '| key | also read from | default | allowed | meaning |', '|---|---|---|---|---|', ...rows, TABLE_END].join('\n');
+  const unused = `Accepted for compatibility with Attune's config.yaml and not used: ${OPTIONS.filter((o) => o.unused).map((o) => '`' + o.key + '`').join(', ')}.`;
+  return [TABLE_START, rule, '', '| key | also read from | default | allowed | meaning |', '|---|---|---|---|---|', ...rows, '', unused, TABLE_END].join('\n');
 }
