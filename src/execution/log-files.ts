@@ -10,9 +10,9 @@
  *   {artifacts_dir}/execution_{id}/result.json   (pretty JSON, only when output was parsed)
  */
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
-import { createFileIn, openDirBelow, openExistingIn, openOrCreateIn, openParentBelow, pathBelow, replaceFileIn } from './safe-fs.ts';
+import { createFileIn, openDirBelow, openDirFrom, openExistingIn, openOrCreateIn, pathBelow, replaceFileIn, type SafeDir } from './safe-fs.ts';
 
 export const DIR_MODE = 0o2775;
 export const FILE_MODE = 0o664;
@@ -38,44 +38,95 @@ export function executionLogPaths(artifactsDir: string, executionId: number): Ex
  */
 
 /**
- * Directories this agent made or found (ensureSharedDir): every run of an action writes into the
- * same `{ref}/stdout/log/` and `{ref}/stderr/log/`, so they are made once per directory, not once
- * per execution. Only the making is skipped: every file is still reached by a fresh walk from the
- * root. A directory removed behind the agent's back is noticed by openLogFile (ENOENT) and made again.
+ * Directories kept open for the next runs: every run of an action writes into the same
+ * `{ref}/stdout/log/` and `{ref}/stderr/log/`, so the walk from the root (a thread-pool round trip
+ * per component) is done once per directory, not once per execution. A kept descriptor names a
+ * directory that was reached without a link. If it is moved later its files follow it — only to
+ * where whoever moved it could write anyway; if it is removed (Attune's retention) creating a file
+ * in it fails with ENOENT and the directory is walked to (and made) again.
+ * `execution_{id}/` directories are used once: only the root is kept for them.
  */
-const knownDirs = new Set<string>();
-const KNOWN_DIRS_MAX = 1_000;
+interface Held {
+  dir: Promise<SafeDir>;
+  users: number;
+  stale: boolean;
+}
+const held = new Map<string, Held>();
+const HELD_MAX = 64;
+
+function closeHeld(h: Held): void {
+  h.dir.then((d) => d.close()).catch(() => undefined);
+}
+
+async function inSharedDir<T>(root: string, dir: string, fn: (d: SafeDir) => Promise<T>): Promise<T> {
+  const parts = resolve(dir) === resolve(root) ? [] : pathBelow(root, dir);
+  if (parts.length > 0 && parts[0].startsWith('execution_')) {
+    return inSharedDir(root, root, async (top) => {
+      const sub = await openDirFrom(top, parts, { create: DIR_MODE });
+      try {
+        return await fn(sub);
+      } finally {
+        sub.close().catch(() => undefined);
+      }
+    });
+  }
+  const key = `${resolve(root)}\0${parts.join('/')}`;
+  for (let attempt = 0; ; attempt++) {
+    let h = held.get(key);
+    if (h === undefined || h.stale) {
+      const fresh: Held = { dir: openDirBelow(root, parts, { create: DIR_MODE }), users: 0, stale: false };
+      fresh.dir.catch(() => {
+        fresh.stale = true;
+        if (held.get(key) === fresh) held.delete(key);
+      });
+      held.set(key, fresh);
+      h = fresh;
+    } else {
+      held.delete(key); // most recently used last
+      held.set(key, h);
+    }
+    h.users++;
+    try {
+      return await fn(await h.dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT' || attempt > 0) throw e;
+      h.stale = true; // removed behind the agent's back: walk again, once
+    } finally {
+      h.users--;
+      if (h.users === 0 && (h.stale || held.get(key) !== h)) {
+        if (held.get(key) === h) held.delete(key);
+        closeHeld(h);
+      }
+      evictIdle();
+    }
+  }
+}
+
+function evictIdle(): void {
+  for (const [key, h] of held) {
+    if (held.size <= HELD_MAX) return;
+    if (h.users > 0) continue;
+    held.delete(key);
+    closeHeld(h);
+  }
+}
 
 /** mkdir -p below `root` with the shared-file mode on every directory this call creates (umask-proof). */
 export async function ensureSharedDir(root: string, dir: string): Promise<void> {
-  if (knownDirs.has(dir)) return;
-  const parts = dir === root ? [] : pathBelow(root, dir);
-  await (await openDirBelow(root, parts, { create: DIR_MODE })).close();
-  if (knownDirs.size >= KNOWN_DIRS_MAX) knownDirs.clear();
-  knownDirs.add(dir);
+  await inSharedDir(root, dir, async () => undefined);
 }
 
 /**
  * Create a log file with mode 664 (umask-proof) and return it open for writing (an own leftover
- * at the name is truncated). A directory that vanished since ensureSharedDir remembered it is made again.
+ * at the name is truncated). A directory removed behind the agent's back is made again.
  */
 export async function openLogFile(root: string, path: string): Promise<FileHandle> {
-  const { dir, name } = await openParentBelow(root, path, { create: DIR_MODE });
-  try {
-    return await createFileIn(dir, name, FILE_MODE);
-  } finally {
-    await dir.close();
-  }
+  return inSharedDir(root, dirname(path), (dir) => createFileIn(dir, basename(path), FILE_MODE));
 }
 
 /** result.json: written whole (temp file + rename, so a planted link at the name is replaced, never followed). */
 export async function writeResultJson(root: string, path: string, data: unknown): Promise<void> {
-  const { dir, name } = await openParentBelow(root, path, { create: DIR_MODE });
-  try {
-    await replaceFileIn(dir, name, JSON.stringify(data, null, 2) + '\n', FILE_MODE);
-  } finally {
-    await dir.close();
-  }
+  await inSharedDir(root, dirname(path), (dir) => replaceFileIn(dir, basename(path), JSON.stringify(data, null, 2) + '\n', FILE_MODE));
 }
 
 /** A log file written in one go after the run (outputs held back until secrets were scrubbed); its size and digest. */
@@ -92,17 +143,14 @@ export async function writeWholeLogFile(root: string, path: string, text: string
 
 /** Freeze a log file the runner wrote (its digest is known): 0444 on a handle opened without following links. */
 export async function freezeLogFile(root: string, path: string): Promise<void> {
-  const { dir, name } = await openParentBelow(root, path);
-  try {
-    const fh = await openExistingIn(dir, name);
+  await inSharedDir(root, dirname(path), async (dir) => {
+    const fh = await openExistingIn(dir, basename(path));
     try {
       await fh.chmod(SEALED_FILE_MODE);
     } finally {
-      await fh.close();
+      fh.close().catch(() => undefined);
     }
-  } finally {
-    await dir.close();
-  }
+  });
 }
 
 /**
@@ -110,9 +158,8 @@ export async function freezeLogFile(root: string, path: string): Promise<void> {
  * every other writer the stream is closed. A file the run could not create is created empty.
  */
 export async function digestAndFreezeLogFile(root: string, path: string): Promise<{ bytes: number; sha256: string }> {
-  const { dir, name } = await openParentBelow(root, path, { create: DIR_MODE });
-  try {
-    const fh = await openOrCreateIn(dir, name, FILE_MODE);
+  return inSharedDir(root, dirname(path), async (dir) => {
+    const fh = await openOrCreateIn(dir, basename(path), FILE_MODE);
     try {
       const hash = createHash('sha256');
       let bytes = 0;
@@ -128,7 +175,5 @@ export async function digestAndFreezeLogFile(root: string, path: string): Promis
     } finally {
       await fh.close();
     }
-  } finally {
-    await dir.close();
-  }
+  });
 }

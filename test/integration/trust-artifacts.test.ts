@@ -150,6 +150,24 @@ describe('planted links under artifacts_dir', () => {
     }
   });
 
+  test('a log directory the agent keeps open from an earlier run, then replaced by a link: the next run does not follow it', async () => {
+    const dir = join(work, 'b5');
+    const c = capture();
+    const first = await runIn(dir, 'trustpack.swap', { tables: true }, c.log);
+    assert.equal(first.out.status, 'completed');
+    assert.deepEqual(warnings(c), []);
+    const outside = join(work, 'outside-swap');
+    mkdirSync(outside, { mode: 0o700 });
+    rmSync(join(dir, 'trustpack/swap/stdout'), { recursive: true });
+    symlinkSync(outside, join(dir, 'trustpack/swap/stdout'));
+    const second = await runIn(dir, 'trustpack.swap', { tables: true }, c.log);
+    assert.equal(second.out.status, 'completed');
+    assert.deepEqual(second.out.result.data, { hello: 'world' });
+    assert.deepEqual(readdirSync(outside), []);
+    assert.match(warnings(c).join('\n'), /trustpack\/swap\/stdout is a symbolic link or not a directory/);
+    assert.equal(readFileSync(join(dir, 'trustpack/swap/stderr/log/v2.txt'), 'utf8'), '', 'the other stream is written as usual');
+  });
+
   test('a hard link to a victim, or a FIFO, at the next version file: refused without blocking', async () => {
     const dir = join(work, 'b3');
     const v = victim('hardlink-target');
