@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
-import { createFileIn, openDirBelow, openDirFrom, openExistingIn, openOrCreateIn, pathBelow, replaceFileIn, type SafeDir } from './safe-fs.ts';
+import { createFileIn, openDirBelow, openDirFrom, openExistingIn, openOrCreateIn, pathBelow, replaceFileIn, safeFsMode, type SafeDir } from './safe-fs.ts';
 
 export const DIR_MODE = 0o2775;
 export const FILE_MODE = 0o664;
@@ -60,6 +60,15 @@ function closeHeld(h: Held): void {
 
 async function inSharedDir<T>(root: string, dir: string, fn: (d: SafeDir) => Promise<T>): Promise<T> {
   const parts = resolve(dir) === resolve(root) ? [] : pathBelow(root, dir);
+  if (safeFsMode() === 'path') {
+    // Without /proc a kept directory would be reached by its path again: walked every time instead.
+    const d = await openDirBelow(root, parts, { create: DIR_MODE });
+    try {
+      return await fn(d);
+    } finally {
+      d.close().catch(() => undefined);
+    }
+  }
   if (parts.length > 0 && parts[0].startsWith('execution_')) {
     return inSharedDir(root, root, async (top) => {
       const sub = await openDirFrom(top, parts, { create: DIR_MODE });

@@ -52,6 +52,11 @@ export function safeFsMode(): SafeFsMode {
   return mode;
 }
 
+/** Tests: run the path mode where /proc is mounted (undefined: detect again). */
+export function setSafeFsMode(m: SafeFsMode | undefined): void {
+  mode = m;
+}
+
 /** A directory below the root, open; names inside it are reached through the open descriptor. */
 export class SafeDir {
   /** The directory's path (messages; the path mode's lookups). */

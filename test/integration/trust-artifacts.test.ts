@@ -18,6 +18,7 @@ import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 import { REDACTED_TEXT } from '../../src/execution/secret-scrub.ts';
+import { safeFsMode, setSafeFsMode } from '../../src/execution/safe-fs.ts';
 import * as h from './exec-helpers.ts';
 
 const KEY = 'integration-test-encryption-key-0123456789';
@@ -166,6 +167,32 @@ describe('planted links under artifacts_dir', () => {
     assert.deepEqual(readdirSync(outside), []);
     assert.match(warnings(c).join('\n'), /trustpack\/swap\/stdout is a symbolic link or not a directory/);
     assert.equal(readFileSync(join(dir, 'trustpack/swap/stderr/log/v2.txt'), 'utf8'), '', 'the other stream is written as usual');
+  });
+
+  test('without /proc (path mode): planted links are still refused, component by component', async (t) => {
+    assert.equal(safeFsMode(), 'proc-fd', 'this machine has /proc: the other tests ran the race-free mode');
+    setSafeFsMode('path');
+    t.after(() => setSafeFsMode(undefined));
+    const dir = join(work, 'b6');
+    const v = victim('pathmode-target');
+    const outside = join(work, 'outside-pathmode');
+    mkdirSync(outside, { mode: 0o700 });
+    mkdirSync(join(dir, 'trustpack/pfile/stdout/log'), { recursive: true });
+    symlinkSync(v.path, join(dir, 'trustpack/pfile/stdout/log/v1.txt'));
+    mkdirSync(join(dir, 'trustpack'), { recursive: true });
+    symlinkSync(outside, join(dir, 'trustpack/pdir'));
+    const c = capture();
+    for (const ref of ['trustpack.pfile', 'trustpack.pdir']) {
+      const { out } = await runIn(dir, ref, { tables: true }, c.log);
+      assert.equal(out.status, 'completed');
+      assert.deepEqual(out.result.data, { hello: 'world' });
+    }
+    v.check();
+    assert.deepEqual(readdirSync(outside), []);
+    const w = warnings(c).join('\n');
+    assert.match(w, /pfile\/stdout\/log\/v1\.txt is a symbolic link/);
+    assert.match(w, /trustpack\/pdir is a symbolic link or not a directory/);
+    assert.ok(lstatSync(join(dir, 'trustpack/pfile/stderr/log/v1.txt')).isFile(), 'the other stream is written as usual');
   });
 
   test('a hard link to a victim, or a FIFO, at the next version file: refused without blocking', async () => {
