@@ -16,10 +16,12 @@ import { resolveActionSource } from './pack-files.ts';
 import { planExecution, type DetectedInterpreter, type PlanFacts, type PlannedFile } from './plan.ts';
 import { chooseRuntimeVersion } from './runtime-version.ts';
 import { runProcess, type LogDigest, type RunLogger } from './runner.ts';
-import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
-import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
+import { decideOutcome, executionFailure, parseOutput, preparationFailure, type TerminalStatus } from './outcome.ts';
+import { ensureSharedDir, executionLogPaths, writeResultJson, writeWholeLogFile } from './log-files.ts';
 import { collectAfterLargeRelease } from './memory.ts';
-import { redactPaths } from './secrets.ts';
+import { redactPaths, valuesAtPaths } from './secrets.ts';
+import { SecretScrubber, secretPatterns } from './secret-scrub.ts';
+import { parameterDirName } from './param-dirs.ts';
 import { outputMirror } from '../observe/logger.ts';
 
 export type ExecuteConfig = Pick<Config,
@@ -57,6 +59,11 @@ export interface ExecuteInput {
    * `secretOutputs` for the caller to store encrypted.
    */
   secretOutputPaths?: readonly string[];
+  /**
+   * The decrypted secret parameters: scrubbed from the output (log files, result, mirror) as it is
+   * read (secret-scrub.ts).
+   */
+  secretValues?: readonly unknown[];
   /** Default 1000 ms (Attune's log_finalization_timeout_ms). */
   logFinalizationTimeoutMs?: number;
   /** Injected for tests; defaults to the real filesystem / PATH lookups and clock. */
@@ -104,7 +111,7 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
     }
 
     // Created only when a parameter or inline file needs it (a read-only /tmp must not break stdin actions).
-    const privateDir = join(tmpdir(), `attune-exec-${execution.id}-${randomBytes(6).toString('hex')}`);
+    const privateDir = join(tmpdir(), parameterDirName(execution.id, randomBytes(6).toString('hex')));
     const planned = planExecution({
       execution, action, runtime: input.runtime, runtimeVersion, config, detected: input.detected,
       baselineEnv: input.baselineEnv, source: located.source, enforcement: input.enforcement, tempDir: privateDir,
@@ -126,21 +133,27 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       }
     }
 
-    const paths = executionLogPaths(config.artifactsDir, execution.id);
+    const root = config.artifactsDir;
+    const paths = executionLogPaths(root, execution.id);
     // The paths may still be on their way (log artifacts allocated while the process starts); their
     // directories are made meanwhile too. runProcess waits for them only to create the log files.
     const logFiles = Promise.resolve(input.logFiles).then((f) => f ?? { stdout: paths.stdout, stderr: paths.stderr });
-    const logsReady: Promise<LogFilePaths | null> = logFiles.then(async (files) => {
+    const logsReady: Promise<(LogFilePaths & { root: string }) | null> = logFiles.then(async (files) => {
       const dirs = [...new Set([dirname(files.stdout), dirname(files.stderr)])];
       try {
-        await Promise.all(dirs.map((d) => ensureSharedDir(d)));
-        return files;
+        await Promise.all(dirs.map((d) => ensureSharedDir(root, d)));
+        return { ...files, root };
       } catch (e) {
         log.warn({ execution_id: execution.id, err: (e as Error).message }, `cannot create ${dirs.join(' and ')}; action output is kept in the result only`);
         return null;
       }
     });
 
+    // Secret parameters are scrubbed from the streams as they are read. Secret outputs are known
+    // only once the output is parsed: for such an action the log files and the mirror get the
+    // output after the run, scrubbed (nothing is streamed in clear meanwhile).
+    const paramPatterns = secretPatterns(input.secretValues ?? []);
+    const hold = (input.secretOutputPaths?.length ?? 0) > 0;
     // Debug: the service's one info line per execution (`execution N completed`) carries the outcome and runtime.
     log.debug({ execution_id: execution.id, argv0: plan.argv[0], runtime: plan.runtimeName, timeout_ms: plan.timeoutMs }, 'starting action');
     const run = await runProcess({
@@ -153,15 +166,26 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
       logFinalizationTimeoutMs: input.logFinalizationTimeoutMs,
       maxStdoutBytes: config.worker.maxStdoutBytes,
       maxStderrBytes: config.worker.maxStderrBytes,
-      logFiles: logsReady,
+      logFiles: hold ? Promise.resolve(null) : logsReady,
       // Mirrored as JSON log lines of this run (observe/logger.ts), not raw bytes on the agent's stdio.
-      mirrorStdout: config.log.mirrorStdout ? outputMirror(log, 'stdout') : null,
-      mirrorStderr: config.log.mirrorStderr ? outputMirror(log, 'stderr') : null,
+      mirrorStdout: config.log.mirrorStdout && !hold ? outputMirror(log, 'stdout') : null,
+      mirrorStderr: config.log.mirrorStderr && !hold ? outputMirror(log, 'stderr') : null,
+      secretPatterns: paramPatterns,
     }, { signal: input.signal, logger: log });
 
     const logged = await logsReady;
     const logsDir = logged !== null;
     if (run.kind === 'spawn-error') return done(executionFailure(run.message));
+    // Secret outputs are looked for even when the run failed: its stdout may still carry them.
+    const scrub = new SecretScrubber(hold
+      ? [...paramPatterns, ...secretPatterns(valuesAtPaths(parseOutput(run.stdout, action.output_format ?? 'text'), input.secretOutputPaths!))]
+      : paramPatterns);
+    if (hold) {
+      const held = await writeHeldOutput(run, logged, scrub, config.log, log);
+      run.logErrors.push(...held.errors);
+      run.stdoutLog = held.stdout;
+      run.stderrLog = held.stderr;
+    }
     for (const e of run.logErrors) log.warn({ execution_id: execution.id }, e);
 
     const stderrLogged = logged !== null && !run.logErrors.some((e) => e.includes(logged.stderr) || e.includes('stderr log'));
@@ -180,8 +204,12 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
         secretOutputs = taken.map((t) => ({ json_path: `/data${t.json_path}`, value: t.value }));
       }
     }
+    if (scrub.active) {
+      outcome.result = scrub.deep(outcome.result);
+      outcome.data = scrub.deep(outcome.data);
+    }
     if (outcome.data !== undefined && logsDir) {
-      await ensureSharedDir(paths.dir).then(() => writeResultJson(paths.result, outcome.data)).catch((e: Error) =>
+      await writeResultJson(root, paths.result, outcome.data).catch((e: Error) =>
         log.warn({ execution_id: execution.id, err: e.message }, `cannot write ${paths.result}`));
     }
     log.debug({ execution_id: execution.id, status: outcome.status, exit_code: run.exitCode, duration_ms: run.durationMs }, 'action finished');
@@ -195,6 +223,26 @@ export async function executeAction(input: ExecuteInput): Promise<ExecuteOutput>
   } finally {
     if (tempDir) await rm(tempDir, { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/**
+ * The output of an action with secret outputs, held back during the run: written to its log files
+ * and the mirror now, scrubbed. Returns what each file received (null: not written).
+ */
+async function writeHeldOutput(run: { stdout: string; stderr: string }, files: (LogFilePaths & { root: string }) | null, scrub: SecretScrubber,
+  mirror: ExecuteConfig['log'], log: RunLogger): Promise<{ stdout: LogDigest | null; stderr: LogDigest | null; errors: string[] }> {
+  const errors: string[] = [];
+  const out: { stdout: LogDigest | null; stderr: LogDigest | null } = { stdout: null, stderr: null };
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const text = scrub.text(run[stream]);
+    if (stream === 'stdout' ? mirror.mirrorStdout : mirror.mirrorStderr) outputMirror(log, stream).end(text);
+    if (!files) continue;
+    out[stream] = await writeWholeLogFile(files.root, files[stream], text).catch((e: Error) => {
+      errors.push(`cannot create log file ${files[stream]}: ${e.message}`);
+      return null;
+    });
+  }
+  return { ...out, errors };
 }
 
 function done(o: { status: TerminalStatus; result: Record<string, unknown> }): ExecuteOutput {

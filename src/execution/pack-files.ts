@@ -28,6 +28,13 @@ export interface ResolveInput {
 }
 
 const DIGEST = /^[0-9a-f]{64}$/;
+/**
+ * Attune's pack-ref rule (RefValidator::validate_pack_ref): a lowercase letter, then lowercase
+ * letters, digits, `-` or `_`. A pack ref names a directory under packs_base_dir (and
+ * runtime_envs_dir), so nothing else — no `/`, `.` or `..` — may reach a path.
+ */
+export const PACK_REF = /^[a-z][a-z0-9_-]*$/;
+export const PACK_REF_RULE = "a lowercase letter, then lowercase letters, digits, '-' or '_'";
 export const RELEASE_MARKER = '.attune-release-ready';
 
 export function releaseRoot(packsBaseDir: string, digest: string): string {
@@ -44,6 +51,9 @@ export async function resolveActionSource(input: ResolveInput): Promise<ActionSo
     if (!release.ok) return { ok: false, error: `action ${action.ref}: ${release.error}` };
     packDir = release.packDir;
   } else {
+    if (typeof action.pack_ref !== 'string' || !PACK_REF.test(action.pack_ref)) {
+      return { ok: false, error: `action ${action.ref}: pack_ref ${JSON.stringify(action.pack_ref)} is not a pack ref (${PACK_REF_RULE}), so it cannot name a directory under packs_base_dir=${input.packsBaseDir}; fix the action's pack_ref` };
+    }
     packDir = join(input.packsBaseDir, action.pack_ref);
   }
   // Attune looks for a file only for core packs or non-adhoc actions; other adhoc actions are inline.
@@ -73,8 +83,10 @@ export function actionFilePath(packDir: string, entrypoint: string): { ok: true;
   if (entrypoint.trim() === '') return { ok: false, error: 'the action has an empty entrypoint' };
   if (entrypoint.includes('\0') || entrypoint.includes('\n')) return { ok: false, error: `entrypoint ${JSON.stringify(entrypoint.slice(0, 60))} is not a file path` };
   if (isAbsolute(entrypoint)) return { ok: false, error: `entrypoint ${JSON.stringify(entrypoint)} is absolute; it must be relative to the pack's actions/ directory` };
+  if (entrypoint.split('/').includes('..')) return { ok: false, error: `entrypoint ${JSON.stringify(entrypoint)} has a '..' component; it must name a file inside the pack's actions/ directory` };
+  // Lexical (no realpath): with no '..' and not absolute this always holds; kept as the invariant.
   const path = resolve(packDir, 'actions', entrypoint);
-  const rel = relative(resolve(packDir), path);
+  const rel = relative(resolve(packDir, 'actions'), path);
   if (rel === '' || rel === '..' || rel.startsWith('../') || isAbsolute(rel)) {
     return { ok: false, error: `entrypoint ${JSON.stringify(entrypoint)} points outside the pack directory ${packDir}` };
   }

@@ -45,10 +45,28 @@ export function escapeSingleQuoted(value: string): string {
 export function formatDotenv(params: Parameters): string {
   const flat: [string, string][] = [];
   flatten(params, '', flat);
+  for (const [k] of flat) checkDotenvKey(k);
   const lines = flat.map(([k, v]) => `${k}='${escapeSingleQuoted(v)}'`);
   // Rust sorts the finished lines (byte order), not the keys: `a.b='…'` vs `a='…'` order follows.
   lines.sort(compareBytes);
   return lines.join('\n');
+}
+
+/**
+ * Keys are written bare (Attune does the same, unchecked): a key with a newline would add lines of
+ * its own choosing, so keys that any dotenv reader takes as syntax are refused — line breaks and
+ * other control characters, white space, `=`, `#`, quotes and backslashes.
+ */
+const DOTENV_KEY_SYNTAX = /[\p{Cc}\s=#'"`\\]/u;
+
+export class DotenvKeyError extends Error {}
+
+function checkDotenvKey(key: string): void {
+  if (key === '') throw new DotenvKeyError('a parameter has an empty name, which cannot be written as a dotenv line; use parameter_format json or yaml');
+  const bad = DOTENV_KEY_SYNTAX.exec(key);
+  if (bad) {
+    throw new DotenvKeyError(`parameter name ${JSON.stringify(key)} cannot be written as a dotenv line (it contains ${JSON.stringify(bad[0])}); rename the parameter or use parameter_format json or yaml`);
+  }
 }
 
 function flatten(obj: Record<string, unknown>, prefix: string, out: [string, string][]): void {

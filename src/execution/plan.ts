@@ -16,7 +16,7 @@ import { normalizeRuntimeName } from '../detect/aliases.ts';
 import { buildChildEnv, applyTemplate, type EnforcementRefs, type TemplateVars } from './context-env.ts';
 import { escapeSingleQuoted, formatParameters, parameterFileExtension, stdinPayload, type ParameterFormat } from './params.ts';
 import { executionTokenClaims, packRefOf, signHs256 } from './jwt.ts';
-import type { ActionSource } from './pack-files.ts';
+import { PACK_REF, PACK_REF_RULE, type ActionSource } from './pack-files.ts';
 
 export interface PlanFacts {
   /** Exists, is a regular file (after symlinks) and is executable by the agent. */
@@ -77,7 +77,7 @@ export interface ExecutionPlan {
 }
 
 export type PlanErrorCode =
-  | 'bad-parameters' | 'bad-env-vars' | 'no-executor' | 'no-interpreter' | 'not-executable' | 'inline-unsupported';
+  | 'bad-parameters' | 'bad-env-vars' | 'bad-env-dir' | 'no-executor' | 'no-interpreter' | 'not-executable' | 'inline-unsupported';
 
 /** Why the action cannot run here. `stage` decides the result text (prepare vs execution failure). */
 export class PlanError {
@@ -137,6 +137,13 @@ export function planExecution(input: PlanInput): PlanResult {
   let runtimeVersion: string | null = null;
   let interpreter: string | null = null;
   const packRef = packRefOf(action.ref);
+  // Both name directories under runtime_envs_dir: nothing that could leave it.
+  if (!PACK_REF.test(packRef)) {
+    return fail('bad-env-dir', 'prepare', `action ref ${JSON.stringify(action.ref)}: its pack part ${JSON.stringify(packRef)} is not a pack ref (${PACK_REF_RULE}), so it names no runtime environment directory under runtime_envs_dir`);
+  }
+  if (runtimeName === '' || runtimeName === '.' || runtimeName === '..' || /[/\0]/.test(runtimeName)) {
+    return fail('bad-env-dir', 'prepare', `runtime name ${JSON.stringify(runtimeName)} cannot name a directory under runtime_envs_dir=${input.config.runtimeEnvsDir}; fix the runtime's name`);
+  }
   const envDir = join(input.config.runtimeEnvsDir, packRef, runtimeName);
   const pick = (cfg: RuntimeExecutionConfig, allowDetected: boolean) =>
     resolveInterpreter(cfg, kind, source.packDir, envDir, allowDetected ? input.detected : [], facts, pathEnv, warnings);

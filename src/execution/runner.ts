@@ -14,6 +14,7 @@ import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
+import { StreamScrubber } from './secret-scrub.ts';
 import { closeFds, nativeAddon, type NativeAddon } from './os-pipes.ts';
 import { spawnNative, type ActionChild } from './native-child.ts';
 
@@ -35,10 +36,12 @@ export interface RunSpec {
   /**
    * Log files that receive the same bounded bytes as the capture (created/truncated here). A
    * promise: it may settle while the process already runs (the log artifacts are allocated then);
-   * what the action writes meanwhile waits in the capture. Null = no files; their directory must
-   * exist when it resolves.
+   * what the action writes meanwhile waits in the capture. Null = no files. `root`: the shared
+   * directory they are under (artifacts_dir), below which no link is followed.
    */
-  logFiles?: Promise<{ stdout: string; stderr: string } | null>;
+  logFiles?: Promise<{ root: string; stdout: string; stderr: string } | null>;
+  /** Secret texts replaced in both streams before the capture, the files and the mirrors see them (secret-scrub.ts). */
+  secretPatterns?: readonly string[];
   /** Copy the bounded output here too (`log.mirror_runtime_*`). */
   mirrorStdout?: NodeJS.WritableStream | null;
   mirrorStderr?: NodeJS.WritableStream | null;
@@ -134,8 +137,9 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   log.debug({ pid, launcher: spawned.launcher, spawn_ms: +(performance.now() - spawnStarted).toFixed(2) }, 'action process started');
   child.on('error', (e) => log.warn({ pid, err: e.message }, 'action process error'));
 
-  const outPump = new OutputPump(spawned.stdout, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors);
-  const errPump = new OutputPump(spawned.stderr, new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors);
+  const scrub = () => (spec.secretPatterns?.length ? new StreamScrubber(spec.secretPatterns) : null);
+  const outPump = new OutputPump(spawned.stdout, new BoundedCapture('stdout', spec.maxStdoutBytes), stdoutFile, spec.mirrorStdout ?? null, logErrors, scrub());
+  const errPump = new OutputPump(spawned.stderr, new BoundedCapture('stderr', spec.maxStderrBytes), stderrFile, spec.mirrorStderr ?? null, logErrors, scrub());
   const outDone = outPump.done;
   const errDone = errPump.done;
 
@@ -364,10 +368,11 @@ function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
 }
 
 async function openOptional(files: RunSpec['logFiles'], stream: 'stdout' | 'stderr', errors: string[]): Promise<FileHandle | null> {
-  const path = files ? (await files)?.[stream] : null;
-  if (!path) return null;
+  const where = files ? await files : null;
+  const path = where?.[stream];
+  if (!where || !path) return null;
   try {
-    return await openLogFile(path);
+    return await openLogFile(where.root, path);
   } catch (e) {
     errors.push(`cannot create log file ${path}: ${(e as Error).message}`);
     return null;
@@ -410,10 +415,13 @@ class OutputPump {
   #fileBytes = 0;
   readonly #mirror: NodeJS.WritableStream | null;
   readonly #errors: string[];
+  readonly #scrub: StreamScrubber | null;
   #writes: Promise<void> = Promise.resolve();
 
-  constructor(from: PumpSource, capture: BoundedCapture, file: Promise<FileHandle | null>, mirror: NodeJS.WritableStream | null, errors: string[]) {
+  constructor(from: PumpSource, capture: BoundedCapture, file: Promise<FileHandle | null>, mirror: NodeJS.WritableStream | null, errors: string[],
+    scrub: StreamScrubber | null = null) {
     this.capture = capture;
+    this.#scrub = scrub;
     this.#writes = file.then((f) => {
       this.#file = f;
     });
@@ -436,8 +444,12 @@ class OutputPump {
       source.once('close', resolve);
       source.once('error', () => resolve());
     });
-    // #writes is read when the pipe has ended: by then every chunk's write is chained on it.
-    this.done = this.ended.then(() => this.#writes);
+    // #writes is read when the pipe has ended: by then every chunk's write is chained on it (and
+    // the scrubber's held-back last bytes, passed on here).
+    this.done = this.ended.then(() => {
+      if (this.#scrub) this.#keep(this.#scrub.end());
+      return this.#writes;
+    });
   }
 
   /** Stop reading (a background process keeps the pipe open): whatever it still writes is lost. */
@@ -446,6 +458,10 @@ class OutputPump {
   }
 
   #take(chunk: Uint8Array): void {
+    this.#keep(this.#scrub ? this.#scrub.write(chunk) : chunk);
+  }
+
+  #keep(chunk: Uint8Array): void {
     const kept = this.capture.write(chunk);
     if (kept.length === 0) return;
     if (this.#mirror) this.#mirror.write(kept);

@@ -61,8 +61,9 @@ export function decryptJson(value: unknown, key: string): unknown {
   }
   try {
     return JSON.parse(text);
-  } catch (e) {
-    throw new SecretError(`Failed to parse decrypted JSON: ${(e as Error).message}`);
+  } catch {
+    // Never the parser's message: V8 quotes the start of the text, i.e. of the secret.
+    throw new SecretError('the decrypted value is not valid JSON');
   }
 }
 
@@ -74,7 +75,23 @@ export function restoreSecretValues(redacted: unknown, secrets: readonly StoredS
     if (s.encryption_key_hash && s.encryption_key_hash !== expected) {
       throw new SecretError(`Encryption key hash mismatch for secret path '${s.json_path}' (this agent's security.encryption_key is not the one that encrypted it)`);
     }
-    out = setAtPointer(out, s.json_path, decryptJson(s.encrypted_value, key));
+    let value: unknown;
+    try {
+      value = decryptJson(s.encrypted_value, key);
+    } catch (e) {
+      throw new SecretError(`secret path '${s.json_path}': ${(e as Error).message}`);
+    }
+    out = setAtPointer(out, s.json_path, value);
+  }
+  return out;
+}
+
+/** The values present at these JSON pointers (the restored secrets, for output scrubbing). */
+export function valuesAtPaths(value: unknown, paths: readonly string[]): unknown[] {
+  const out: unknown[] = [];
+  for (const p of paths) {
+    const found = getAtPointer(value, p);
+    if (found.present) out.push(found.value);
   }
   return out;
 }

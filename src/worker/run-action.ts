@@ -11,16 +11,14 @@
  * parameter that cannot be restored fails the run before it starts, an output that cannot be
  * stored encrypted is never written in clear.
  */
-import { createHash } from 'node:crypto';
-import { chmod, open } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { executeAction, type ExecuteInput, type ExecuteOutput } from '../execution/execute.ts';
-import { FILE_MODE, ensureSharedDir } from '../execution/log-files.ts';
+import { digestAndFreezeLogFile, freezeLogFile } from '../execution/log-files.ts';
 import type { LogDigest } from '../execution/runner.ts';
 import { preparationFailure } from '../execution/outcome.ts';
-import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema, type StoredSecretValue } from '../execution/secrets.ts';
+import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema, valuesAtPaths, type StoredSecretValue } from '../execution/secrets.ts';
 import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
 
@@ -42,9 +40,6 @@ export interface RunActionState {
   /** security.encryption_key ('' when unset). */
   encryptionKey: string;
 }
-
-/** Attune's volume transport freezes a sealed log file: no writer may append any more. */
-const SEALED_FILE_MODE = 0o444;
 
 /** `storedSecrets`: the execution_secret_value rows when the caller already read them (with the claim). */
 /** The run's outcome, and the sealing of its log artifacts (never rejects) still under way. */
@@ -69,6 +64,7 @@ export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunAc
   const out = await executeAction({
     ...input,
     execution: restored.execution,
+    secretValues: restored.secretValues,
     secretOutputPaths,
     logFiles: allocation.then((a) => (a ? { stdout: join(dir, a.stdout.filePath), stderr: join(dir, a.stderr.filePath) } : null)),
   });
@@ -100,15 +96,14 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
       if (digest) {
         // Hashed while it was written: its end is known, and freezing the file needs nothing from
         // the rows, so it goes alongside their update (the writer is done with it).
-        const freeze = chmod(path, SEALED_FILE_MODE);
+        const freeze = freezeLogFile(dir, path);
         freeze.catch(() => undefined); // handled below, when awaited with the rows (never unhandled meanwhile)
         freezes.push(freeze);
         return { bytes: digest.bytes, sha256: digest.sha256, truncated };
       }
       // The run failed before its process started (no file yet), or a log write failed: read (and
       // freeze) what is there first.
-      await ensureSharedDir(dirname(path));
-      return sealFile(path, truncated);
+      return { ...(await digestAndFreezeLogFile(dir, path)), truncated };
     };
     const [stdout, stderr] = await Promise.all([end('stdout'), end('stderr')]);
     await Promise.all([finalizeLogArtifacts(pool, alloc, { stdout, stderr }), ...freezes]);
@@ -118,9 +113,12 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
   }
 }
 
-/** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
+/**
+ * `execution.config` with its secret-backed values decrypted (and those values, for scrubbing the
+ * action's output), or the preparation failure.
+ */
 async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
-  known?: StoredSecretValue[]): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+  known?: StoredSecretValue[]): Promise<{ execution: ExecuteInput['execution']; secretValues?: unknown[] } | { failure: ExecuteOutput }> {
   const { execution } = input;
   if (state.noSecretTable) return { execution };
   let stored;
@@ -137,7 +135,8 @@ async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunA
   const fail = (why: string) => ({ failure: preparationFailure(`Failed to restore secret parameters for execution ${execution.id}: ${why}`) });
   if (state.encryptionKey === '') return fail('No encryption key configured (set security.encryption_key / ATTUNE__SECURITY__ENCRYPTION_KEY to the key of the Attune API)');
   try {
-    return { execution: { ...execution, config: restoreSecretValues(execution.config ?? {}, stored, state.encryptionKey) as Record<string, unknown> } };
+    const config = restoreSecretValues(execution.config ?? {}, stored, state.encryptionKey) as Record<string, unknown>;
+    return { execution: { ...execution, config }, secretValues: valuesAtPaths(config, stored.map((s) => s.json_path)) };
   } catch (e) {
     return fail((e as Error).message);
   }
@@ -159,29 +158,6 @@ async function storeSecretOutputs(pool: pg.Pool, input: ExecuteInput, state: Run
   if (problem === null) return out;
   const result = { ...out.result, succeeded: false, error: `Failed to store the secret outputs (${taken.map((t) => t.json_path).join(', ')}) of action ${input.action.ref}: ${problem}` };
   return { ...out, status: 'failed', result };
-}
-
-/**
- * Digest and freeze one log file, as Attune's volume transport does before sealing: 0444 tells
- * every other writer the stream is closed. A file the run could not create is created empty.
- */
-async function sealFile(path: string, truncated: boolean): Promise<StreamEnd> {
-  const fh = await open(path, 'a+', FILE_MODE);
-  try {
-    const hash = createHash('sha256');
-    let bytes = 0;
-    const buf = Buffer.allocUnsafe(64 * 1024);
-    for (;;) {
-      const { bytesRead } = await fh.read(buf, 0, buf.length, bytes);
-      if (bytesRead === 0) break;
-      hash.update(buf.subarray(0, bytesRead));
-      bytes += bytesRead;
-    }
-    await fh.chmod(SEALED_FILE_MODE);
-    return { bytes, sha256: hash.digest('hex'), truncated };
-  } finally {
-    await fh.close();
-  }
 }
 
 async function allocate(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<LogAllocation | null> {

@@ -10,6 +10,8 @@ import type { Config } from '../config/index.ts';
 import { detectRuntimes, type DetectionResult } from '../detect/detect.ts';
 import { workerRuntimesValue } from '../detect/report.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
+import { sweepParameterDirs } from '../execution/param-dirs.ts';
+import { safeFsMode } from '../execution/safe-fs.ts';
 import { EXIT, exitCodeForSignal } from '../exit-codes.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { HealthServer, type Readiness } from '../observe/health.ts';
@@ -50,6 +52,16 @@ export interface AgentService {
   hurry?(ctx: AgentContext): void;
   /** Readiness checks this service contributes to /readyz (e.g. broker connected, consuming). */
   health?(): Record<string, boolean>;
+}
+
+/** Parameter files a killed agent left behind are removed; a filesystem without /proc is reported. */
+async function startupHousekeeping(log: Logger): Promise<void> {
+  const swept = await sweepParameterDirs();
+  if (swept.removed.length > 0) log.info({ removed: swept.removed }, 'removed parameter directories left by an agent that was killed');
+  for (const e of swept.errors) log.warn(e);
+  if (safeFsMode() === 'path') {
+    log.warn('/proc is not mounted: files under artifacts_dir are checked one path component at a time, which an action racing the agent could still redirect; mount /proc in the container');
+  }
 }
 
 /** Where the agent is in its life; /readyz is ready only while `running`. */
@@ -132,6 +144,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
   }
   try {
     const detection = await detect(config, env, log);
+    await startupHousekeeping(log);
 
     const pool = createPool(config.database, { log });
     const target = poolTarget(pool)!;

@@ -6,6 +6,7 @@ import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { decryptJson, encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
+import { REDACTED_TEXT } from '../../src/execution/secret-scrub.ts';
 import * as h from './exec-helpers.ts';
 
 const KEY = 'integration-test-encryption-key-0123456789';
@@ -51,7 +52,9 @@ test('a secret-backed parameter reaches the action decrypted; a secret output is
   const out = await run(id, config, KEY);
   assert.equal(out.status, 'completed', JSON.stringify(out.result));
   const data = out.result.data as Record<string, unknown>;
-  assert.equal(data.password, 'pw-secret', 'the action saw the decrypted parameter');
+  // The action echoed the decrypted parameter back; a secret never reaches the result in clear
+  // (test/integration/secret-scrub.test.ts proves the action got the clear value).
+  assert.equal(data.password, REDACTED_TEXT);
   assert.equal(data.user, 'ada');
   assert.deepEqual(data.token, redactionMarker(), 'the out_schema secret is a marker in the result');
   const rows = (await db.pool.query(`SELECT json_path, source_kind, encrypted_value, encryption_key_hash FROM execution_secret_value WHERE entity_type = 'execution_result' AND entity_id = $1`, [id])).rows;

@@ -64,8 +64,11 @@ test('pinned release missing, unverifiable or tampered: clear errors', async () 
 
 test('entrypoints may not leave the pack directory', () => {
   assert.equal(actionFilePath('/p/demo', 'sub/run.sh').ok, true);
-  assert.equal(actionFilePath('/p/demo', '../lib/x.sh').ok, true, 'inside the pack is fine');
-  assert.match((actionFilePath('/p/demo', '../../other/x.sh') as { error: string }).error, /points outside the pack directory/);
+  // '..' is refused even when it stays inside the pack lexically: the kernel resolves `dir/..`
+  // through a linked `dir`, a lexical check cannot.
+  assert.match((actionFilePath('/p/demo', '../lib/x.sh') as { error: string }).error, /entrypoint "\.\.\/lib\/x\.sh" has a '\.\.' component; it must name a file inside the pack's actions\/ directory/);
+  assert.match((actionFilePath('/p/demo', '../../etc/passwd') as { error: string }).error, /has a '\.\.' component/);
+  assert.match((actionFilePath('/p/demo', 'sub/../../../etc/passwd') as { error: string }).error, /has a '\.\.' component/);
   assert.match((actionFilePath('/p/demo', '/etc/passwd') as { error: string }).error, /is absolute/);
   assert.match((actionFilePath('/p/demo', '') as { error: string }).error, /empty entrypoint/);
 });

@@ -318,7 +318,7 @@ test('very long timeouts (beyond setTimeout\'s 24.8 days) do not fire at once; p
 test('runner: log file paths that arrive late (a slow allocation) neither lose output nor count as an undrained pipe', async () => {
   const dir = h.tempDir('late-logs');
   try {
-    const files = { stdout: `${dir}/out.txt`, stderr: `${dir}/err.txt` };
+    const files = { root: dir, stdout: `${dir}/out.txt`, stderr: `${dir}/err.txt` };
     const late = new Promise<typeof files>((r) => setTimeout(() => r(files), 600));
     const r = await runProcess({
       argv: ['/bin/sh', '-c', 'echo early; echo oops >&2'], env: { PATH: '/usr/bin:/bin' }, cwd: null, stdin: null, timeoutMs: 10_000,
@@ -356,17 +356,17 @@ test('log files: a remembered directory removed behind the agent is made again; 
   const { ensureSharedDir, openLogFile } = await import('../../src/execution/log-files.ts');
   const { chmodSync, writeFileSync } = await import('node:fs');
   const dir = `${artifactsDir}/remembered/stdout/log`;
-  await ensureSharedDir(dir);
+  await ensureSharedDir(artifactsDir, dir);
   rmSync(`${artifactsDir}/remembered`, { recursive: true, force: true });
-  await ensureSharedDir(dir); // remembered: no mkdir
-  const fresh = await openLogFile(`${dir}/v1.txt`);
+  await ensureSharedDir(artifactsDir, dir); // remembered: no mkdir
+  const fresh = await openLogFile(artifactsDir, `${dir}/v1.txt`);
   await fresh.write('x');
   await fresh.close();
   assert.equal(statSync(`${dir}/v1.txt`).mode & 0o7777, 0o664);
   assert.equal(statSync(dir).mode & 0o7777, 0o2775);
   writeFileSync(`${dir}/v2.txt`, 'old content');
   chmodSync(`${dir}/v2.txt`, 0o600);
-  const existing = await openLogFile(`${dir}/v2.txt`);
+  const existing = await openLogFile(artifactsDir, `${dir}/v2.txt`); // this uid's own leftover: reused
   await existing.close();
   assert.equal(readFileSync(`${dir}/v2.txt`, 'utf8'), '');
   assert.equal(statSync(`${dir}/v2.txt`).mode & 0o7777, 0o664);
