@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { CORE_RUNTIMES, createExecution, executionRow, startAgent, until, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { seedCoreRuntimes, createExecution, executionRow, startAgent, until, type ActionDef, type AgentProcess } from '../harness/platform.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 
 const PACKS_DIR = resolve(import.meta.dirname, '../fixtures/packs');
@@ -77,20 +77,9 @@ async function finished(id: number) {
   return { status: row.status, result: row.result ?? {}, messages: collector.forExecution(id) };
 }
 
-/**
- * Rows inserted plainly: the dev schema no longer has the UNIQUE (ref) constraints the shared
- * harness's ON CONFLICT (ref) upserts need (Attune's schema has none either).
- */
+/** Attune's real core catalog (test/fixtures/catalog) and the test pack. */
 async function seedRuntimes(): Promise<Record<string, number>> {
-  const core = Number((await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ('core', 'Core', '1.0.0') RETURNING id`)).rows[0].id);
-  const ids: Record<string, number> = {};
-  for (const key of ['shell', 'python']) {
-    const r = CORE_RUNTIMES[key];
-    ids[key] = Number((await db.pool.query(
-      `INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config) VALUES ($1, $2, 'core', $3, $4, $5) RETURNING id`,
-      [`core.${key}`, core, r.name, r.aliases, JSON.stringify({ interpreter: { binary: r.binary, args: [], file_extension: r.ext } })],
-    )).rows[0].id);
-  }
+  const ids = await seedCoreRuntimes(db.pool);
   await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ('testpack', 'testpack', '1.0.0')`);
   return ids;
 }
