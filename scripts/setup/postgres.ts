@@ -1,10 +1,12 @@
 /**
- * PostgreSQL on this machine, as the tests and the demo use it: a superuser `postgres` reachable
- * over TCP on 127.0.0.1 without a password (test/helpers/pg.ts). A fresh Debian install has a
- * cluster (usually) but asks for a password on TCP (scram-sha-256), so when the connection is
- * refused for want of a password the set-up puts one `trust` line for that user and 127.0.0.1/32 at
- * the top of the cluster's pg_hba.conf (marked, added once) and reloads. A password would be the
- * alternative, but `npm test` cannot hand one from this step to the test processes.
+ * PostgreSQL on this machine, as the tests and the demo use it: superuser `postgres` reachable over
+ * TCP on 127.0.0.1 without a password (test/helpers/pg.ts), and a wrong role answered with "role
+ * does not exist", not a password prompt (db-connect.test.ts). A fresh Debian install has a cluster
+ * (usually) but asks for a password on TCP (scram-sha-256), so when the connection is refused for
+ * want of a password the set-up puts `host all all 127.0.0.1/32 trust` at the top of the cluster's
+ * pg_hba.conf (marked, added once) and reloads: loopback TCP without passwords, as on the CI
+ * machines. A password would be the alternative, but `npm test` cannot hand one from this step to
+ * the test processes. Not for a machine whose local users must be kept out of PostgreSQL.
  */
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import pg from 'pg';
@@ -24,13 +26,11 @@ export function parseClusters(stdout: string): Cluster[] {
 
 export const HBA_MARK = '# added by attune-agent scripts/setup.ts: tests and demo connect without a password';
 
-export function trustLine(user: string): string {
-  return `host all ${user} 127.0.0.1/32 trust`;
-}
+export const TRUST_LINE = 'host all all 127.0.0.1/32 trust';
 
 /** pg_hba.conf with the trust line first (rules match top-down); unchanged when it is there. */
-export function hbaWithTrust(text: string, user: string): string {
-  const line = trustLine(user);
+export function hbaWithTrust(text: string): string {
+  const line = TRUST_LINE;
   const lines = text.split('\n');
   if (lines.some((l) => l.trim().replace(/\s+/g, ' ') === line)) return text;
   const first = lines.findIndex((l) => l.trim() !== '' && !l.trim().startsWith('#'));
@@ -104,10 +104,10 @@ function hbaPath(c: Cluster): string {
   return `/etc/postgresql/${c.version}/${c.name}/pg_hba.conf`;
 }
 
-function authCommands(c: Cluster | undefined, user: string): string[] {
+function authCommands(c: Cluster | undefined): string[] {
   const file = c ? hbaPath(c) : '/etc/postgresql/<version>/<cluster>/pg_hba.conf';
   const reload = c ? `pg_ctlcluster ${c.version} ${c.name} reload` : 'pg_ctlcluster <version> <cluster> reload';
-  return [`sed -i '0,/^[^#]/s||${trustLine(user)}\\n&|' ${file}   # puts the line first`, reload];
+  return [`sed -i '0,/^[^#]/s||${TRUST_LINE}\\n&|' ${file}   # puts the line first`, reload];
 }
 
 function userOf(url: string): string {
@@ -125,7 +125,7 @@ export async function checkPostgres(url: string): Promise<Check> {
     return {
       ready: false,
       problem: `PostgreSQL on 127.0.0.1:${port} refuses user ${userOf(url)} without a password (${p.detail})`,
-      commands: authCommands(all.find((c) => c.port === port), userOf(url)),
+      commands: authCommands(all.find((c) => c.port === port)),
       fix: () => ensurePostgres(url),
     };
   }
@@ -158,11 +158,11 @@ export async function ensurePostgres(url: string): Promise<string> {
       const c = (await clusters()).find((x) => x.port === port);
       if (!c || !existsSync(hbaPath(c))) throw new SetupError(`PostgreSQL on port ${port} asks ${user} for a password and no Debian cluster config was found to change that`, ['set ATTUNE_TEST_PG_URL / ATTUNE_DEMO_PG_URL to a URL with the password']);
       const before = readFileSync(hbaPath(c), 'utf8');
-      const after = hbaWithTrust(before, user);
-      if (after === before) throw new SetupError(`${hbaPath(c)} already trusts ${user} on 127.0.0.1 but the server still asks for a password (${p.detail})`, [`pg_ctlcluster ${c.version} ${c.name} reload`]);
+      const after = hbaWithTrust(before);
+      if (after === before) throw new SetupError(`${hbaPath(c)} already trusts 127.0.0.1 but the server still asks for a password (${p.detail})`, [`pg_ctlcluster ${c.version} ${c.name} reload`]);
       writeFileSync(hbaPath(c), after);
       await mustRun('pg_ctlcluster', [c.version, c.name, 'reload']);
-      done.push(`trusted ${user}@127.0.0.1 in ${hbaPath(c)}`);
+      done.push(`trusted TCP from 127.0.0.1 in ${hbaPath(c)} (${TRUST_LINE})`);
       continue;
     }
     throw new SetupError(`PostgreSQL on 127.0.0.1:${port} does not work: ${p.detail}`);

@@ -38,14 +38,14 @@ test('pg_lsclusters -h lines become clusters', () => {
 
 test('pg_hba.conf: the trust line goes before the first rule, once', () => {
   const fresh = '# PostgreSQL Client Authentication\n\n# comment\nlocal   all   postgres   peer\nhost    all   all   127.0.0.1/32   scram-sha-256\n';
-  const edited = hbaWithTrust(fresh, 'postgres');
+  const edited = hbaWithTrust(fresh);
   const lines = edited.split('\n');
-  const trust = lines.indexOf('host all postgres 127.0.0.1/32 trust');
+  const trust = lines.indexOf('host all all 127.0.0.1/32 trust');
   assert.ok(trust > 0, edited);
   assert.equal(lines[trust - 1], HBA_MARK);
   assert.ok(trust < lines.findIndex((l) => l.startsWith('local')), 'before the first rule');
   assert.ok(edited.endsWith(fresh.slice(fresh.indexOf('local'))), 'the existing rules are kept as they were');
-  assert.equal(hbaWithTrust(edited, 'postgres'), edited);
+  assert.equal(hbaWithTrust(edited), edited);
 });
 
 test('only loopback URLs are managed; default ports filled in', () => {
