@@ -31,6 +31,8 @@ import {
 const ADMIN_URL = process.env.ATTUNE_DEMO_PG_URL || 'postgresql://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.ATTUNE_DEMO_AMQP_URL || 'amqp://guest:guest@127.0.0.1:5672/%2f';
 const DEADLINE_S = Number(process.env.ATTUNE_DEMO_DEADLINE_S || 120);
+/** A first build on a slow machine takes a few minutes; a build that takes this long is stuck. */
+const BUILD_DEADLINE_S = 15 * 60;
 const RUN_ID = randomBytes(4).toString('hex');
 const DB_NAME = `attune_agent_demo_${RUN_ID}`;
 const VHOST = `attune-agent-demo-${RUN_ID}`;
@@ -71,19 +73,36 @@ class Tripwire {
     this.failed = e;
     this.#reject(e);
   }
+  readonly #inflight = new Set<Promise<unknown>>();
+  /** `p`, or the trip if it comes first; `p` is remembered until it settles (see `settled`). */
   guard<T>(p: Promise<T>): Promise<T> {
+    const tracked = p.then(() => undefined, () => undefined);
+    this.#inflight.add(tracked);
+    void tracked.then(() => this.#inflight.delete(tracked));
     return Promise.race([p, this.#tripped]);
+  }
+  /** Steps still running after a trip: waited for, so what they create is registered before the clean-up. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.#inflight]);
   }
   /** Throws when tripped: a step that finished after the trip must not start the next one. */
   check(): void {
     if (this.failed) throw this.failed;
   }
-  #deadline: NodeJS.Timeout | undefined;
-  armDeadline(seconds: number): void {
-    this.#deadline = setTimeout(() => this.fail(new DemoError(`the demo did not finish within ${seconds} s (it stopped at the step above)`, 'see the step above; ATTUNE_DEMO_DEADLINE_S allows longer')), seconds * 1000);
+  readonly #timers = new Set<NodeJS.Timeout>();
+  /** Trip with `e` after `seconds` unless the returned function is called first. */
+  armDeadline(seconds: number, e: Error): () => void {
+    const timer = setTimeout(() => this.fail(e), seconds * 1000);
+    this.#timers.add(timer);
+    return () => {
+      clearTimeout(timer);
+      this.#timers.delete(timer);
+    };
   }
+  /** The demo is over (either way): no deadline may fire during the clean-up. */
   disarm(): void {
-    clearTimeout(this.#deadline);
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
   }
 }
 
@@ -126,6 +145,17 @@ async function bounded(what: string, p: Promise<unknown>, ms = 15_000): Promise<
 }
 
 let trip: Tripwire;
+
+/**
+ * Create something and register its undo in one chain, guarded: even when the trip wins the race,
+ * the chain goes on and registers the undo (Teardown undoes it at once if it already ran).
+ */
+function acquire<T>(td: Teardown, what: string, create: () => Promise<T>, undo: (v: T) => Promise<unknown>): Promise<T> {
+  return trip.guard(create().then((v) => {
+    td.add(what, () => undo(v));
+    return v;
+  }));
+}
 
 /**
  * Poll `check` until truthy, at most `timeoutMs`. Stops at once when the demo is tripped, so no loop
@@ -192,15 +222,22 @@ function rabbitmqctl(args: string[]): Promise<void> {
   });
 }
 
-/** The demo's own vhost on the local broker, with the URL's user allowed in; removed by teardown. */
-async function createVhost(td: Teardown): Promise<string> {
+/**
+ * The demo's own vhost on the local broker, with the URL's user allowed in; returns its URL. A
+ * failure after add_vhost deletes it again (the caller registers the delete only on success).
+ */
+async function createVhost(): Promise<string> {
   const url = new URL(AMQP_URL);
   if (!['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname)) {
     throw new DemoError(`ATTUNE_DEMO_AMQP_URL points at ${url.host}, but the demo makes its own vhost with rabbitmqctl, which reaches only the broker on this machine`, 'point ATTUNE_DEMO_AMQP_URL at 127.0.0.1');
   }
   await rabbitmqctl(['add_vhost', VHOST]);
-  td.add(`delete RabbitMQ vhost ${VHOST}`, () => rabbitmqctl(['delete_vhost', VHOST]));
-  await rabbitmqctl(['set_permissions', '-p', VHOST, decodeURIComponent(url.username) || 'guest', '.*', '.*', '.*']);
+  try {
+    await rabbitmqctl(['set_permissions', '-p', VHOST, decodeURIComponent(url.username) || 'guest', '.*', '.*', '.*']);
+  } catch (e) {
+    await rabbitmqctl(['delete_vhost', VHOST]).catch(() => undefined);
+    throw e;
+  }
   url.pathname = `/${VHOST}`;
   return url.toString();
 }
@@ -241,35 +278,38 @@ async function seedCatalog(db: pg.Pool): Promise<ActionDef[]> {
 // ──────────────────────────────────────────────────────────────────────────────────────────────
 
 async function demo(td: Teardown): Promise<number> {
+  if (!(DEADLINE_S > 0)) throw new DemoError(`ATTUNE_DEMO_DEADLINE_S must be a number of seconds above 0, got '${process.env.ATTUNE_DEMO_DEADLINE_S}'`, 'unset it (default 120) or give seconds');
   step('PostgreSQL and RabbitMQ');
-  const admin = await connectPg(ADMIN_URL);
-  td.add('close the PostgreSQL admin connection', () => admin.end());
-  const probe = await connectMq(AMQP_URL);
+  const admin = await acquire(td, 'close the PostgreSQL admin connection', () => connectPg(ADMIN_URL), (c) => c.end());
+  const probe = await trip.guard(connectMq(AMQP_URL));
   await probe.close().catch(() => undefined);
   console.log(`PostgreSQL at ${hostOf(ADMIN_URL)} and RabbitMQ at ${hostOf(AMQP_URL)} answer`);
 
   step('build (incremental)');
+  const buildDone = trip.armDeadline(BUILD_DEADLINE_S, new DemoError(`the build did not finish within ${BUILD_DEADLINE_S / 60} min`, 'see its output above; `npm run build` alone shows where it stops'));
   await trip.guard(build(td));
-  trip.armDeadline(DEADLINE_S);
+  buildDone();
+  trip.armDeadline(DEADLINE_S, new DemoError(`the demo did not finish within ${DEADLINE_S} s after the build (it stopped at the step above)`, 'see the step above; ATTUNE_DEMO_DEADLINE_S allows longer'));
 
   step(`RabbitMQ vhost ${VHOST} (the demo's own, removed at the end)`);
-  const vhostUrl = await trip.guard(createVhost(td));
-  const mq = await trip.guard(connectMq(vhostUrl));
+  const vhostUrl = await acquire(td, `delete RabbitMQ vhost ${VHOST}`, createVhost, () => rabbitmqctl(['delete_vhost', VHOST]));
   let mqClosed = false;
-  mq.on('close', () => {
-    mqClosed = true;
-    trip.fail(new DemoError('the demo lost its RabbitMQ connection', `check that RabbitMQ is up (\`rabbitmqctl status\`); ${SETUP_FIX}`));
-  });
-  td.add('close the RabbitMQ connection', async () => {
+  const mq = await acquire(td, 'close the RabbitMQ connection', async () => {
+    const model = await connectMq(vhostUrl);
+    model.on('close', () => {
+      mqClosed = true;
+      trip.fail(new DemoError('the demo lost its RabbitMQ connection', `check that RabbitMQ is up (\`rabbitmqctl status\`); ${SETUP_FIX}`));
+    });
+    return model;
+  }, async (model) => {
     if (mqClosed) return;
-    mq.removeAllListeners('close');
-    await mq.close();
+    model.removeAllListeners('close');
+    await model.close();
   });
   const collector = await trip.guard(collectExecutionMessages(mq));
 
   step(`database ${DB_NAME} with the development schema (the demo's own, dropped at the end)`);
-  await trip.guard(admin.query(`CREATE DATABASE ${DB_NAME}`));
-  td.add(`drop database ${DB_NAME}`, () => admin.query(`DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)`));
+  await acquire(td, `drop database ${DB_NAME}`, () => admin.query(`CREATE DATABASE ${DB_NAME}`), () => admin.query(`DROP DATABASE IF EXISTS ${DB_NAME} WITH (FORCE)`));
   const dbUrl = new URL(ADMIN_URL);
   dbUrl.pathname = `/${DB_NAME}`;
   const db = new pg.Pool({ connectionString: dbUrl.toString(), options: '-c search_path=attune,public', connectionTimeoutMillis: 5000 });
@@ -354,6 +394,7 @@ async function main(): Promise<void> {
   } catch (e) {
     console.error(`\ndemo failed: ${(e as Error).message}`);
     console.error(`fix: ${e instanceof DemoError ? e.fix : 'none known: this failure is unexpected (the step it happened in is above); please report it with this output'}`);
+    await bounded('wait for the step in progress', trip.settled(), 20_000);
   }
   trip.disarm();
   process.stdout.write('\n== clean up\n');
