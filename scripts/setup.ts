@@ -4,8 +4,8 @@
  * first; `.ci/run` is `npm ci && npm test`.
  *
  *   1. the Debian packages of .ci/apt-packages.txt (one dpkg-query; apt-get only for missing ones)
- *   2. PostgreSQL on 127.0.0.1:5432: cluster created/started if down, user postgres let in without
- *      a password over TCP (see postgres.ts for why a trust line)
+ *   2. PostgreSQL on 127.0.0.1:5432: cluster created/started if down, TCP from 127.0.0.1 let in
+ *      without a password (see postgres.ts for why a trust line)
  *   3. RabbitMQ on 127.0.0.1:5672: started if down, awaited until guest can log in
  *
  * Acting needs root and apt/dpkg (Debian, Ubuntu). Without them it changes nothing: it prints what
