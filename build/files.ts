@@ -64,7 +64,7 @@ export interface RunResult { stdout: string; stderr: string }
 export function runTool(cmd: string, args: readonly string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): RunResult {
   const r = spawnSync(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   if (r.error) {
-    const hint = (r.error as NodeJS.ErrnoException).code === 'ENOENT' ? ` (is it installed? see .ci/apt-packages.txt)` : '';
+    const hint = (r.error as NodeJS.ErrnoException).code === 'ENOENT' ? ' (is it installed? `npm run setup` as root installs .ci/apt-packages.txt)' : '';
     throw new Error(`build: cannot run ${cmd}${hint}: ${r.error.message}`);
   }
   if (r.status !== 0) {

@@ -26,7 +26,7 @@ export async function connectTest(name = `attune-agent-test-${process.pid}`): Pr
   } catch (e) {
     throw new Error(
       `RabbitMQ is not reachable at ${AMQP_URL.replace(/:[^:@/]*@/, ':***@')} (${(e as Error).message}). ` +
-        'Integration tests need it: run `bash .ci/services.sh` or set ATTUNE_TEST_AMQP_URL.',
+        'Integration tests need it: run `npm run setup` (as root) or set ATTUNE_TEST_AMQP_URL.',
     );
   }
   model.on('error', () => undefined); // close reasons surface through the operations that fail

@@ -54,7 +54,7 @@ async function adminClient(): Promise<pg.Client> {
     const u = new URL(PG_ADMIN_URL);
     throw new Error(
       `integration tests need PostgreSQL at ${u.hostname}:${u.port || 5432} (user ${u.username || 'postgres'}), which is unreachable: ` +
-        `${(e as Error).message}. Start it (see .ci/) or point ATTUNE_TEST_PG_URL at one.`,
+        `${(e as Error).message}. Run \`npm run setup\` (as root) or point ATTUNE_TEST_PG_URL at one.`,
       { cause: e },
     );
   }
