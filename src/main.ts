@@ -62,14 +62,14 @@ async function main(argv: readonly string[]): Promise<number> {
   const config = configured(() => loadConfig(configInput));
   if (typeof config === 'number') return config;
 
-  // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (pid1.ts).
+  // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (native/pid1.ts).
   const warnings: string[] = [...config.warnings];
   if (process.pid === 1) {
-    const { ensureInit } = await import('./pid1.ts');
+    const { ensureInit } = await import('./native/pid1.ts');
     const w = ensureInit(argv);
     if (w) warnings.push(w);
   }
-  const { pipesStatus } = await import('./execution/os-pipes.ts');
+  const { pipesStatus } = await import('./native/addon.ts');
   const pipes = pipesStatus();
   if (!pipes.available) {
     warnings.push(`actions get socket pairs, not pipes, as stdin/stdout/stderr (${pipes.reason}): ` +

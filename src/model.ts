@@ -97,3 +97,19 @@ export interface WorkerRow {
   capabilities: Record<string, unknown> | null;
   last_heartbeat: Date | null;
 }
+
+/** An `execution_secret_value` row as read (contract §5.5): the encrypted value behind a redaction marker. */
+export interface StoredSecretValue {
+  json_path: string;
+  encrypted_value: unknown;
+  encryption_key_hash: string | null;
+}
+
+/** An `execution_secret_value` row to write (contract §5.9). */
+export interface PreparedSecretValue {
+  json_path: string;
+  encrypted_value: string;
+  encryption_key_hash: string;
+  source_kind: string;
+  source_ref: string | null;
+}

@@ -3,10 +3,9 @@
  * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */
-import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue } from '../model.ts';
 import { prepared, type Queryable } from './pool.ts';
-import type { StoredSecretValue } from '../execution/secrets.ts';
-import { collectAfterLargeRelease } from '../execution/memory.ts';
+import { collectAfterLargeRelease } from '../native/memory.ts';
 
 export const EXECUTION_COLUMNS = [
   'id', 'action', 'action_ref', 'pack_release', 'pack_release_digest', 'executable_snapshot', 'config', 'env_vars',
@@ -301,7 +300,7 @@ export interface TerminalWrite {
  * JSON.stringify the stored jsonb is the same JSON value (jsonb only reorders object keys and drops
  * whitespace), and reading back a result with 10 MiB of captured output would cost another two
  * copies of it (the text on the wire and the parsed object) for nothing. A large result's copies
- * are collected right after the write (execution/memory.ts).
+ * are collected right after the write (native/memory.ts).
  */
 export async function writeTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<TerminalWrite | null> {
   const { row, jsonLength } = await updateTerminal(db, id, status, result);

@@ -18,7 +18,7 @@ import { chooseRuntimeVersion } from './runtime-version.ts';
 import { runProcess, type LogDigest, type RunLogger } from './runner.ts';
 import { decideOutcome, executionFailure, preparationFailure, type TerminalStatus } from './outcome.ts';
 import { ensureSharedDir, executionLogPaths, writeResultJson } from './log-files.ts';
-import { collectAfterLargeRelease } from './memory.ts';
+import { collectAfterLargeRelease } from '../native/memory.ts';
 import { redactPaths } from './secrets.ts';
 import { outputMirror } from '../observe/logger.ts';
 

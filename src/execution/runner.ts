@@ -14,8 +14,8 @@ import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
-import { closeFds, nativeAddon, type NativeAddon } from './os-pipes.ts';
-import { spawnNative, type ActionChild } from './native-child.ts';
+import { closeFds, nativeAddon, type NativeAddon } from '../native/addon.ts';
+import { spawnNative, type ActionChild } from '../native/spawn.ts';
 
 export type CancelReason = 'cancel' | 'shutdown';
 
@@ -282,9 +282,9 @@ function withStreams(child: ChildProcess): Spawned {
 }
 
 /**
- * Real pipes (os-pipes.ts): the child gets one end of each as fd 0/1/2 (posix_spawn or libuv
+ * Real pipes (native/addon.ts): the child gets one end of each as fd 0/1/2 (posix_spawn or libuv
  * dup2s them, so its copies lose close-on-exec), the agent closes those ends right after the exec
- * and keeps the others. The addon starts the child when it can (native-child.ts), else
+ * and keeps the others. The addon starts the child when it can (native/spawn.ts), else
  * child_process.spawn does. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
  */
 async function spawnWithPipes(spec: RunSpec, addon: NativeAddon): Promise<Spawned> {

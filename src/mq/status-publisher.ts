@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import { encodeEnvelope, type OutgoingMessage } from '../protocol/envelope.ts';
-import { collectAfterLargeRelease } from '../execution/memory.ts';
+import { collectAfterLargeRelease } from '../native/memory.ts';
 import { completedPayload, statusChangedPayload } from '../protocol/messages.ts';
 import type { MessageType } from '../protocol/names.ts';
 import type { ConfirmPublisher } from './publisher.ts';

@@ -13,13 +13,14 @@ import { ExecutionService, type ActionRunner, type ExecutionStore } from './serv
 import { MqConnection } from '../mq/connection.ts';
 import { workerTopologySetup } from '../mq/topology.ts';
 import { ConfirmPublisher } from '../mq/publisher.ts';
-import { IdleTrimmer, IDLE_TRIM_ENV, keepLargeAllocationsMapped } from './idle-trim.ts';
+import { IdleTrimmer, IDLE_TRIM_ENV } from './idle-trim.ts';
+import { keepLargeAllocationsMapped } from '../native/memory.ts';
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
 import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, writeTerminal, type ActionContext, type ClaimWithContext } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
-import type { StoredSecretValue } from '../execution/secrets.ts';
+import type { StoredSecretValue } from '../model.ts';
 import { runAction, type RunActionState } from './run-action.ts';
 import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
 import { baselineEnvironment } from '../execution/environment.ts';

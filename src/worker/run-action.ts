@@ -20,7 +20,8 @@ import { executeAction, type ExecuteInput, type ExecuteOutput } from '../executi
 import { FILE_MODE, ensureSharedDir } from '../execution/log-files.ts';
 import type { LogDigest } from '../execution/runner.ts';
 import { preparationFailure } from '../execution/outcome.ts';
-import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema, type StoredSecretValue } from '../execution/secrets.ts';
+import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from '../execution/secrets.ts';
+import type { StoredSecretValue } from '../model.ts';
 import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
 

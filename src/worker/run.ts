@@ -14,7 +14,7 @@ import { EXIT, exitCodeForSignal } from '../exit-codes.ts';
 import { createLogger, type Logger } from '../observe/logger.ts';
 import { HealthServer, type Readiness } from '../observe/health.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
-import { killChildProcessGroups } from '../pid1.ts';
+import { killChildProcessGroups } from '../native/pid1.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { createPool, dbError, poolTarget, verifyDatabase } from '../db/pool.ts';
 import { formatTarget } from '../db/errors.ts';

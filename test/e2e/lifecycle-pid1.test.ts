@@ -1,7 +1,7 @@
 /**
  * PID 1: the BUILT agent as the init of a fresh PID namespace (`unshare --pid --fork --mount-proc`),
  * laid out like the portable folder (attune-agent with tini-static beside it). At start it re-executes
- * itself under tini (src/pid1.ts): tini stays PID 1 and reaps the orphans of 200 actions that each
+ * itself under tini (src/native/pid1.ts): tini stays PID 1 and reaps the orphans of 200 actions that each
  * leave background grandchildren behind (one escapes into its own session and exits later, one stays
  * in the action's group and is killed with it). Afterwards the namespace holds 0 zombies, and SIGTERM
  * to PID 1 (what `docker stop` / the kubelet send) stops the agent cleanly: exit 0, row inactive.

@@ -1,5 +1,5 @@
 /**
- * How an action process starts (runner.ts + native-child.ts): the addon's posix_spawn and the
+ * How an action process starts (runner.ts + native/spawn.ts): the addon's posix_spawn and the
  * child_process.spawn fallback (ATTUNE_AGENT_NATIVE_SPAWN=off, run in a separate Node process since
  * the choice is made once per process) must give the action the same process: its own session and
  * process group, every signal at its default disposition and unblocked, only fds 0-2, the working

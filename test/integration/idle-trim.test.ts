@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { IdleTrimmer, releaseIdleMemory } from '../../src/worker/idle-trim.ts';
+import { IdleTrimmer } from '../../src/worker/idle-trim.ts';
+import { releaseIdleMemory } from '../../src/native/memory.ts';
 
 test('the trimmer fires once per idle period (file pages only the first time), never while an execution runs, and not after stop', async () => {
   let idle = true;
@@ -38,7 +39,7 @@ test('the trimmer fires once per idle period (file pages only the first time), n
 
 test('releaseMemory (the addon) drops clean file pages and freed heap; the process keeps working', () => {
   const script = `
-    import { releaseIdleMemory } from ${JSON.stringify(new URL('../../src/worker/idle-trim.ts', import.meta.url).pathname)};
+    import { releaseIdleMemory } from ${JSON.stringify(new URL('../../src/native/memory.ts', import.meta.url).pathname)};
     import { createHash } from 'node:crypto';
     import { execFileSync } from 'node:child_process';
     const rss = () => process.memoryUsage().rss;

@@ -1,7 +1,7 @@
-/** Pure lifecycle logic: the PID 1 plan (pid1.ts) and RUST_LOG-style log levels from any source. */
+/** Pure lifecycle logic: the PID 1 plan (native/pid1.ts) and RUST_LOG-style log levels from any source. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { planPid1, INIT_MARKER_ENV, TINI_PATH_ENV } from '../../src/pid1.ts';
+import { planPid1, INIT_MARKER_ENV, TINI_PATH_ENV } from '../../src/native/pid1.ts';
 import { loadRawConfig } from '../../src/config/load.ts';
 import { compileConfig } from '../../src/config/compile.ts';
 import { exitCodeForSignal } from '../../src/exit-codes.ts';

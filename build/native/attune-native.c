@@ -1,5 +1,7 @@
 /*
- * attune-pipes.node: three Node-API functions for running actions the way the Rust agent does.
+ * attune-native.c, shipped as lib/attune-pipes.node (the name the agent and its operators know; the
+ * file is named for all it does): five Node-API functions for running actions the way the Rust agent
+ * does and for giving memory back while idle. Loaded by src/native/addon.ts.
  *
  * pipe() -> [readFd, writeFd]: a real pipe (O_CLOEXEC on both ends). Node/libuv give a child's
  *   stdio Unix socket pairs, and Linux refuses to open a socket through /proc/self/fd, so an action
@@ -17,9 +19,10 @@
  *
  * wait(pid) -> null while it runs, else [exitCode, signal] (one of them -1): waitid(WNOHANG) on that
  *   pid only, so libuv's own children and tini's orphans are never reaped here. The caller calls it on
- *   SIGCHLD (src/execution/native-spawn.ts).
+ *   SIGCHLD (src/native/spawn.ts).
  *
- * releaseMemory(filePages) -> bytes: called when the agent is idle (src/worker/idle-trim.ts).
+ * releaseMemory(filePages) -> bytes: called when the agent is idle (src/worker/idle-trim.ts through
+ *   src/native/memory.ts).
  *   malloc_trim(0) hands freed heap back to the kernel; with filePages the clean pages of read-only
  *   file mappings (the executable's code and data: ~55 MB after start-up, much of it start-up code
  *   never run again) are dropped from this process's page tables with MADV_DONTNEED. They stay in the page cache; what

@@ -1,11 +1,12 @@
 /**
- * Real pipes for an action's stdin/stdout/stderr.
+ * The native addon, loaded once: real pipes for an action's stdin/stdout/stderr (below), the
+ * posix_spawn start of actions (spawn.ts) and idle memory release (memory.ts).
  *
  * Node (libuv) connects a child's stdio through Unix socket pairs, and Linux refuses to open a
  * socket by path: under a Node parent `echo x > /dev/stderr` (bash and dash), `tee /dev/stderr`,
  * `cat /dev/stdin` and Python's open("/dev/stdout") fail with ENXIO. The Rust agent gives actions
  * pipes, so scripts written for it do that freely. Node has no pipe(2), so the build ships a tiny
- * Node-API addon (build/native/attune-pipes.c) beside the executable; without it the runner falls
+ * Node-API addon (build/native/attune-native.c) beside the executable; without it the runner falls
  * back to socket pairs and the agent logs once at start what that breaks.
  *
  * Lookup: $ATTUNE_AGENT_PIPES (a path, or `off`), else `lib/attune-pipes.node` next to the
@@ -21,7 +22,7 @@ export const PIPES_ADDON = 'attune-pipes.node';
 /** `off`: start actions with child_process.spawn (fork of the agent) instead of the addon's posix_spawn. */
 export const NATIVE_SPAWN_ENV = 'ATTUNE_AGENT_NATIVE_SPAWN';
 
-/** The addon's functions (build/native/attune-pipes.c): pipes, action start and exit, idle memory. */
+/** The addon's functions (build/native/attune-native.c): pipes, action start and exit, idle memory. */
 export interface NativeAddon {
   /** [readFd, writeFd], both close-on-exec; throws on EMFILE and the like. */
   pipe(): [number, number];
@@ -33,9 +34,9 @@ export interface NativeAddon {
   spawn?(file: string, argv: string[], env: string[], cwd: string | null, stdin: number, stdout: number, stderr: number): Promise<number>;
   /** waitid(WNOHANG) on that pid: null while it runs, else [exitCode, signalNumber] (one is -1). */
   wait?(pid: number): [number, number] | null;
-  /** malloc_trim, and with filePages drop the clean pages of read-only file mappings; the file bytes dropped (idle-trim.ts). */
+  /** malloc_trim, and with filePages drop the clean pages of read-only file mappings; the file bytes dropped (memory.ts). */
   releaseMemory?(filePages: boolean): number;
-  /** mallopt(M_MMAP_THRESHOLD, 128 KiB): big blocks go back to the kernel when freed (idle-trim.ts). */
+  /** mallopt(M_MMAP_THRESHOLD, 128 KiB): big blocks go back to the kernel when freed (memory.ts). */
   keepLargeAllocationsMapped?(): boolean;
 }
 

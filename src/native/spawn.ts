@@ -1,5 +1,5 @@
 /**
- * Action processes started by the addon's posix_spawn (os-pipes.ts) instead of child_process.spawn.
+ * Action processes started by the addon's posix_spawn (addon.ts) instead of child_process.spawn.
  *
  * Why: libuv starts a child with fork(), which copies the page tables of the whole agent and blocks
  * the event loop for ~2–3 ms per execution at ~90 MB RSS (the largest single cost per run in the
@@ -15,7 +15,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { constants } from 'node:os';
-import type { NativeAddon } from './os-pipes.ts';
+import type { NativeAddon } from './addon.ts';
 
 /** What the runner needs of a child process (child_process.ChildProcess has the same shape). */
 export interface ActionChild {
