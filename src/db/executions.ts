@@ -223,7 +223,7 @@ export interface ClaimWithContext extends ClaimResult {
 /**
  * claimExecution, and in the same statement everything the run reads before it starts: the
  * action context of the execution's action (by id, else by ref: loadActionContext's answer) and
- * its stored secret parameters (`withSecrets`: false on a schema without execution_secret_value).
+ * its stored secret parameters (`withSecrets`: false on a schema without execution_secret_value, db/schema.ts).
  * One round trip and one statement instead of three on every execution's way to its start. The
  * context is read even when the claim is refused (then unused), and for executions that carry an
  * executable snapshot (their action comes from the snapshot).
@@ -261,24 +261,6 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
     context: r['a.id'] === null || r['a.id'] === undefined ? null : contextFromRow(r, 'a.'),
     secrets: withSecrets ? (r.secrets as StoredSecretValue[]) : null,
   };
-}
-
-/**
- * claimWithContext; on a schema without execution_secret_value (an older Attune), once and for all
- * without the secrets: `schema.noSecretTable` becomes true. Nothing was committed by the failed
- * attempt (one statement, one transaction).
- */
-export async function claimForRun(db: Queryable, id: number, release: DispatchRelease, schema: { noSecretTable?: boolean }): Promise<ClaimWithContext | null> {
-  if (!schema.noSecretTable) {
-    try {
-      return await claimWithContext(db, id, release, true);
-    } catch (e) {
-      const err = e as { code?: string; message?: string };
-      if (err.code !== '42P01' || !/execution_secret_value/.test(err.message ?? '')) throw e;
-      schema.noSecretTable = true;
-    }
-  }
-  return claimWithContext(db, id, release, false);
 }
 
 export interface TerminalWrite {

@@ -18,7 +18,7 @@ import { keepLargeAllocationsMapped } from '../native/memory.ts';
 import { createStatusPublisher } from '../mq/status-publisher.ts';
 import { createCancelConsumer, createExecutionsConsumer } from '../mq/worker-consumers.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
-import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimForRun, writeTerminal, type ActionContext, type ClaimWithContext } from '../db/executions.ts';
+import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, loadExecution, loadRuntime, claimWithContext, writeTerminal, type ActionContext, type ClaimWithContext } from '../db/executions.ts';
 import { DbAvailability, dbError } from '../db/pool.ts';
 import type { StoredSecretValue } from '../model.ts';
 import { runAction, type RunActionState } from './run-action.ts';
@@ -71,7 +71,7 @@ export class ExecutionsAgentService implements AgentService {
     const baselineEnv = baselineEnvironment(ctx.env, config.worker.passthroughEnv);
     const verifiedReleases = new Set<string>();
     const runState: RunActionState = {
-      noLogArtifactTables: false, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
+      schema: ctx.schema, retentionPolicy: ctx.config.worker.logRetentionPolicy, retentionLimit: ctx.config.worker.logRetentionLimit,
       encryptionKey: ctx.config.security.encryptionKey,
     };
     const dbAvailability = new DbAvailability(ctx.pool, { heartbeat: () => ctx.heartbeat.state() });
@@ -169,7 +169,7 @@ function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): Ex
     claim: async (id, release) => {
       let r: ClaimWithContext | null;
       try {
-        r = await claimForRun(pool, id, release, state);
+        r = await claimWithContext(pool, id, release, state.schema.secretValues);
       } catch (e) {
         unsure.add(id);
         throw e;

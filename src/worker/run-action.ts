@@ -24,19 +24,16 @@ import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from 
 import type { StoredSecretValue } from '../model.ts';
 import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
+import type { SchemaCapabilities } from '../db/schema.ts';
 
 /** Attune 0.6.0's `artifacts.log_segment_max_bytes` and `flush_interval_ms` (contract §1.2). */
 const MAX_UNFLUSHED_BYTES = 64 * 1024;
 const MAX_UNFLUSHED_MS = 500;
-/** An Attune schema from before log streams (no tables) or before shared-file streams (no `backend`). */
-const OLDER_SCHEMA = new Set(['42P01', '42703', '42704']);
 
-/** Per agent: the worker's retention defaults, and what an older Attune schema lacks. */
+/** Per agent: what the Attune schema has, and the worker's retention defaults. */
 export interface RunActionState {
-  /** No artifact/log_stream tables (or no shared-file streams): logs go to plain files. */
-  noLogArtifactTables: boolean;
-  /** No execution_secret_value table: nothing to restore, and secret outputs cannot be stored. */
-  noSecretTable?: boolean;
+  /** Without log artifact tables logs go to plain files; without execution_secret_value nothing is restored and secret outputs cannot be stored. */
+  schema: SchemaCapabilities;
   /** worker.execution_log_retention_policy / _limit: used when the action sets none. */
   retentionPolicy: string;
   retentionLimit: number;
@@ -56,7 +53,7 @@ export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunAc
   // The log versions are allocated while the parameters are restored and the process starts (the
   // costliest statement of a run); the runner opens the files once their paths are known.
   // allocate() never rejects (null: plain files).
-  const allocation = state.noLogArtifactTables ? Promise.resolve(null) : allocate(pool, input, state, log);
+  const allocation = state.schema.logArtifacts ? allocate(pool, input, state, log) : Promise.resolve(null);
   const restored = await restoreParameters(pool, input, state, storedSecrets).catch(async (e: unknown) => {
     await sealWhenAllocated(pool, allocation, input.config.artifactsDir, NOTHING_WRITTEN, log);
     throw e;
@@ -123,17 +120,8 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
 async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
   known?: StoredSecretValue[]): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
   const { execution } = input;
-  if (state.noSecretTable) return { execution };
-  let stored;
-  try {
-    stored = known ?? (await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id));
-  } catch (e) {
-    if ((e as { code?: string }).code === '42P01') {
-      state.noSecretTable = true;
-      return { execution };
-    }
-    throw e;
-  }
+  if (!state.schema.secretValues) return { execution };
+  const stored = known ?? (await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id));
   if (stored.length === 0) return { execution };
   const fail = (why: string) => ({ failure: preparationFailure(`Failed to restore secret parameters for execution ${execution.id}: ${why}`) });
   if (state.encryptionKey === '') return fail('No encryption key configured (set security.encryption_key / ATTUNE__SECURITY__ENCRYPTION_KEY to the key of the Attune API)');
@@ -149,7 +137,7 @@ async function storeSecretOutputs(pool: pg.Pool, input: ExecuteInput, state: Run
   const taken = out.secretOutputs ?? [];
   let problem: string | null = null;
   if (state.encryptionKey === '') problem = 'No encryption key configured (set security.encryption_key)';
-  else if (state.noSecretTable) problem = 'this Attune schema has no execution_secret_value table';
+  else if (!state.schema.secretValues) problem = 'this Attune schema has no execution_secret_value table';
   else {
     try {
       await upsertSecretValues(pool, ENTITY_EXECUTION_RESULT, input.execution.id, prepareSecretValues(taken, state.encryptionKey, 'parameter_schema'));
@@ -197,13 +185,7 @@ async function allocate(pool: pg.Pool, input: ExecuteInput, state: RunActionStat
       maxUnflushedMs: MAX_UNFLUSHED_MS,
     });
   } catch (e) {
-    const err = e as Error & { code?: string };
-    if (err.code !== undefined && OLDER_SCHEMA.has(err.code)) {
-      state.noLogArtifactTables = true;
-      log.warn({ err: err.message }, 'this Attune schema has no artifact/artifact_version/log_stream tables (or no shared-file log streams): execution logs are written as plain files (execution_{id}/) from now on, invisible to the UI');
-    } else {
-      log.warn({ err: err.message }, 'cannot allocate the log artifacts of this execution: its logs go to execution_{id}/ under artifacts_dir, invisible to the UI');
-    }
+    log.warn({ err: (e as Error).message }, 'cannot allocate the log artifacts of this execution: its logs go to execution_{id}/ under artifacts_dir, invisible to the UI');
     return null;
   }
 }

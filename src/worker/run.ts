@@ -17,6 +17,7 @@ import type { AgentMetrics } from '../observe/metrics.ts';
 import { killChildProcessGroups } from '../native/pid1.ts';
 import { AGENT_VERSION } from '../version.ts';
 import { createPool, dbError, poolTarget, verifyDatabase } from '../db/pool.ts';
+import { probeSchema, schemaWarnings, type SchemaCapabilities } from '../db/schema.ts';
 import { formatTarget } from '../db/errors.ts';
 import { registerDetectedRuntimes } from '../db/runtimes.ts';
 import { buildCapabilities, deregisterWorker, registerWorker, resolveWorkerName, type RegisteredWorker } from '../db/registration.ts';
@@ -27,6 +28,8 @@ export interface AgentContext {
   config: Readonly<Config>;
   log: Logger;
   pool: pg.Pool;
+  /** What this Attune schema has (probed once, right after the database check). */
+  schema: SchemaCapabilities;
   env: Record<string, string | undefined>;
   detection: DetectionResult;
   worker: RegisteredWorker;
@@ -135,8 +138,10 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
 
     const pool = createPool(config.database, { log });
     const target = poolTarget(pool)!;
+    let schema: SchemaCapabilities;
     try {
       await verifyDatabase(pool, config.database.schema);
+      schema = await probeSchema(pool, config.database.schema);
     } catch (e) {
       const err = dbError(pool, e);
       log.error({ err: err.message, retryable: err.retryable }, 'cannot use the Attune database; exiting');
@@ -144,6 +149,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       return EXIT.STARTUP;
     }
     log.info({ database: `${formatTarget(target)}/${target.database}`, user: target.user, schema: config.database.schema }, 'database ready');
+    for (const w of schemaWarnings(schema)) log.warn(w);
 
     if (shutdown.requested()) {
       log.info('shutdown requested during start-up; exiting before registration');
@@ -187,7 +193,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     heartbeat.start();
     heartbeatRef = heartbeat;
 
-    const agentCtx: AgentContext = { config, log, pool, env, detection, worker, recovered, heartbeat, metrics };
+    const agentCtx: AgentContext = { config, log, pool, schema, env, detection, worker, recovered, heartbeat, metrics };
     ctx = agentCtx;
     let code: number = EXIT.OK;
     let reason: string;

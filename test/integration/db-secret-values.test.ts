@@ -5,6 +5,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
+import { FULL_SCHEMA } from '../../src/db/schema.ts';
 import { decryptJson, encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 import * as h from './exec-helpers.ts';
 
@@ -21,7 +22,7 @@ after(async () => {
 });
 
 const log = pino({ level: 'silent' });
-const state = (encryptionKey: string): RunActionState => ({ noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
+const state = (encryptionKey: string): RunActionState => ({ schema: FULL_SCHEMA, retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
 const OUT_SCHEMA = { user: { type: 'string' }, token: { type: 'string', secret: true } };
 
 async function execution(config: Record<string, unknown>): Promise<number> {

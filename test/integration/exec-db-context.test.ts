@@ -7,8 +7,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
-import { claimForRun, claimWithContext, listRuntimeVersions, loadAction, loadActionContext, loadExecution, loadRuntime } from '../../src/db/executions.ts';
+import { claimWithContext, listRuntimeVersions, loadAction, loadActionContext, loadExecution, loadRuntime } from '../../src/db/executions.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
+import { probeSchema, schemaWarnings } from '../../src/db/schema.ts';
 
 let db: TestDatabase;
 const ids: Record<string, number> = {};
@@ -88,17 +89,29 @@ test('claimWithContext: the claimed row, its action context and secret parameter
   assert.equal(await claimWithContext(db.pool, 999_999, none, true), null);
 });
 
-test('claimForRun on a schema without execution_secret_value: claims without the secrets, once and for all', async () => {
+test('the schema probe: the current schema has everything; older ones lack the secret table or the log streams', async () => {
+  assert.deepEqual(await probeSchema(db.pool, 'attune'), { secretValues: true, logArtifacts: true });
+  assert.ok(Object.isFrozen(await probeSchema(db.pool, 'attune')), 'a value passed down, never changed');
   const old = await createTestDatabase('exec_db_context_old');
   try {
     await old.pool.query('DROP TABLE execution_secret_value');
+    const noSecrets = await probeSchema(old.pool, 'ATTUNE'); // folded like search_path
+    assert.deepEqual(noSecrets, { secretValues: false, logArtifacts: true });
+    assert.match(schemaWarnings(noSecrets).join('\n'), /no execution_secret_value table/);
+    // Such a schema is claimed without the secrets, in one statement.
     const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('p.x', 'scheduled') RETURNING id`)).rows[0].id);
-    const schema: { noSecretTable?: boolean } = {};
-    const r = await claimForRun(old.pool, id, { releaseId: null, releaseDigest: null }, schema);
-    assert.equal(r?.claimed, true, 'the failed first attempt committed nothing; the second claimed');
+    const r = await claimWithContext(old.pool, id, { releaseId: null, releaseDigest: null }, noSecrets.secretValues);
+    assert.equal(r?.claimed, true);
     assert.equal(r?.secrets, null);
-    assert.equal(schema.noSecretTable, true);
     assert.equal((await old.pool.query('SELECT status::text FROM execution WHERE id = $1', [id])).rows[0].status, 'running');
+
+    await old.pool.query('ALTER TABLE log_stream DROP COLUMN backend'); // before shared-file streams
+    assert.deepEqual(await probeSchema(old.pool, 'attune'), { secretValues: false, logArtifacts: false });
+    await old.pool.query('DROP TABLE log_stream, artifact_version, artifact'); // before log streams
+    const oldest = await probeSchema(old.pool, 'attune');
+    assert.deepEqual(oldest, { secretValues: false, logArtifacts: false });
+    assert.match(schemaWarnings(oldest).join('\n'), /no artifact\/artifact_version\/log_stream tables/);
+    assert.deepEqual(schemaWarnings(await probeSchema(db.pool, 'attune')), []);
   } finally {
     await old.drop();
   }
