@@ -7,6 +7,16 @@ export type ExecutionStatus =
   | 'requested' | 'scheduling' | 'scheduled' | 'running' | 'completed'
   | 'failed' | 'canceling' | 'cancelled' | 'timeout' | 'abandoned';
 
+/** The statuses a worker ends a run with (its one terminal write). */
+export type TerminalStatus = Extract<ExecutionStatus, 'completed' | 'failed' | 'timeout' | 'cancelled'>;
+
+const TERMINAL: ReadonlySet<ExecutionStatus> = new Set<ExecutionStatus>(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
+
+/** An execution in a status it never leaves: the worker's four, and Attune's `abandoned`. */
+export function isTerminalStatus(status: ExecutionStatus): boolean {
+  return TERMINAL.has(status);
+}
+
 export interface ExecutionRow {
   id: number;
   action: number | null;

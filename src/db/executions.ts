@@ -3,7 +3,7 @@
  * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */
-import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue } from '../model.ts';
+import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue, TerminalStatus } from '../model.ts';
 import { prepared, type Queryable } from './pool.ts';
 import { collectAfterLargeRelease } from '../native/memory.ts';
 
@@ -65,8 +65,6 @@ export interface EnforcementRefs {
   rule_ref: string;
   trigger_ref: string;
 }
-
-export type TerminalStatus = 'completed' | 'failed' | 'cancelled' | 'timeout';
 
 /** Statuses a dispatch may move to `running` (the executor's own states). */
 export const CLAIMABLE_STATUSES: readonly ExecutionStatus[] = ['requested', 'scheduling', 'scheduled'];

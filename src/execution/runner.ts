@@ -16,8 +16,7 @@ import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
 import { closeFds, nativeAddon, type NativeAddon } from '../native/addon.ts';
 import { spawnNative, type ActionChild } from '../native/spawn.ts';
-
-export type CancelReason = 'cancel' | 'shutdown';
+import { cancelReasonOf, type CancelReason } from './cancel.ts';
 
 export interface RunSpec {
   argv: string[];
@@ -105,7 +104,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   const started = performance.now();
   const elapsed = () => Math.round(performance.now() - started);
 
-  if (signal?.aborted) return cancelledBeforeStart(cancelReason(signal));
+  if (signal?.aborted) return cancelledBeforeStart(cancelReasonOf(signal));
 
   const logErrors: string[] = [];
   // The log files are created while the process starts (not before: that was two sequential
@@ -166,7 +165,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   };
   // setTimeout fires at once above 2^31−1 ms (~24.8 days): clamp very long timeouts.
   const timeoutTimer = setTimeout(() => terminate('timeout'), Math.min(spec.timeoutMs, MAX_TIMER_MS));
-  const onAbort = () => terminate(cancelReason(signal!));
+  const onAbort = () => terminate(cancelReasonOf(signal!));
   signal?.addEventListener('abort', onAbort, { once: true });
   if (signal?.aborted) onAbort(); // aborted while the process was being spawned
 
@@ -221,10 +220,6 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
     stdoutLog: outPump.fileDigest(),
     stderrLog: errPump.fileDigest(),
   };
-}
-
-function cancelReason(signal: AbortSignal): CancelReason {
-  return signal.reason === 'shutdown' ? 'shutdown' : 'cancel';
 }
 
 function cancelledBeforeStart(reason: CancelReason): RunResult {

@@ -7,33 +7,11 @@
 import type { Logger } from 'pino';
 import { encodeEnvelope, type OutgoingMessage } from '../protocol/envelope.ts';
 import { collectAfterLargeRelease } from '../native/memory.ts';
-import { completedPayload, statusChangedPayload } from '../protocol/messages.ts';
+import { completedPayload, statusChangedPayload, type Completion, type StatusChange } from '../protocol/messages.ts';
 import type { MessageType } from '../protocol/names.ts';
 import type { ConfirmPublisher } from './publisher.ts';
 
-export interface StatusChangedInput {
-  execution_id: number;
-  action_ref: string;
-  previous_status: string;
-  new_status: string;
-  changed_at: string;
-}
-
-export interface CompletedInput {
-  execution_id: number;
-  action_id: number;
-  action_ref: string;
-  status: string;
-  result: unknown;
-  completed_at: string;
-}
-
-export interface StatusPublisherAdapter {
-  statusChanged(p: StatusChangedInput): void;
-  completed(p: CompletedInput): void;
-}
-
-export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish'>, logger: Logger): StatusPublisherAdapter {
+export function createStatusPublisher(publisher: Pick<ConfirmPublisher, 'publish'>, logger: Logger): { statusChanged(p: StatusChange): void; completed(p: Completion): void } {
   const send = (type: MessageType, executionId: number, build: () => unknown): void => {
     let msg: OutgoingMessage;
     try {

@@ -22,7 +22,8 @@ import { loadAction, loadActionContext, loadEnforcement, listRuntimeVersions, lo
 import { DbAvailability, dbError } from '../db/pool.ts';
 import type { StoredSecretValue } from '../model.ts';
 import { runAction, type RunActionState } from './run-action.ts';
-import { CANCELLED_BY_SHUTDOWN, CANCELLED_BY_USER } from '../execution/outcome.ts';
+import { cancelReasonOf, cancelledResult } from '../execution/cancel.ts';
+import { Backoff } from '../backoff.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import type { ActionRow, ExecutionRow } from '../model.ts';
 import { formatTimestamp } from '../protocol/envelope.ts';
@@ -202,7 +203,7 @@ function pgExecutionStore(pool: pg.Pool, log: Logger, state: RunActionState): Ex
 function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger, availability?: DbAvailability) {
   return async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
     let deadline = 0;
-    let delay = 250;
+    const backoff = new Backoff({ initialMs: 250, maxMs: 5_000, jitter: false });
     let failures = 0;
     const executionId = /execution (\d+)/.exec(what)?.[1];
     const fields = executionId === undefined ? {} : { execution_id: Number(executionId) };
@@ -218,13 +219,13 @@ function retryingWrite(pool: pg.Pool, windowMs: number, log: Logger, availabilit
         availability?.markDown();
         failures++;
         if (failures === 1) deadline = Date.now() + windowMs;
+        const delay = backoff.next();
         if (Date.now() + delay > deadline) {
           log.error({ ...fields, err: err.message, attempts: failures, retry_window_ms: windowMs }, `database unreachable for longer than worker.db_retry_window: giving up on ${what}`);
           throw err;
         }
         if (failures === 1) log.warn({ ...fields, err: err.message, retry_window_ms: windowMs }, `database unavailable: retrying ${what}`);
         await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 5_000);
       }
     }
   };
@@ -284,11 +285,7 @@ async function runExecution(
     return await loadAndRun(pool, execution, signal, log, deps, read);
   } catch (e) {
     if (!signal.aborted) throw e;
-    const shutdown = signal.reason === 'shutdown';
-    return {
-      status: 'cancelled',
-      result: { succeeded: false, cancelled: true, cancel_reason: shutdown ? 'shutdown' : 'user', error: shutdown ? CANCELLED_BY_SHUTDOWN : CANCELLED_BY_USER, exit_code: null, duration_ms: 0 },
-    };
+    return { status: 'cancelled', result: cancelledResult(cancelReasonOf(signal)) };
   }
 }
 
@@ -363,7 +360,7 @@ function publishRecovered(ctx: AgentContext, publisher: ReturnType<typeof create
   for (const r of ctx.recovered) {
     publisher.statusChanged({ execution_id: r.id, action_ref: r.action_ref, previous_status: r.previous_status, new_status: r.status, changed_at: at });
     if (r.action != null) {
-      publisher.completed({ execution_id: r.id, action_id: r.action, action_ref: r.action_ref, status: r.status.charAt(0).toUpperCase() + r.status.slice(1), result: r.result, completed_at: at });
+      publisher.completed({ execution_id: r.id, action_id: r.action, action_ref: r.action_ref, status: r.status, result: r.result, completed_at: at });
     }
   }
 }

@@ -10,12 +10,12 @@
  * Every failure after the ack ends in a terminal row whose `result.error` says what went wrong.
  */
 import type { Logger } from 'pino';
-import type { ExecutionRow, ExecutionStatus } from '../model.ts';
+import { isTerminalStatus, type ExecutionRow, type ExecutionStatus, type TerminalStatus } from '../model.ts';
 import type { DispatchRelease } from '../db/executions.ts';
+import { cancelledResult, type CancelReason } from '../execution/cancel.ts';
+import type { Completion, StatusChange } from '../protocol/messages.ts';
 import { Permits } from './permits.ts';
-import { Cancellations, type CancelReason } from './cancellations.ts';
-
-export type TerminalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled';
+import { Cancellations } from './cancellations.ts';
 export type AckDecision = 'ack' | 'nack-requeue' | 'nack-drop';
 
 export interface DispatchRequest {
@@ -71,8 +71,8 @@ export interface FinishedEvent {
 
 export interface StatusPublisher {
   /** Queued durably in memory until the broker confirms; never throws. */
-  statusChanged(p: { execution_id: number; action_ref: string; previous_status: string; new_status: string; changed_at: string }): void;
-  completed(p: { execution_id: number; action_id: number; action_ref: string; status: string; result: unknown; completed_at: string }): void;
+  statusChanged(p: StatusChange): void;
+  completed(p: Completion): void;
 }
 
 export interface ServiceDeps {
@@ -86,8 +86,6 @@ export interface ServiceDeps {
   now?: () => Date;
   onFinished?: (e: FinishedEvent) => void;
 }
-
-const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
 
 export class ExecutionService {
   readonly permits: Permits;
@@ -183,8 +181,8 @@ export class ExecutionService {
     this.#inFlight.add(tracked);
   }
 
-  #now(): string {
-    return (this.#deps.now?.() ?? new Date()).toISOString();
+  #now(): Date {
+    return this.#deps.now?.() ?? new Date();
   }
 
   async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
@@ -203,8 +201,8 @@ export class ExecutionService {
       if (releaseProblem) {
         await this.#finish(execution, execution.status, 'failed', { succeeded: false, error: releaseProblem }, log);
       } else if (execution.status === 'canceling') {
-        await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, error: 'Execution cancelled by user' }, log);
-      } else if (execution.status === 'running' || TERMINAL.has(execution.status)) {
+        await this.#finish(execution, execution.status, 'cancelled', cancelledResult('cancel'), log);
+      } else if (execution.status === 'running' || isTerminalStatus(execution.status)) {
         log.warn({ status: execution.status }, `execution ${id} is already ${execution.status}: duplicate dispatch ignored`);
         this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
       } else {
@@ -233,8 +231,8 @@ export class ExecutionService {
       log.error(`unknown execution ${req.execution_id}: cancelled before start, but no row exists`);
       return;
     }
-    if (TERMINAL.has(execution.status)) return;
-    await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, cancel_reason: 'user', error: 'Execution cancelled by user', exit_code: null, duration_ms: 0 }, log);
+    if (isTerminalStatus(execution.status)) return;
+    await this.#finish(execution, execution.status, 'cancelled', cancelledResult('cancel'), log);
   }
 
   async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger, facts: Partial<RunOutcome> = {}): Promise<void> {
@@ -252,7 +250,7 @@ export class ExecutionService {
     const at = this.#now();
     this.#deps.publisher.statusChanged({ execution_id: id, action_ref: written.action_ref, previous_status: previous, new_status: status, changed_at: at });
     if (written.action !== null) {
-      this.#deps.publisher.completed({ execution_id: id, action_id: written.action, action_ref: written.action_ref, status: capitalise(status), result: written.result, completed_at: at });
+      this.#deps.publisher.completed({ execution_id: id, action_id: written.action, action_ref: written.action_ref, status, result: written.result, completed_at: at });
     } else {
       log.warn(`execution ${id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
     }
@@ -263,11 +261,6 @@ export class ExecutionService {
       stdoutTruncated: facts.stdoutTruncated, stderrTruncated: facts.stderrTruncated,
     });
   }
-}
-
-/** Attune's `ExecutionStatus` Debug name: `Completed`, `Failed`, `Timeout`, `Cancelled`. */
-export function capitalise(s: string): string {
-  return s.charAt(0).toUpperCase() + s.slice(1);
 }
 
 /** What claimExecution checks in SQL; checkRelease says it in words when the claim is refused. */

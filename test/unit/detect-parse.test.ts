@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseVersion } from '../../src/detect/parse.ts';
-import { normalizeRuntimeName, runtimeAliasesMatchFilter } from '../../src/detect/aliases.ts';
 
 test('semver-like versions from real interpreter outputs', () => {
   assert.equal(parseVersion('Python 3.12.1\n', 'semver'), '3.12.1');
@@ -20,13 +19,4 @@ test('java-style versions, falling back to semver-like', () => {
   assert.equal(parseVersion('openjdk version "17.0.15" 2025-04-15\nOpenJDK Runtime Environment', 'java'), '17.0.15');
   assert.equal(parseVersion('java version "1.8.0_392"\n', 'java'), '1.8.0_392');
   assert.equal(parseVersion('openjdk 21.0.2 2024-01-16\n', 'java'), '21.0.2');
-});
-
-test('alias normalisation and filtering like Attune', () => {
-  for (const [a, b] of [['python3', 'python'], ['NodeJS', 'node'], ['node.js', 'node'], ['bash', 'shell'], ['sh', 'shell'], ['Rscript', 'r'], ['golang', 'go'], ['openjdk', 'java'], ['perl5', 'perl'], ['rb', 'ruby'], ['builtin', 'native'], [' Ruby ', 'ruby'], ['lua', 'lua']]) {
-    assert.equal(normalizeRuntimeName(a), b, a);
-  }
-  assert.ok(runtimeAliasesMatchFilter(['python', 'python3'], ['python3', 'bash']));
-  assert.ok(runtimeAliasesMatchFilter(['shell', 'bash', 'sh'], ['python3', 'bash']));
-  assert.ok(!runtimeAliasesMatchFilter(['node', 'nodejs'], ['python3', 'bash']));
 });

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { ExecutionService, type ExecutionStore, type ActionRunner, type StatusPublisher, type TerminalStatus } from '../../src/worker/service.ts';
-import type { ExecutionRow, ExecutionStatus } from '../../src/model.ts';
+import { ExecutionService, type ExecutionStore, type ActionRunner, type StatusPublisher } from '../../src/worker/service.ts';
+import type { ExecutionRow, ExecutionStatus, TerminalStatus } from '../../src/model.ts';
 
 const logger = pino({ level: 'silent' });
 
@@ -58,7 +58,7 @@ test('a dispatch is acked on claim, runs once, and publishes running then the re
   assert.deepEqual(h.messages.map((m) => [m.kind, m.p.new_status ?? m.p.status, m.p.previous_status]), [
     ['status', 'running', 'scheduled'],
     ['status', 'failed', 'running'],
-    ['completed', 'Failed', undefined],
+    ['completed', 'failed', undefined], // capitalised by the adapter (protocol/messages.ts completedPayload)
   ]);
   assert.equal(h.messages[2].p.action_id, 101);
 });
@@ -70,7 +70,7 @@ test('unknown, duplicate and canceling executions', async () => {
   await h.svc.waitIdle(5000);
   assert.equal(runs, 0);
   assert.deepEqual(h.writes, [{ id: 3, status: 'cancelled' }], 'canceling → cancelled row; others untouched');
-  assert.deepEqual(h.messages.map((m) => m.p.new_status ?? m.p.status), ['cancelled', 'Cancelled']);
+  assert.deepEqual(h.messages.map((m) => m.p.new_status ?? m.p.status), ['cancelled', 'cancelled']);
 });
 
 test('release mismatch fails the execution with a clear error', async () => {

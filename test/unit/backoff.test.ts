@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Backoff } from '../../src/mq/backoff.ts';
+import { Backoff } from '../../src/backoff.ts';
 
 test('ceiling starts at 250 ms, doubles, caps at 30 s; reset starts over', () => {
   const b = new Backoff({ random: () => 0.999999 });
@@ -17,4 +17,11 @@ test('full jitter: every delay is within [0, ceiling]', () => {
     const d = b.next();
     assert.ok(d >= 0 && d <= ceiling, `${d} within [0, ${ceiling}]`);
   }
+});
+
+test('without jitter every delay is the ceiling (the database retries)', () => {
+  const b = new Backoff({ initialMs: 1000, maxMs: 5000, jitter: false });
+  assert.deepEqual(Array.from({ length: 5 }, () => b.next()), [1000, 2000, 4000, 5000, 5000]);
+  b.reset();
+  assert.equal(b.next(), 1000);
 });

@@ -1,11 +1,15 @@
 /**
- * Full-jitter exponential backoff, Attune's consumer-recovery schedule: the ceiling starts at
- * 250 ms and doubles up to 30 s; each delay is uniform in [0, ceiling] so a fleet of workers
- * does not reconnect in lockstep after a broker restart.
+ * Exponential backoff, the one schedule every retry in the agent uses: the ceiling starts at
+ * `initialMs` and doubles up to `maxMs`. With full jitter (the default; Attune's consumer-recovery
+ * schedule, 250 ms doubling to 30 s) each delay is uniform in [0, ceiling], so a fleet of workers
+ * does not reconnect in lockstep after a broker restart; without, each delay is the ceiling itself
+ * (database retries: heartbeat, writes).
  */
 export interface BackoffOptions {
   initialMs?: number;
   maxMs?: number;
+  /** Full jitter (default true); false: every delay is the ceiling. */
+  jitter?: boolean;
   /** Uniform [0, 1) source; injectable for tests. */
   random?: () => number;
 }
@@ -19,7 +23,7 @@ export class Backoff {
   constructor(opts: BackoffOptions = {}) {
     this.#initial = opts.initialMs ?? 250;
     this.#max = opts.maxMs ?? 30_000;
-    this.#random = opts.random ?? Math.random;
+    this.#random = opts.jitter === false ? () => 1 : (opts.random ?? Math.random);
     this.#ceiling = this.#initial;
   }
 
