@@ -63,6 +63,19 @@ export interface ActionRow {
   log_retention_limit: number | null;
 }
 
+/** The refs of an execution's `enforcement` row (ATTUNE_RULE, ATTUNE_TRIGGER). */
+export interface EnforcementRefs {
+  id: number;
+  rule_ref: string;
+  trigger_ref: string;
+}
+
+/** The release a dispatch names (contract §4.7); null fields are not checked. */
+export interface DispatchRelease {
+  releaseId: number | null;
+  releaseDigest: string | null;
+}
+
 export interface EnvVarSpec { value: string; operation?: 'set' | 'prepend' | 'append'; separator?: string }
 
 export interface RuntimeExecutionConfig {

@@ -3,7 +3,7 @@
  * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */
-import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue, TerminalStatus } from '../model.ts';
+import type { ActionRow, DispatchRelease, EnforcementRefs, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue, TerminalStatus } from '../model.ts';
 import { prepared, type Queryable } from './pool.ts';
 import { collectAfterLargeRelease } from '../native/memory.ts';
 
@@ -58,12 +58,6 @@ export interface RuntimeVersionRecord extends RuntimeVersionRow {
   verified_at: Date | null;
   meta: unknown;
   retired_at: Date | null;
-}
-
-export interface EnforcementRefs {
-  id: number;
-  rule_ref: string;
-  trigger_ref: string;
 }
 
 /** Statuses a dispatch may move to `running` (the executor's own states). */
@@ -162,12 +156,6 @@ export async function currentStatus(db: Queryable, id: number): Promise<Executio
   return rows[0]?.status ?? null;
 }
 
-/** The release a dispatch names (contract §4.7); null fields are not checked. */
-export interface DispatchRelease {
-  releaseId: number | null;
-  releaseDigest: string | null;
-}
-
 export interface ClaimResult {
   /** The row as it was before this call (under the row lock). */
   execution: ExecutionRecord;
@@ -214,14 +202,16 @@ export async function claimExecution(db: Queryable, id: number, release: Dispatc
 export interface ClaimWithContext extends ClaimResult {
   /** What loadActionContext({ id: execution.action, ref: execution.action_ref }) gives, read in the same statement. */
   context: ActionContext | null;
+  /** What loadEnforcement(execution.enforcement) gives. */
+  enforcement: EnforcementRefs | null;
   /** The execution's secret-backed parameters (execution_secret_value, `execution_config`); null when not read. */
   secrets: StoredSecretValue[] | null;
 }
 
 /**
  * claimExecution, and in the same statement everything the run reads before it starts: the
- * action context of the execution's action (by id, else by ref: loadActionContext's answer) and
- * its stored secret parameters (`withSecrets`: false on a schema without execution_secret_value, db/schema.ts).
+ * action context of the execution's action (by id, else by ref: loadActionContext's answer), the
+ * refs of its enforcement, and its stored secret parameters (`withSecrets`: false on a schema without execution_secret_value, db/schema.ts).
  * One round trip and one statement instead of three on every execution's way to its start. The
  * context is read even when the claim is refused (then unused), and for executions that carry an
  * executable snapshot (their action comes from the snapshot).
@@ -245,7 +235,9 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
               FROM a LEFT JOIN runtime r ON r.id = a.runtime LIMIT 1
           )
      SELECT prev.*, ctx.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at,
-            ${secrets} AS secrets
+            ${secrets} AS secrets,
+            (SELECT json_build_object('id', en.id, 'rule_ref', en.rule_ref, 'trigger_ref', en.trigger_ref)
+               FROM enforcement en WHERE en.id = prev.enforcement) AS enforcement_refs
        FROM prev LEFT JOIN ctx ON true`,
     claimParams(id, release, CLAIMABLE_STATUSES),
   ));
@@ -257,6 +249,7 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
     claimed: r.claimed as boolean,
     startedAt: r.claimed_started_at as Date | null,
     context: r['a.id'] === null || r['a.id'] === undefined ? null : contextFromRow(r, 'a.'),
+    enforcement: (r.enforcement_refs as EnforcementRefs | null) ?? null,
     secrets: withSecrets ? (r.secrets as StoredSecretValue[]) : null,
   };
 }

@@ -9,9 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import which from 'which';
-import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { ActionRow, EnforcementRefs, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Config } from '../config/index.ts';
-import type { EnforcementRefs } from './context-env.ts';
 import { resolveActionSource } from './pack-files.ts';
 import { planExecution, type DetectedInterpreter, type PlanFacts, type PlannedFile } from './plan.ts';
 import { chooseRuntimeVersion } from './runtime-version.ts';
@@ -37,7 +36,7 @@ export interface ExecuteInput {
   /** runtime_version rows of the runtime (from the snapshot or the table); may be empty. */
   runtimeVersions?: readonly RuntimeVersionRow[];
   /** `{rule_ref, trigger_ref}` of the execution's enforcement row, when it has one. */
-  enforcement?: EnforcementRefs | null;
+  enforcement?: Pick<EnforcementRefs, 'rule_ref' | 'trigger_ref'> | null;
   config: ExecuteConfig;
   detected: readonly DetectedInterpreter[];
   /** The child-process baseline captured at agent start (execution/environment.ts). */

@@ -10,10 +10,10 @@
  * `native` (or no interpreter binary) runs the action file itself.
  */
 import { basename, extname, join } from 'node:path';
-import type { ActionRow, ExecutionRow, RuntimeExecutionConfig, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { ActionRow, EnforcementRefs, ExecutionRow, RuntimeExecutionConfig, RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Config } from '../config/index.ts';
 import { NATIVE, normalizeRuntimeName, runtimeOfExtension, runtimeSpec } from '../runtimes.ts';
-import { buildChildEnv, applyTemplate, type EnforcementRefs, type TemplateVars } from './context-env.ts';
+import { buildChildEnv, applyTemplate, type TemplateVars } from './context-env.ts';
 import { escapeSingleQuoted, formatParameters, parameterFileExtension, stdinPayload, type ParameterFormat } from './params.ts';
 import { executionTokenClaims, packRefOf, signHs256 } from './jwt.ts';
 import type { ActionSource } from './pack-files.ts';
@@ -45,7 +45,7 @@ export interface PlanInput {
   detected: readonly DetectedInterpreter[];
   baselineEnv: Readonly<Record<string, string>>;
   source: ActionSource;
-  enforcement?: EnforcementRefs | null;
+  enforcement?: Pick<EnforcementRefs, 'rule_ref' | 'trigger_ref'> | null;
   /** A private per-execution temp directory (created by the caller) for parameter/inline files. */
   tempDir: string;
   facts: PlanFacts;

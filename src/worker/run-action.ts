@@ -14,26 +14,23 @@
 import { createHash } from 'node:crypto';
 import { chmod, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import type pg from 'pg';
 import type { Logger } from 'pino';
 import { executeAction, type ExecuteInput, type ExecuteOutput } from '../execution/execute.ts';
 import { FILE_MODE, ensureSharedDir } from '../execution/log-files.ts';
 import type { LogDigest } from '../execution/runner.ts';
-import { preparationFailure } from '../execution/outcome.ts';
+import { executionFailure, preparationFailure } from '../execution/outcome.ts';
+import { cancelReasonOf, cancelledResult } from '../execution/cancel.ts';
 import { prepareSecretValues, restoreSecretValues, secretPathsFromSchema } from '../execution/secrets.ts';
 import type { StoredSecretValue } from '../model.ts';
-import { ENTITY_EXECUTION_CONFIG, ENTITY_EXECUTION_RESULT, findStoredSecretValues, upsertSecretValues } from '../db/secret-values.ts';
-import { allocateLogArtifacts, finalizeLogArtifacts, type LogAllocation, type StreamEnd } from '../db/log-artifacts.ts';
-import type { SchemaCapabilities } from '../db/schema.ts';
+import type { LogAllocation, StreamEnd } from '../db/log-artifacts.ts';
+import type { Claim, LogArtifacts, RunResult, SecretValues } from './ports.ts';
 
-/** Attune 0.6.0's `artifacts.log_segment_max_bytes` and `flush_interval_ms` (contract §1.2). */
-const MAX_UNFLUSHED_BYTES = 64 * 1024;
-const MAX_UNFLUSHED_MS = 500;
-
-/** Per agent: what the Attune schema has, and the worker's retention defaults. */
+/** Per agent: the run's ports and the worker's settings. */
 export interface RunActionState {
-  /** Without log artifact tables logs go to plain files; without execution_secret_value nothing is restored and secret outputs cannot be stored. */
-  schema: SchemaCapabilities;
+  /** Null: the schema has no log artifact tables, logs go to plain files. */
+  logArtifacts: LogArtifacts | null;
+  /** Null: the schema has no execution_secret_value table, secret outputs cannot be stored. */
+  secretValues: SecretValues | null;
   /** worker.execution_log_retention_policy / _limit: used when the action sets none. */
   retentionPolicy: string;
   retentionLimit: number;
@@ -44,24 +41,38 @@ export interface RunActionState {
 /** Attune's volume transport freezes a sealed log file: no writer may append any more. */
 const SEALED_FILE_MODE = 0o444;
 
-/** `storedSecrets`: the execution_secret_value rows when the caller already read them (with the claim). */
 /** The run's outcome, and the sealing of its log artifacts (never rejects) still under way. */
 export type RunActionOutput = ExecuteOutput & { logsSealed: Promise<void> };
 
-export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger,
-  storedSecrets?: StoredSecretValue[]): Promise<RunActionOutput> {
+/** The claim's rows, and the process's setting, for runAction. */
+export type RunSettings = Omit<ExecuteInput, 'execution' | 'action' | 'runtime' | 'runtimeVersions' | 'enforcement' | 'signal' | 'logger'>;
+
+/** A claimed execution (its row `running`) to its result. */
+export async function runClaimed(claim: Claim, signal: AbortSignal, log: Logger, settings: RunSettings, state: RunActionState): Promise<RunResult> {
+  // A cancel (or shutdown) that came while the claim was made ends the run here, before log versions are allocated.
+  if (signal.aborted) return { status: 'cancelled', result: cancelledResult(cancelReasonOf(signal)) };
+  const { execution, rows } = claim;
+  if (!rows) {
+    return executionFailure(`action ${execution.action_ref} (id ${execution.action ?? 'none'}) not found in the database; was the pack uninstalled? Reinstall the pack and re-run.`);
+  }
+  return runAction({
+    ...settings, execution, action: rows.action, runtime: rows.runtime, runtimeVersions: rows.runtimeVersions, enforcement: rows.enforcement,
+    signal, logger: log,
+  }, state, log, rows.secrets);
+}
+
+/** `storedSecrets`: the execution_secret_value rows read with the claim (null: the schema has no such table). */
+export async function runAction(input: ExecuteInput, state: RunActionState, log: Logger, storedSecrets: StoredSecretValue[] | null): Promise<RunActionOutput> {
   // The log versions are allocated while the parameters are restored and the process starts (the
   // costliest statement of a run); the runner opens the files once their paths are known.
   // allocate() never rejects (null: plain files).
-  const allocation = state.schema.logArtifacts ? allocate(pool, input, state, log) : Promise.resolve(null);
-  const restored = await restoreParameters(pool, input, state, storedSecrets).catch(async (e: unknown) => {
-    await sealWhenAllocated(pool, allocation, input.config.artifactsDir, NOTHING_WRITTEN, log);
-    throw e;
-  });
+  const logs = state.logArtifacts;
+  const allocation = logs ? allocate(logs, input, state, log) : Promise.resolve(null);
+  const restored = restoreParameters(input, state, storedSecrets);
   const dir = input.config.artifactsDir;
   if ('failure' in restored) {
     // The run never starts: its (empty) log versions are sealed so nothing is left pending.
-    return { ...restored.failure, logsSealed: sealWhenAllocated(pool, allocation, dir, NOTHING_WRITTEN, log) };
+    return { ...restored.failure, logsSealed: sealWhenAllocated(logs, allocation, dir, NOTHING_WRITTEN, log) };
   }
   const secretOutputPaths = secretPathsFromSchema(input.action.out_schema);
   const out = await executeAction({
@@ -71,25 +82,25 @@ export async function runAction(pool: pg.Pool, input: ExecuteInput, state: RunAc
     logFiles: allocation.then((a) => (a ? { stdout: join(dir, a.stdout.filePath), stderr: join(dir, a.stderr.filePath) } : null)),
   });
   // Sealed while the caller writes the terminal row (it waits for this before publishing).
-  const logsSealed = sealWhenAllocated(pool, allocation, dir, {
+  const logsSealed = sealWhenAllocated(logs, allocation, dir, {
     stdout: { truncated: out.stdoutTruncated ?? false, digest: out.logDigests?.stdout ?? null },
     stderr: { truncated: out.stderrTruncated ?? false, digest: out.logDigests?.stderr ?? null },
   }, log);
-  const stored = out.secretOutputs?.length ? await storeSecretOutputs(pool, input, state, out) : out;
+  const stored = out.secretOutputs?.length ? await storeSecretOutputs(input, state, out) : out;
   return { ...stored, logsSealed };
 }
 
 const NOTHING_WRITTEN: Record<'stdout' | 'stderr', StreamFacts> = { stdout: { truncated: false, digest: null }, stderr: { truncated: false, digest: null } };
 
-async function sealWhenAllocated(pool: pg.Pool, allocation: Promise<LogAllocation | null>, dir: string,
+async function sealWhenAllocated(logs: LogArtifacts | null, allocation: Promise<LogAllocation | null>, dir: string,
   facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
   const alloc = await allocation;
-  if (alloc) await sealLogs(pool, alloc, dir, facts, log);
+  if (alloc && logs) await sealLogs(logs, alloc, dir, facts, log);
 }
 
 type StreamFacts = { truncated: boolean; digest: LogDigest | null };
 
-async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
+async function sealLogs(logs: LogArtifacts, alloc: LogAllocation, dir: string, facts: Record<'stdout' | 'stderr', StreamFacts>, log: Logger): Promise<void> {
   try {
     const freezes: Promise<void>[] = [];
     const end = async (stream: 'stdout' | 'stderr'): Promise<StreamEnd> => {
@@ -109,7 +120,7 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
       return sealFile(path, truncated);
     };
     const [stdout, stderr] = await Promise.all([end('stdout'), end('stderr')]);
-    await Promise.all([finalizeLogArtifacts(pool, alloc, { stdout, stderr }), ...freezes]);
+    await Promise.all([logs.seal(alloc, { stdout, stderr }), ...freezes]);
   } catch (e) {
     log.warn({ err: (e as Error).message, artifact_versions: [alloc.stdout.versionId, alloc.stderr.versionId] },
       'cannot seal the log artifacts of this execution: they stay pending (Attune reclaims pending logs of finished executions)');
@@ -117,12 +128,10 @@ async function sealLogs(pool: pg.Pool, alloc: LogAllocation, dir: string, facts:
 }
 
 /** `execution.config` with its secret-backed values decrypted, or the preparation failure. */
-async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunActionState,
-  known?: StoredSecretValue[]): Promise<{ execution: ExecuteInput['execution'] } | { failure: ExecuteOutput }> {
+function restoreParameters(input: ExecuteInput, state: RunActionState,
+  stored: StoredSecretValue[] | null): { execution: ExecuteInput['execution'] } | { failure: ExecuteOutput } {
   const { execution } = input;
-  if (!state.schema.secretValues) return { execution };
-  const stored = known ?? (await findStoredSecretValues(pool, ENTITY_EXECUTION_CONFIG, execution.id));
-  if (stored.length === 0) return { execution };
+  if (stored === null || stored.length === 0) return { execution };
   const fail = (why: string) => ({ failure: preparationFailure(`Failed to restore secret parameters for execution ${execution.id}: ${why}`) });
   if (state.encryptionKey === '') return fail('No encryption key configured (set security.encryption_key / ATTUNE__SECURITY__ENCRYPTION_KEY to the key of the Attune API)');
   try {
@@ -133,14 +142,14 @@ async function restoreParameters(pool: pg.Pool, input: ExecuteInput, state: RunA
 }
 
 /** Store the secret outputs encrypted; if that is impossible the result keeps only the markers and the run fails. */
-async function storeSecretOutputs(pool: pg.Pool, input: ExecuteInput, state: RunActionState, out: ExecuteOutput): Promise<ExecuteOutput> {
+async function storeSecretOutputs(input: ExecuteInput, state: RunActionState, out: ExecuteOutput): Promise<ExecuteOutput> {
   const taken = out.secretOutputs ?? [];
   let problem: string | null = null;
   if (state.encryptionKey === '') problem = 'No encryption key configured (set security.encryption_key)';
-  else if (!state.schema.secretValues) problem = 'this Attune schema has no execution_secret_value table';
+  else if (!state.secretValues) problem = 'this Attune schema has no execution_secret_value table';
   else {
     try {
-      await upsertSecretValues(pool, ENTITY_EXECUTION_RESULT, input.execution.id, prepareSecretValues(taken, state.encryptionKey, 'parameter_schema'));
+      await state.secretValues.storeResultSecrets(input.execution.id, prepareSecretValues(taken, state.encryptionKey, 'parameter_schema'));
     } catch (e) {
       problem = (e as Error).message;
     }
@@ -173,16 +182,14 @@ async function sealFile(path: string, truncated: boolean): Promise<StreamEnd> {
   }
 }
 
-async function allocate(pool: pg.Pool, input: ExecuteInput, state: RunActionState, log: Logger): Promise<LogAllocation | null> {
+async function allocate(logs: LogArtifacts, input: ExecuteInput, state: RunActionState, log: Logger): Promise<LogAllocation | null> {
   const { action, execution } = input;
   try {
-    return await allocateLogArtifacts(pool, {
+    return await logs.allocate({
       executionId: execution.id,
       actionRef: action.ref,
       retentionPolicy: action.log_retention_policy ?? state.retentionPolicy,
       retentionLimit: action.log_retention_limit ?? state.retentionLimit,
-      maxUnflushedBytes: MAX_UNFLUSHED_BYTES,
-      maxUnflushedMs: MAX_UNFLUSHED_MS,
     });
   } catch (e) {
     log.warn({ err: (e as Error).message }, 'cannot allocate the log artifacts of this execution: its logs go to execution_{id}/ under artifacts_dir, invisible to the UI');

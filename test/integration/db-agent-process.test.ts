@@ -10,7 +10,9 @@ import { createTestDatabase, waitFor, type TestDatabase } from '../helpers/pg.ts
 import { registerWorker } from '../../src/db/registration.ts';
 import { EXIT } from '../../src/exit-codes.ts';
 import { loadConfig } from '../../src/config/index.ts';
-import { runAgent, type AgentContext, type AgentService } from '../../src/worker/run.ts';
+import { runWorker, type AgentContext, type AgentService } from '../../src/worker/lifecycle.ts';
+import { createPool } from '../../src/db/pool.ts';
+import type { Config } from '../../src/config/index.ts';
 import type { Logger } from '../../src/observe/logger.ts';
 
 const MAIN = fileURLToPath(new URL('../../src/main.ts', import.meta.url));
@@ -151,6 +153,20 @@ test('an unusable database exits with the start-up code and a message that names
 
 const silent = { info() {}, warn() {}, error() {}, debug() {}, child() { return silent; } } as unknown as Logger;
 
+/** The lifecycle in this process, with a pool of its own (main.ts's part) and these services. */
+async function runInProcess(config: Readonly<Config>, o: { services: AgentService[]; env: Record<string, string | undefined>; hostname?: string; shutdown?: AbortSignal }): Promise<number> {
+  const pool = createPool(config.database);
+  try {
+    return await runWorker(config, {
+      log: silent, env: o.env, hostname: o.hostname ?? 'test-host', pool, health: null, metrics: null, shutdown: o.shutdown,
+      services: () => o.services,
+      exitNow: () => assert.fail('no third signal in these tests'),
+    });
+  } finally {
+    await pool.end();
+  }
+}
+
 test('in process: services start after registration and drain while the heartbeat still beats; deregistration comes last', async () => {
   const env: Record<string, string | undefined> = { PATH: process.env.PATH, ATTUNE_WORKER_RUNTIMES: 'shell' };
   const config = loadConfig({
@@ -176,7 +192,7 @@ test('in process: services start after registration and drain while the heartbea
       events.push(`stop:${reason}:${r.status}`);
     },
   };
-  const code = await runAgent(config, { services: [service], env, log: silent, hostname: 'test-host', shutdown: shutdown.signal });
+  const code = await runInProcess(config, { services: [service], env, hostname: 'test-host', shutdown: shutdown.signal });
   assert.equal(code, EXIT.OK);
   assert.deepEqual(events, ['start:active', 'stop:shutdown requested:active']);
   assert.ok(seen);
@@ -194,7 +210,7 @@ test('in process: a service that fails to start stops the ones already started a
   const events: string[] = [];
   const ok: AgentService = { name: 'ok', start: async () => void events.push('ok:start'), stop: async () => void events.push('ok:stop') };
   const bad: AgentService = { name: 'bad', start: async () => { throw new Error('broker unreachable'); }, stop: async () => void events.push('bad:stop') };
-  const code = await runAgent(config, { services: [ok, bad], env: { PATH: process.env.PATH }, log: silent });
+  const code = await runInProcess(config, { services: [ok, bad], env: { PATH: process.env.PATH } });
   assert.equal(code, EXIT.STARTUP);
   assert.deepEqual(events, ['ok:start', 'ok:stop']);
   assert.equal((await db.pool.query(`SELECT status FROM worker WHERE name = 'failing-start'`)).rows[0].status, 'inactive');

@@ -5,7 +5,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
-import { FULL_SCHEMA } from '../../src/db/schema.ts';
+import { pgSecretValues } from '../../src/db/execution-store.ts';
+import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
 import { decryptJson, encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 import * as h from './exec-helpers.ts';
 
@@ -22,7 +23,7 @@ after(async () => {
 });
 
 const log = pino({ level: 'silent' });
-const state = (encryptionKey: string): RunActionState => ({ schema: FULL_SCHEMA, retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
+const state = (encryptionKey: string): RunActionState => ({ logArtifacts: null, secretValues: pgSecretValues(db.pool), retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
 const OUT_SCHEMA = { user: { type: 'string' }, token: { type: 'string', secret: true } };
 
 async function execution(config: Record<string, unknown>): Promise<number> {
@@ -37,12 +38,14 @@ async function storeParam(id: number, path: string, value: unknown, key = KEY): 
   );
 }
 
-function run(id: number, config: Record<string, unknown>, encryptionKey: string) {
-  return runAction(db.pool, {
+async function run(id: number, config: Record<string, unknown>, encryptionKey: string) {
+  // What the claim reads along with the row.
+  const secrets = await findStoredSecretValues(db.pool, ENTITY_EXECUTION_CONFIG, id);
+  return runAction({
     execution: h.execution({ id, config }),
     action: h.action('echo_params.sh', { ref: 'testpack.echo', output_format: 'json', out_schema: OUT_SCHEMA }), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-  }, state(encryptionKey), log);
+  }, state(encryptionKey), log, secrets);
 }
 
 test('a secret-backed parameter reaches the action decrypted; a secret output is stored encrypted, never in clear', async () => {

@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { claimWithContext, listRuntimeVersions, loadAction, loadActionContext, loadExecution, loadRuntime } from '../../src/db/executions.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
-import { probeSchema, schemaWarnings } from '../../src/db/schema.ts';
+import { FULL_SCHEMA, probeSchema, schemaWarnings } from '../../src/db/schema.ts';
+import { pgExecutionStore } from '../../src/db/execution-store.ts';
+import pino from 'pino';
 
 let db: TestDatabase;
 const ids: Record<string, number> = {};
@@ -115,4 +117,39 @@ test('the schema probe: the current schema has everything; older ones lack the s
   } finally {
     await old.drop();
   }
+});
+
+test('the store\'s claim: the rows a run needs in one statement (action, runtime, versions, enforcement, secrets); an executable snapshot wins where it has them', async () => {
+  const store = pgExecutionStore(db.pool, FULL_SCHEMA, pino({ level: 'silent' }));
+  const none = { releaseId: null, releaseDigest: null };
+  const enforcement = Number((await db.pool.query(`INSERT INTO enforcement (rule_ref, trigger_ref) VALUES ('p.on_tick', 'core.intervaltimer') RETURNING id`)).rows[0].id);
+  const insert = async (extra: { snapshot?: unknown; enforcement?: number } = {}) =>
+    Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, enforcement, executable_snapshot, pack_release_digest) VALUES ($1, 'p.with_runtime', 'scheduled', $2, $3, $4) RETURNING id`,
+      [ids.withRuntime, extra.enforcement ?? null, extra.snapshot === undefined ? null : JSON.stringify(extra.snapshot), extra.snapshot === undefined ? null : 'a'.repeat(64)])).rows[0].id);
+
+  const plain = await store.claim(await insert({ enforcement }), none);
+  assert.equal(plain?.claimed, true);
+  assert.equal(plain.previous, 'scheduled');
+  assert.equal(plain.rows?.action.ref, 'p.with_runtime');
+  assert.equal(plain.rows?.runtime?.id, ids.runtime);
+  assert.deepEqual(plain.rows?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2']);
+  assert.deepEqual(plain.rows?.enforcement, { id: enforcement, rule_ref: 'p.on_tick', trigger_ref: 'core.intervaltimer' });
+  assert.deepEqual(plain.rows?.secrets, []);
+  const again = await store.claim(plain.execution.id, none);
+  assert.equal(again?.claimed, false, 'a second delivery is refused');
+  assert.equal(again.rows, null, 'nothing read for a refused claim');
+
+  // The snapshot's action with another runtime: that runtime's row and versions are read.
+  const snapAction = { ...plain.rows!.action, ref: 'p.snapshotted', runtime: ids.bare };
+  const snapped = await store.claim(await insert({ snapshot: { executable: { action: snapAction } } }), none);
+  assert.equal(snapped?.rows?.action.ref, 'p.snapshotted');
+  assert.equal(snapped.rows?.runtime?.ref, 'core.bare');
+  assert.deepEqual(snapped.rows?.runtimeVersions, []);
+  assert.equal(snapped.rows?.enforcement, null);
+  // The snapshot's runtime versions only: the claim's action and runtime, the snapshot's versions.
+  const versions = [{ id: 1, runtime: ids.runtime, runtime_ref: 'core.python', version: '3.9.0', execution_config: {}, is_default: true, available: true }];
+  const pinned = await store.claim(await insert({ snapshot: { executable: { runtime_versions: versions } } }), none);
+  assert.equal(pinned?.rows?.runtime?.id, ids.runtime);
+  assert.deepEqual(pinned.rows?.runtimeVersions, versions);
+  assert.equal(await store.claim(999_999, none), null);
 });

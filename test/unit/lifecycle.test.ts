@@ -49,29 +49,6 @@ test('exit codes for signals are 128+n', () => {
   assert.equal(exitCodeForSignal('SIGINT'), 130);
 });
 
-test('the service reports runtime and truncations of each finished run to onFinished (metrics hook)', async () => {
-  const { ExecutionService } = await import('../../src/worker/service.ts');
-  const pino = (await import('pino')).default;
-  const events: unknown[] = [];
-  const row = { id: 1, action: 101, action_ref: 'demo.echo', status: 'scheduled', result: null } as unknown as import('../../src/model.ts').ExecutionRow;
-  const svc = new ExecutionService({
-    store: {
-      loadExecution: async () => ({ ...row }),
-      claim: async () => ({ execution: { ...row }, claimed: true, previous: 'scheduled' }),
-      writeTerminal: async (_id, _s, result) => ({ action: 101, action_ref: 'demo.echo', result }),
-    },
-    runner: { run: async () => ({ status: 'completed', result: { succeeded: true, exit_code: 0, duration_ms: 12 }, runtime: 'python', stdoutTruncated: true, stderrTruncated: false }) },
-    publisher: { statusChanged() {}, completed() {} },
-    logger: pino({ level: 'silent' }),
-    maxConcurrentTasks: 1,
-    retryWrite: (_w, fn) => fn(),
-    onFinished: (e) => events.push(e),
-  });
-  assert.equal(await svc.onDispatch({ execution_id: 1, action_ref: 'demo.echo' }), 'ack');
-  await svc.waitIdle(5000);
-  assert.deepEqual(events, [{ executionId: 1, status: 'completed', runtime: 'python', durationMs: 12, stdoutTruncated: true, stderrTruncated: false }]);
-});
-
 test('metrics: counters, histogram and scrape-time gauges in Prometheus text', async () => {
   const { createMetrics } = await import('../../src/observe/metrics.ts');
   const m = await createMetrics();

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pino from 'pino';
-import { ExecutionService, type ExecutionStore, type ActionRunner, type StatusPublisher } from '../../src/worker/service.ts';
+import { ExecutionService, type RunExecution } from '../../src/worker/service.ts';
+import type { ExecutionStore, StatusPublisher } from '../../src/worker/ports.ts';
 import type { ExecutionRow, ExecutionStatus, TerminalStatus } from '../../src/model.ts';
 
 const logger = pino({ level: 'silent' });
@@ -14,7 +15,7 @@ function row(id: number, status: ExecutionStatus = 'scheduled', extra: Partial<E
   };
 }
 
-function harness(rows: ExecutionRow[], run: ActionRunner['run'], max = 2) {
+function harness(rows: ExecutionRow[], run: RunExecution, max = 2) {
   const db = new Map(rows.map((r) => [r.id, { ...r }]));
   const writes: { id: number; status: string }[] = [];
   const messages: { kind: string; p: Record<string, unknown> }[] = [];
@@ -27,10 +28,10 @@ function harness(rows: ExecutionRow[], run: ActionRunner['run'], max = 2) {
       const before = { ...r };
       const releaseOk = (release.releaseId === null || r.pack_release === null || Number(r.pack_release) === release.releaseId) &&
         (release.releaseDigest === null || !r.pack_release_digest || r.pack_release_digest === release.releaseDigest);
-      if (!['requested', 'scheduling', 'scheduled'].includes(r.status) || !releaseOk) return { execution: before, claimed: false, previous: before.status };
+      if (!['requested', 'scheduling', 'scheduled'].includes(r.status) || !releaseOk) return { execution: before, claimed: false, previous: before.status, rows: null };
       r.status = 'running';
       writes.push({ id, status: 'running' });
-      return { execution: before, claimed: true, previous: before.status };
+      return { execution: before, claimed: true, previous: before.status, rows: null };
     },
     writeTerminal: async (id, status, result) => {
       const r = db.get(id)!;
@@ -44,7 +45,7 @@ function harness(rows: ExecutionRow[], run: ActionRunner['run'], max = 2) {
     statusChanged: (p) => messages.push({ kind: 'status', p }),
     completed: (p) => messages.push({ kind: 'completed', p }),
   };
-  const svc = new ExecutionService({ store, runner: { run }, publisher, logger, maxConcurrentTasks: max, retryWrite: (_w, fn) => fn() });
+  const svc = new ExecutionService({ store, run, publisher, logger, maxConcurrentTasks: max, retry: (_w, fn) => fn() });
   return { svc, db, writes, messages };
 }
 
@@ -84,7 +85,7 @@ test('release mismatch fails the execution with a clear error', async () => {
 test('concurrency limit, cancel while queued, cancel while running, shutdown hands queued dispatches back', async () => {
   let active = 0;
   let peak = 0;
-  const run: ActionRunner['run'] = (_e, signal) => {
+  const run: RunExecution = (_claim, signal) => {
     active++;
     peak = Math.max(peak, active);
     return new Promise((resolve) => {
@@ -125,4 +126,25 @@ test('a runner exception still ends in a terminal failed row', async () => {
   await h.svc.waitIdle(5000);
   assert.equal(h.db.get(6)!.status, 'failed');
   assert.match(String((h.db.get(6)!.result as Record<string, unknown>).error), /Action execution failed: spawn exploded/);
+});
+
+test('the service reports runtime and truncations of each finished run to onFinished (metrics hook)', async () => {
+  const events: unknown[] = [];
+  const row = { id: 1, action: 101, action_ref: 'demo.echo', status: 'scheduled', result: null } as unknown as ExecutionRow;
+  const svc = new ExecutionService({
+    store: {
+      loadExecution: async () => ({ ...row }),
+      claim: async () => ({ execution: { ...row }, claimed: true, previous: 'scheduled', rows: null }),
+      writeTerminal: async (_id, _s, result) => ({ action: 101, action_ref: 'demo.echo', result }),
+    },
+    run: async () => ({ status: 'completed', result: { succeeded: true, exit_code: 0, duration_ms: 12 }, runtime: 'python', stdoutTruncated: true, stderrTruncated: false }),
+    publisher: { statusChanged() {}, completed() {} },
+    logger,
+    maxConcurrentTasks: 1,
+    retry: (_w, fn) => fn(),
+    onFinished: (e) => events.push(e),
+  });
+  assert.equal(await svc.onDispatch({ execution_id: 1, action_ref: 'demo.echo' }), 'ack');
+  await svc.waitIdle(5000);
+  assert.deepEqual(events, [{ executionId: 1, status: 'completed', runtime: 'python', durationMs: 12, stdoutTruncated: true, stderrTruncated: false }]);
 });

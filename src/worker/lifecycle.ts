@@ -1,22 +1,23 @@
 /**
- * The worker's life (contract §1.4, §6): detect → database check → auto-register runtimes →
- * register the worker row → recover executions left running → heartbeat → services (broker,
- * executions; plugged in as AgentService) → wait for SIGTERM/SIGINT → stop services (drain, while
- * still heartbeating) → stop heartbeat → deregister → close the pool. Returns the exit code.
+ * The worker's life (contract §1.4, §6): health listener → detect → database check and schema probe
+ * → auto-register runtimes → register the worker row → recover executions left running → heartbeat
+ * → services (the executions service, built by main.ts for the registered worker) → wait for
+ * SIGTERM/SIGINT → stop services (drain, while still heartbeating) → stop heartbeat → deregister.
+ * Returns the exit code. The adapters it is handed (pool, health listener) are closed by their
+ * owner, main.ts, once it returns.
  */
-import { hostname as osHostname } from 'node:os';
 import type pg from 'pg';
 import type { Config } from '../config/index.ts';
 import { detectRuntimes, type DetectionResult } from '../detect/detect.ts';
 import { workerRuntimesValue } from '../detect/report.ts';
 import { baselineEnvironment } from '../execution/environment.ts';
 import { EXIT, exitCodeForSignal } from '../exit-codes.ts';
-import { createLogger, type Logger } from '../observe/logger.ts';
-import { HealthServer, type Readiness } from '../observe/health.ts';
+import type { Logger } from '../observe/logger.ts';
+import type { HealthServer, Readiness } from '../observe/health.ts';
 import type { AgentMetrics } from '../observe/metrics.ts';
 import { killChildProcessGroups } from '../native/pid1.ts';
 import { AGENT_VERSION } from '../version.ts';
-import { createPool, dbError, poolTarget, verifyDatabase } from '../db/pool.ts';
+import { dbError, poolTarget, verifyDatabase } from '../db/pool.ts';
 import { probeSchema, schemaWarnings, type SchemaCapabilities } from '../db/schema.ts';
 import { formatTarget } from '../db/errors.ts';
 import { registerDetectedRuntimes } from '../db/runtimes.ts';
@@ -58,24 +59,30 @@ export interface AgentService {
 /** Where the agent is in its life; /readyz is ready only while `running`. */
 export type Phase = 'starting' | 'running' | 'draining' | 'stopping';
 
-export interface RunOptions {
-  services?: readonly AgentService[];
-  /** Default process.env; ATTUNE_WORKER_RUNTIMES is set in it when unset (contract §1.4 step 5). */
-  env?: Record<string, string | undefined>;
-  hostname?: string;
-  log?: Logger;
+/** The adapters and parts the worker's life is given (main.ts builds them). */
+export interface WorkerDeps {
+  log: Logger;
+  /** ATTUNE_WORKER_RUNTIMES is set in it when unset (contract §1.4 step 5). */
+  env: Record<string, string | undefined>;
+  hostname: string;
+  /** The Attune database; checked first, never closed here. */
+  pool: pg.Pool;
+  /** Null unless `worker.health_port` is set. */
+  health: HealthServer | null;
+  metrics: AgentMetrics | null;
+  /** The services of the registered worker, started in order after registration. */
+  services(ctx: AgentContext): readonly AgentService[];
   /** In-process shutdown trigger (tests); the process signals SIGTERM/SIGINT always work. */
   shutdown?: AbortSignal;
-  /** Logged once the logger exists (e.g. the PID 1 check in main.ts). */
+  /** Logged first (e.g. the PID 1 check in main.ts). */
   startupWarnings?: readonly string[];
-  /** Third signal: exit the process now with this code. Default process.exit (main.ts passes it). */
-  exitNow?: (code: number) => void;
+  /** Third signal: exit the process now with this code (main.ts: process.exit). */
+  exitNow(code: number): void;
 }
 
-export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}): Promise<number> {
-  const env = opts.env ?? process.env;
-  const hostname = opts.hostname ?? osHostname();
-  let log = opts.log ?? createLogger(config.log.level);
+export async function runWorker(config: Readonly<Config>, opts: WorkerDeps): Promise<number> {
+  const { env, hostname, pool, metrics, health } = opts;
+  let log = opts.log;
   for (const w of opts.startupWarnings ?? []) log.warn(w);
   const graceNeeded = (config.worker.shutdownTimeoutMs + config.worker.killGracePeriodMs) / 1000;
   if (graceNeeded > 40) {
@@ -98,7 +105,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     onThird: (sig) => {
       const groups = killChildProcessGroups();
       log.error({ signal: sig, killed_process_groups: groups }, 'third signal: exiting at once (results of running actions are not written)');
-      (opts.exitNow ?? ((code: number) => process.exit(code)))(exitCodeForSignal(sig));
+      opts.exitNow(exitCodeForSignal(sig));
     },
   });
 
@@ -113,30 +120,23 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     checks.not_draining = phase === 'running';
     return { ready: Object.values(checks).every(Boolean), checks };
   };
-  let metrics: AgentMetrics | null = null;
-  let health: HealthServer | null = null;
-  if (config.worker.healthPort > 0) {
-    const { createMetrics } = await import('../observe/metrics.ts');
-    metrics = await createMetrics();
-    metrics.watch({
-      heartbeatAgeSeconds: () => (Date.now() - (heartbeatRef?.state().lastSuccessAt ?? startedAt)) / 1000,
-      databaseUp: () => (heartbeatRef ? dbUp() : undefined),
-      draining: () => phase === 'draining' || phase === 'stopping',
-      ready: () => readiness().ready,
-    });
-    health = new HealthServer({ host: config.worker.healthHost, port: config.worker.healthPort, log, readiness, metrics });
-    try {
-      await health.start();
-    } catch (e) {
-      log.error({ err: (e as Error).message, port: config.worker.healthPort }, 'cannot listen on worker.health_port; exiting');
-      shutdown.dispose();
-      return EXIT.STARTUP;
-    }
-  }
+  metrics?.watch({
+    heartbeatAgeSeconds: () => (Date.now() - (heartbeatRef?.state().lastSuccessAt ?? startedAt)) / 1000,
+    databaseUp: () => (heartbeatRef ? dbUp() : undefined),
+    draining: () => phase === 'draining' || phase === 'stopping',
+    ready: () => readiness().ready,
+  });
   try {
+    if (health) {
+      try {
+        await health.start(readiness);
+      } catch (e) {
+        log.error({ err: (e as Error).message, port: config.worker.healthPort }, 'cannot listen on worker.health_port; exiting');
+        return EXIT.STARTUP;
+      }
+    }
     const detection = await detect(config, env, log);
 
-    const pool = createPool(config.database, { log });
     const target = poolTarget(pool)!;
     let schema: SchemaCapabilities;
     try {
@@ -145,7 +145,6 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     } catch (e) {
       const err = dbError(pool, e);
       log.error({ err: err.message, retryable: err.retryable }, 'cannot use the Attune database; exiting');
-      await pool.end();
       return EXIT.STARTUP;
     }
     log.info({ database: `${formatTarget(target)}/${target.database}`, user: target.user, schema: config.database.schema }, 'database ready');
@@ -153,7 +152,6 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
 
     if (shutdown.requested()) {
       log.info('shutdown requested during start-up; exiting before registration');
-      await pool.end();
       return EXIT.OK;
     }
     await registerDetectedRuntimes(pool, detection.selected, log);
@@ -170,7 +168,6 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
       });
     } catch (e) {
       log.error({ err: dbError(pool, e, 'registering the worker row').message }, 'worker registration failed; exiting');
-      await pool.end();
       return EXIT.STARTUP;
     }
     registered = true;
@@ -198,7 +195,7 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     let code: number = EXIT.OK;
     let reason: string;
     try {
-      for (const s of opts.services ?? []) {
+      for (const s of opts.services(agentCtx)) {
         await s.start(agentCtx);
         started.push(s);
       }
@@ -230,13 +227,11 @@ export async function runAgent(config: Readonly<Config>, opts: RunOptions = {}):
     } catch (e) {
       log.error({ err: dbError(pool, e, 'deregistering').message }, 'could not mark the worker inactive; Attune will treat it as stale after 90 s');
     }
-    await pool.end();
     if (code === EXIT.OK && forcedCode !== null) code = forcedCode;
     log.info({ exit_code: code }, 'attune-agent stopped');
     return code;
   } finally {
     shutdown.dispose();
-    await health?.close();
   }
 }
 
