@@ -89,12 +89,12 @@ async function runWorker(config: Readonly<Config>, warnings: readonly string[]):
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
-    { runWorker: live }, { ExecutionService }, { runClaimed }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+    { runWorker: live }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
-    import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-action.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'),
+    import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -113,18 +113,15 @@ async function runWorker(config: Readonly<Config>, warnings: readonly string[]):
         connection.addSetup(workerTopologySetup(worker.id, runLog));
         const publisher = new ConfirmPublisher({ connection, logger: runLog });
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
-        const settings = {
+        const runDeps = {
           config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
-        };
-        const runState = {
           logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null,
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
-          retentionPolicy: w.logRetentionPolicy, retentionLimit: w.logRetentionLimit, encryptionKey: config.security.encryptionKey,
         };
         let trimmer: InstanceType<typeof IdleTrimmer> | null = null;
         const service = new ExecutionService({
           store: pgExecutionStore(pool, schema, runLog),
-          run: (claim, signal, log) => runClaimed(claim, signal, log, settings, runState),
+          run: (claim, signal, log) => runExecution(claim, signal, log, runDeps),
           publisher: createStatusPublisher(publisher, runLog),
           logger: runLog,
           maxConcurrentTasks: w.maxConcurrentTasks,

@@ -1,5 +1,5 @@
 /**
- * Run result → terminal execution status and `execution.result` JSON (contract §5.8–5.9). Pure.
+ * Process result → terminal execution status and `execution.result` JSON (contract §5.8–5.9). Pure.
  *
  * Status comes from the run's own flags (cancelled > timeout > completed > failed). Unlike Attune,
  * an error text that merely contains "cancelled" does not turn a failure into a cancellation.
@@ -7,7 +7,7 @@
 import YAML from 'yaml';
 import type { TerminalStatus } from '../model.ts';
 import { cancelledResult } from './cancel.ts';
-import type { RunResult } from './runner.ts';
+import type { ProcessExit } from './process.ts';
 
 export type OutputFormat = 'text' | 'json' | 'yaml' | 'jsonl';
 
@@ -29,7 +29,7 @@ export interface OutcomeOptions {
 /** Attune ignores a stdin broken pipe only for actions that exited 0 this fast. */
 export const FAST_EXIT_MS = 500;
 
-type RunFacts = Pick<RunResult,
+type RunFacts = Pick<ProcessExit,
   'exitCode' | 'timedOut' | 'cancelled' | 'durationMs' | 'stdout' | 'stderr' | 'stdoutTruncated' |
   'stdoutBytesTruncated' | 'stderrTruncated' | 'stderrBytesTruncated' | 'logsIncomplete' | 'stdinError'>;
 

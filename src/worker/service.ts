@@ -4,9 +4,13 @@
  * the process runner are handed in as ports, so its logic is tested with fakes and the adapters with
  * real servers.
  *
- * Per execution (contract §5.1–5.2, with the fixes listed at the top of the contract):
- *   permit → ack (claim) → load row → guards → `running` row + message → run → one terminal row
- *   → one terminal status + completion pair carrying the REAL outcome.
+ * One execution, in four steps (contract §5.1–5.2, with the fixes listed at the top of the contract):
+ *   1. onDispatch, the consumer's handler: duplicate check, permit → ack;
+ *   2. claim: the store's one statement moves the row to `running` and reads what the run needs;
+ *      a refused claim says why (release mismatch → failed, canceling → cancelled, else skipped);
+ *   3. run (worker/run-execution.ts): plan → process → outcome, one RunResult;
+ *   4. finish: one terminal row (the log artifacts sealed meanwhile) → one status change +
+ *      completion pair carrying the REAL outcome.
  * Every failure after the ack ends in a terminal row whose `result.error` says what went wrong.
  */
 import type { Logger } from 'pino';
@@ -102,7 +106,7 @@ export class ExecutionService {
     }
     this.#queued.delete(id);
     this.#track(
-      this.#process(req, ac.signal, log).finally(() => {
+      this.#execute(req, ac.signal, log).finally(() => {
         this.cancellations.unregister(id);
         this.permits.release();
       }),
@@ -150,7 +154,7 @@ export class ExecutionService {
     return this.#deps.now?.() ?? new Date();
   }
 
-  async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
+  async #execute(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
     const { store } = this.#deps;
     const id = req.execution_id;
     // Load and claim in one round trip; when the claim is refused the row says why.

@@ -3,7 +3,6 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { allocateLogArtifacts, finalizeLogArtifacts, logArtifactFilePath, type AllocateInput } from '../../src/db/log-artifacts.ts';
-import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { probeSchema } from '../../src/db/schema.ts';
 import { pgLogArtifacts } from '../../src/db/execution-store.ts';
 import { readFileSync, rmSync, statSync } from 'node:fs';
@@ -120,13 +119,13 @@ test('a run: the log files are the artifact versions\' files; without artifact t
   const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
   const runOnce = async (pool: typeof db.pool) => {
     const schema = await probeSchema(pool, 'attune');
-    const state: RunActionState = { logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null, secretValues: null, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
     const ex = await execution('testpack.fail');
-    const out = await runAction({
+    const out = await h.run({
       execution: h.execution({ id: ex, config: { lines: 1, code: 2 } }),
       action: h.action('fail.sh', { ref: 'testpack.fail', parameter_format: 'dotenv' }), runtime: h.runtime('shell'),
       config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-    }, state, log, null);
+      logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null, logger: log,
+    });
     await out.logsSealed; // the service awaits it together with the terminal write
     return out;
   };
@@ -156,10 +155,11 @@ test('a run that fails before its process starts still seals its (empty) log ver
   const fresh = await createTestDatabase('log_artifacts_nostart');
   t.after(() => fresh.drop());
   const ex = Number((await fresh.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('testpack.missing', 'running') RETURNING id`)).rows[0].id);
-  const out = await runAction({
+  const out = await h.run({
     execution: h.execution({ id: ex }), action: h.action('does_not_exist.sh', { ref: 'testpack.missing' }), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-  }, { logArtifacts: pgLogArtifacts(fresh.pool), secretValues: null, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' }, pino({ level: 'silent' }), null);
+    logArtifacts: pgLogArtifacts(fresh.pool),
+  });
   await out.logsSealed;
   assert.equal(out.status, 'failed');
   assert.match(String(out.result.error), /action file not found/);

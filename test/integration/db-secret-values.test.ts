@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
-import { runAction, type RunActionState } from '../../src/worker/run-action.ts';
 import { pgSecretValues } from '../../src/db/execution-store.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
 import { decryptJson, encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
@@ -23,7 +22,6 @@ after(async () => {
 });
 
 const log = pino({ level: 'silent' });
-const state = (encryptionKey: string): RunActionState => ({ logArtifacts: null, secretValues: pgSecretValues(db.pool), retentionPolicy: 'days', retentionLimit: 7, encryptionKey });
 const OUT_SCHEMA = { user: { type: 'string' }, token: { type: 'string', secret: true } };
 
 async function execution(config: Record<string, unknown>): Promise<number> {
@@ -41,11 +39,12 @@ async function storeParam(id: number, path: string, value: unknown, key = KEY): 
 async function run(id: number, config: Record<string, unknown>, encryptionKey: string) {
   // What the claim reads along with the row.
   const secrets = await findStoredSecretValues(db.pool, ENTITY_EXECUTION_CONFIG, id);
-  return runAction({
+  return h.run({
     execution: h.execution({ id, config }),
     action: h.action('echo_params.sh', { ref: 'testpack.echo', output_format: 'json', out_schema: OUT_SCHEMA }), runtime: h.runtime('shell'),
-    config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-  }, state(encryptionKey), log, secrets);
+    config: h.config({ artifactsDir, encryptionKey }), detected: h.detected(), baselineEnv: h.baseline(),
+    secrets, secretValues: pgSecretValues(db.pool), logger: log,
+  });
 }
 
 test('a secret-backed parameter reaches the action decrypted; a secret output is stored encrypted, never in clear', async () => {

@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import YAML from 'yaml';
-import { executeAction } from '../../src/execution/execute.ts';
 import * as h from './exec-helpers.ts';
 
 const PACKS = resolve(import.meta.dirname, '../../examples/packs');
@@ -13,7 +12,7 @@ after(() => rmSync(artifactsDir, { recursive: true, force: true }));
 
 async function runDemo(name: string, kind: string, config: Record<string, unknown>) {
   const meta = YAML.parse(readFileSync(`${PACKS}/demo/actions/${name}.yaml`, 'utf8'));
-  return executeAction({
+  return h.run({
     execution: h.execution({ action_ref: meta.ref, config }),
     action: h.action(meta.entry_point, {
       ref: meta.ref, pack_ref: 'demo', parameter_delivery: meta.parameter_delivery,

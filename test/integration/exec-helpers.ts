@@ -1,13 +1,16 @@
-/** Shared fixtures for the execution integration tests: rows, config, detection, /proc scans. */
+/** Shared fixtures for the execution integration tests: rows, config, detection, one run, /proc scans. */
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import which from 'which';
-import type { ActionRow, ExecutionRow, RuntimeRow } from '../../src/model.ts';
-import type { ExecuteConfig } from '../../src/execution/execute.ts';
+import pino from 'pino';
+import type { ActionRow, EnforcementRefs, ExecutionRow, RuntimeRow, RuntimeVersionRow, StoredSecretValue } from '../../src/model.ts';
 import type { DetectedInterpreter } from '../../src/execution/plan.ts';
 import { baselineEnvironment } from '../../src/execution/environment.ts';
+import { runExecution, type RunConfig, type RunDeps } from '../../src/worker/run-execution.ts';
+import type { RunResult } from '../../src/worker/ports.ts';
+import type { Logger } from '../../src/observe/logger.ts';
 
 export const PACKS_DIR = resolve(import.meta.dirname, '../fixtures/packs');
 export const PACK = 'testpack';
@@ -68,21 +71,51 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `attune-test-${prefix}-`));
 }
 
-export function config(over: { artifactsDir?: string; maxStdoutBytes?: number; maxStderrBytes?: number; killGracePeriodMs?: number; defaultExecutionTimeoutMs?: number; jwtSecret?: string } = {}): ExecuteConfig {
+export function config(over: { artifactsDir?: string; maxStdoutBytes?: number; maxStderrBytes?: number; killGracePeriodMs?: number; defaultExecutionTimeoutMs?: number; jwtSecret?: string; encryptionKey?: string } = {}): RunConfig {
   return {
     packsBaseDir: PACKS_DIR,
     runtimeEnvsDir: join(tmpdir(), 'attune-test-runtime-envs'),
     artifactsDir: over.artifactsDir ?? tempDir('artifacts'),
     apiUrl: 'http://127.0.0.1:8080',
     defaultExecutionTimeoutMs: over.defaultExecutionTimeoutMs ?? 60_000,
-    security: { jwtSecret: over.jwtSecret ?? '' },
+    security: { jwtSecret: over.jwtSecret ?? '', encryptionKey: over.encryptionKey ?? '' },
     log: { mirrorStdout: false, mirrorStderr: false },
     worker: {
       maxStdoutBytes: over.maxStdoutBytes ?? 10 * 1024 * 1024,
       maxStderrBytes: over.maxStderrBytes ?? 10 * 1024 * 1024,
       killGracePeriodMs: over.killGracePeriodMs ?? 300,
+      logRetentionPolicy: 'days',
+      logRetentionLimit: 7,
     },
   };
+}
+
+export interface RunInput extends Partial<Omit<RunDeps, 'config' | 'detected' | 'baselineEnv'>> {
+  execution: ExecutionRow;
+  action: ActionRow;
+  runtime: RuntimeRow | null;
+  runtimeVersions?: RuntimeVersionRow[];
+  enforcement?: EnforcementRefs | null;
+  /** The secret parameters the claim read (null: the schema has no such table). */
+  secrets?: StoredSecretValue[] | null;
+  config: RunConfig;
+  detected: readonly DetectedInterpreter[];
+  baselineEnv: Record<string, string>;
+  signal?: AbortSignal;
+  logger?: Logger;
+}
+
+/**
+ * One claimed execution through the worker's run (worker/run-execution.ts), as the service runs
+ * it; without log artifacts or secret values unless their ports are given.
+ */
+export function run(i: RunInput): Promise<RunResult> {
+  const rows = { action: i.action, runtime: i.runtime, runtimeVersions: i.runtimeVersions ?? [], enforcement: i.enforcement ?? null, secrets: i.secrets ?? null };
+  return runExecution({ execution: { ...i.execution, status: 'running' }, claimed: true, previous: 'scheduled', rows }, i.signal ?? new AbortController().signal,
+    i.logger ?? pino({ level: 'silent' }), {
+      config: i.config, detected: i.detected, baselineEnv: i.baselineEnv, verifiedReleases: i.verifiedReleases ?? new Set(),
+      logArtifacts: i.logArtifacts ?? null, secretValues: i.secretValues ?? null,
+    });
 }
 
 export function baseline(): Record<string, string> {

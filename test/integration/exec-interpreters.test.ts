@@ -5,7 +5,6 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { executeAction } from '../../src/execution/execute.ts';
 import { formatParameters } from '../../src/execution/params.ts';
 import * as h from './exec-helpers.ts';
 
@@ -40,7 +39,7 @@ for (const [kind, entrypoint] of ACTIONS) {
     for (const format of ['json', 'dotenv', 'yaml'] as const) {
       for (const delivery of ['stdin', 'file'] as const) {
         const m = h.marker();
-        const out = await executeAction({
+        const out = await h.run({
           execution: h.execution({ config: PARAMS, env_vars: m.env }),
           action: h.action(entrypoint, { parameter_format: format, parameter_delivery: delivery }),
           runtime: h.runtime(kind), config: cfg, detected, baselineEnv: h.baseline(),
@@ -56,7 +55,7 @@ for (const [kind, entrypoint] of ACTIONS) {
 }
 
 test('java single-file source launch works (java X.java)', { skip: h.hasInterpreter('java') ? false : 'no java' }, async () => {
-  const out = await executeAction({
+  const out = await h.run({
     execution: h.execution({ config: { a: 1 } }), action: h.action('EchoParams.java'), runtime: h.runtime('java'),
     config: cfg, detected, baselineEnv: h.baseline(),
   });

@@ -1,5 +1,5 @@
 /**
- * How an action process starts (runner.ts + native/spawn.ts): the addon's posix_spawn and the
+ * How an action process starts (execution/process.ts + native/spawn.ts): the addon's posix_spawn and the
  * child_process.spawn fallback (ATTUNE_AGENT_NATIVE_SPAWN=off, run in a separate Node process since
  * the choice is made once per process) must give the action the same process: its own session and
  * process group, every signal at its default disposition and unblocked, only fds 0-2, the working
@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runProcess, type RunSpec } from '../../src/execution/runner.ts';
+import { runProcess, type ProcessSpec } from '../../src/execution/process.ts';
 
 const cwd = import.meta.dirname;
 const PROBE = [
@@ -20,7 +20,7 @@ const PROBE = [
   'yes | head -c 3 >/dev/null; echo "yes_status=$?"',
 ].join('; ');
 
-const specs: Record<string, RunSpec> = {
+const specs: Record<string, ProcessSpec> = {
   probe: { argv: ['/bin/sh', '-c', PROBE], env: { PATH: '/usr/bin:/bin', ONLY_THIS: 'x y' }, cwd, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 65536, maxStderrBytes: 65536 },
   // Read by the started program itself (a shell would change its own mask while forking).
   signals: { argv: ['/bin/grep', '-E', '^Sig(Blk|Ign)', '/proc/self/status'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 },
@@ -96,7 +96,7 @@ if (!process.env.ATTUNE_LAUNCH_CHILD) {
   test('many very short actions at once: every exit is seen at once, none waits for the poll', async () => {
     // The spawn settles on the main thread after the child may already have exited and been
     // signalled: the exit must still be reported, and without waiting for the 1 s poll.
-    const spec: RunSpec = { argv: ['/bin/true'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 };
+    const spec: ProcessSpec = { argv: ['/bin/true'], env: {}, cwd: null, stdin: null, timeoutMs: 10_000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 };
     const started = performance.now();
     const slow: number[] = [];
     for (let batch = 0; batch < 10; batch++) {
@@ -113,7 +113,7 @@ if (!process.env.ATTUNE_LAUNCH_CHILD) {
   });
 
   test('an exit is seen even without its SIGCHLD (the slow poll), within about a second', () => {
-    const runner = JSON.stringify(new URL('../../src/execution/runner.ts', import.meta.url).pathname);
+    const runner = JSON.stringify(new URL('../../src/execution/process.ts', import.meta.url).pathname);
     const script = `
       import { runProcess } from ${runner};
       const spec = (cmd) => ({ argv: ['/bin/sh', '-c', cmd], env: {}, cwd: null, stdin: null, timeoutMs: 10000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 });

@@ -5,7 +5,6 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveActionSource, actionFilePath, releaseRoot, RELEASE_MARKER } from '../../src/execution/pack-files.ts';
-import { executeAction } from '../../src/execution/execute.ts';
 import * as h from './exec-helpers.ts';
 
 const base = h.tempDir('packs');
@@ -84,24 +83,24 @@ test('adhoc actions: core packs look for a file first, others are always inline'
   assert.equal(escaping.ok && escaping.source.kind, 'inline', 'code that looks like a path is still just code');
 });
 
-test('executeAction runs the pinned release copy with its digest in the environment', async () => {
+test('a run uses the pinned release copy with its digest in the environment', async () => {
   const digest = makeRelease();
   const packDir = join(releaseRoot(base, digest), 'pack');
   const cfg = { ...h.config({ artifactsDir: join(base, 'artifacts') }), packsBaseDir: base };
-  const out = await executeAction({
+  const out = await h.run({
     execution: h.execution({ pack_release_digest: digest, config: { k: 'v' } }),
     action: h.action('echo_params.sh', { parameter_delivery: 'file' }), runtime: h.runtime('shell'), config: cfg,
     detected: h.detected(), baselineEnv: h.baseline(),
   });
   assert.equal(out.status, 'completed');
   assert.equal(out.result.stdout, '{"k":"v"}');
-  const env = await executeAction({
+  const env = await h.run({
     execution: h.execution({ pack_release_digest: digest }),
     action: h.action('pwd; echo "$ATTUNE_PACK_RELEASE_DIGEST"', { is_adhoc: true, pack_ref: 'core' }), runtime: h.runtime('shell'),
     config: cfg, detected: h.detected(), baselineEnv: h.baseline(),
   });
   assert.equal(env.result.stdout, `${packDir}\n${digest}\n`);
-  const missing = await executeAction({
+  const missing = await h.run({
     execution: h.execution({ pack_release_digest: 'e'.repeat(64) }), action: h.action('echo_params.sh'), runtime: h.runtime('shell'),
     config: cfg, detected: h.detected(), baselineEnv: h.baseline(),
   });

@@ -1,17 +1,17 @@
 /**
- * Real processes through executeAction/runProcess: output formats, failures, timeout and cancel of
+ * Real processes through the worker's run (h.run) and runProcess: output formats, failures, timeout and cancel of
  * a SIGTERM-ignoring tree, background children holding the pipes, huge and binary output, the
  * cleared environment, log files. After every run no process carrying the test's marker is left.
  */
 import { test, after, afterEach } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync, statSync, existsSync } from 'node:fs';
+import { readFileSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { executeAction, type ExecuteInput } from '../../src/execution/execute.ts';
-import { runProcess } from '../../src/execution/runner.ts';
+import { runProcess } from '../../src/execution/process.ts';
 import type { ActionRow, ExecutionRow } from '../../src/model.ts';
 import { createLogger } from '../../src/observe/logger.ts';
 import * as h from './exec-helpers.ts';
@@ -30,14 +30,14 @@ interface RunOpts {
   action?: Partial<ActionRow>;
   execution?: Partial<ExecutionRow>;
   cfg?: Parameters<typeof h.config>[0];
-  extra?: Partial<ExecuteInput>;
+  extra?: Partial<h.RunInput>;
 }
 async function run(entrypoint: string, o: RunOpts = {}) {
   const m = h.marker();
   markers.push(m.value);
   const execution = h.execution({ ...o.execution, env_vars: { ...m.env, ...(o.execution?.env_vars as object | undefined) } });
   const started = performance.now();
-  const out = await executeAction({
+  const out = await h.run({
     execution, action: h.action(entrypoint, o.action), runtime: h.runtime(o.kind ?? 'shell'),
     config: h.config({ artifactsDir, ...o.cfg }), detected, baselineEnv: h.baseline(), ...o.extra,
   });
@@ -95,7 +95,7 @@ test('cancel while running (user): SIGTERM → grace → SIGKILL of the group', 
   const ac = new AbortController();
   const m = h.marker();
   markers.push(m.value);
-  const pending = executeAction({
+  const pending = h.run({
     execution: h.execution({ env_vars: m.env }), action: h.action('ignore_term_tree.sh'), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir, killGracePeriodMs: 300 }), detected, baselineEnv: h.baseline(), signal: ac.signal,
   });
@@ -117,7 +117,7 @@ test('cancel for shutdown is recorded as such; an action that exits on SIGTERM s
   const ac = new AbortController();
   const m = h.marker();
   markers.push(m.value);
-  const pending = executeAction({
+  const pending = h.run({
     execution: h.execution({ env_vars: m.env }), action: h.action('sleep.sh'), runtime: h.runtime('shell'),
     config: h.config({ artifactsDir, killGracePeriodMs: 10_000 }), detected, baselineEnv: h.baseline(), signal: ac.signal,
   });
@@ -127,7 +127,7 @@ test('cancel for shutdown is recorded as such; an action that exits on SIGTERM s
   assert.equal(r.status, 'cancelled');
   assert.equal(r.result.cancel_reason, 'shutdown');
   assert.equal(r.result.error, 'Execution cancelled: attune-agent shutting down');
-  assert.ok((r.durationMs ?? 0) < 5000, 'no wait for the 10 s grace period');
+  assert.ok(Number(r.result.duration_ms) < 5000, 'no wait for the 10 s grace period');
 });
 
 test('cancelled before it started: nothing is spawned', async () => {
@@ -135,7 +135,13 @@ test('cancelled before it started: nothing is spawned', async () => {
   ac.abort('cancel');
   const r = await run('sleep.sh', { extra: { signal: ac.signal } });
   assert.equal(r.status, 'cancelled');
-  assert.equal(r.result.exit_code, -1);
+  assert.deepEqual(r.result, { succeeded: false, cancelled: true, cancel_reason: 'user', exit_code: null, duration_ms: 0, error: 'Execution cancelled by user' });
+  assert.equal(r.logsSealed, undefined, 'not even log versions were allocated');
+  // A cancel that lands while the process is being prepared: runProcess starts nothing either.
+  const p = await runProcess({ argv: ['/bin/true'], env: {}, cwd: null, stdin: null, timeoutMs: 5000, killGracePeriodMs: 100, maxStdoutBytes: 1024, maxStderrBytes: 1024 }, { signal: ac.signal });
+  assert.equal(p.kind === 'exited' && p.cancelled, 'cancel');
+  assert.equal(p.kind === 'exited' && p.launcher, null);
+  assert.equal(p.kind === 'exited' && p.exitCode, -1);
 });
 
 test('a background child holding stdout does not hang the run and is killed afterwards', async () => {
@@ -285,14 +291,14 @@ test('runner: spawn errors are typed failures with a clear message', async () =>
   assert.equal(r.kind, 'spawn-error');
   assert.equal(r.kind === 'spawn-error' && r.code, 'ENOENT');
   assert.match(r.kind === 'spawn-error' ? r.message : '', /cannot start '\/nonexistent\/interp': no such file or directory/);
-  const viaExecute = await run('json_out.sh', {
-    extra: {
-      runtime: { ...h.runtime('shell'), execution_config: { interpreter: { binary: '/nonexistent/bash' } } },
-      facts: { isExecutableFile: (p) => p === '/nonexistent/bash', which: () => null },
-    },
+  // Through a whole run: an interpreter that is there and executable, but whose own #! interpreter is not.
+  const interp = join(h.tempDir('broken-interp'), 'bash');
+  writeFileSync(interp, '#!/nonexistent/interp\n', { mode: 0o755 });
+  const viaRun = await run('json_out.sh', {
+    extra: { runtime: { ...h.runtime('shell'), execution_config: { interpreter: { binary: interp } } } },
   });
-  assert.equal(viaExecute.status, 'failed');
-  assert.match(viaExecute.result.error as string, /^Action execution failed: cannot start '\/nonexistent\/bash': no such file/);
+  assert.equal(viaRun.status, 'failed');
+  assert.equal(viaRun.result.error, `Action execution failed: cannot start '${interp}': no such file or directory (ENOENT) (or the working directory ${h.PACKS_DIR}/${h.PACK} is missing)`);
 });
 
 test('runner: output can be mirrored to the agent\'s streams', async () => {

@@ -2,6 +2,7 @@
  * The process adapter (contract §5.7–5.8): run one argv in its own process group with a cleared
  * environment, feed stdin, capture bounded stdout/stderr (optionally streamed to log files and
  * mirrored), enforce the timeout and cancellation, and always leave no process of the group behind.
+ * runProcess → spawnAction (real pipes, the addon's posix_spawn or child_process) → ProcessResult.
  *
  * Completion is the child's `exit` event plus a bounded drain of the pipes, never `close`: a
  * daemonised grandchild that inherited stdout would otherwise hang the run forever. After the drain
@@ -14,11 +15,11 @@ import type { Readable, Writable } from 'node:stream';
 import type { FileHandle } from 'node:fs/promises';
 import { BoundedCapture } from './capture.ts';
 import { openLogFile } from './log-files.ts';
-import { closeFds, nativeAddon, type NativeAddon } from '../native/addon.ts';
+import { closeFds, nativeAddon } from '../native/addon.ts';
 import { spawnNative, type ActionChild } from '../native/spawn.ts';
 import { cancelReasonOf, type CancelReason } from './cancel.ts';
 
-export interface RunSpec {
+export interface ProcessSpec {
   argv: string[];
   env: Record<string, string>;
   /** null = inherit the agent's cwd. */
@@ -49,7 +50,7 @@ export interface RunLogger {
   warn(obj: object, msg?: string): void;
 }
 
-export interface RunResult {
+export interface ProcessExit {
   kind: 'exited';
   pid: number;
   /** Process exit code; -1 when killed by a signal or timed out. */
@@ -68,7 +69,7 @@ export interface RunResult {
   logsIncomplete: boolean;
   /** Writing parameters to stdin failed (EPIPE when the action exited without reading). */
   stdinError: { code: string | undefined; message: string } | null;
-  /** What started the process: the addon's posix_spawn, or child_process.spawn (fork). */
+  /** What started the process: the addon's posix_spawn, or child_process.spawn (fork); null: nothing started (cancelled before). */
   launcher: Launcher | null;
   /** Log file problems (the run itself is unaffected). */
   logErrors: string[];
@@ -88,7 +89,8 @@ export interface SpawnFailure {
   durationMs: number;
 }
 
-export type RunOutcome = RunResult | SpawnFailure;
+/** How one process ended: it ran (and exited, was killed, timed out or was cancelled), or could not be started. */
+export type ProcessResult = ProcessExit | SpawnFailure;
 
 const NOOP_LOGGER: RunLogger = { debug() {}, info() {}, warn() {} };
 export const DEFAULT_LOG_FINALIZATION_TIMEOUT_MS = 1000;
@@ -98,7 +100,7 @@ const ETXTBSY_RETRY_MS = 25;
 const POST_KILL_DRAIN_MS = 250;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; logger?: RunLogger } = {}): Promise<RunOutcome> {
+export async function runProcess(spec: ProcessSpec, opts: { signal?: AbortSignal; logger?: RunLogger } = {}): Promise<ProcessResult> {
   const log = opts.logger ?? NOOP_LOGGER;
   const signal = opts.signal;
   const started = performance.now();
@@ -120,7 +122,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   let spawned: Spawned;
   const spawnStarted = performance.now();
   try {
-    spawned = await spawnWithRetry(spec, log);
+    spawned = await spawnAction(spec, log);
   } catch (e) {
     await closeFiles();
     const err = e as NodeJS.ErrnoException;
@@ -138,7 +140,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   const outDone = outPump.done;
   const errDone = errPump.done;
 
-  let stdinError: RunResult['stdinError'] = null;
+  let stdinError: ProcessExit['stdinError'] = null;
   spawned.stdin.on('error', (e: NodeJS.ErrnoException) => {
     stdinError ??= { code: e.code, message: e.code === 'EPIPE' ? 'Broken pipe (os error 32)' : e.message };
   });
@@ -222,7 +224,7 @@ export async function runProcess(spec: RunSpec, opts: { signal?: AbortSignal; lo
   };
 }
 
-function cancelledBeforeStart(reason: CancelReason): RunResult {
+function cancelledBeforeStart(reason: CancelReason): ProcessExit {
   return {
     kind: 'exited', pid: 0, exitCode: -1, signal: null, timedOut: false, cancelled: reason, durationMs: 0,
     stdout: '', stderr: '', stdoutTruncated: false, stdoutBytesTruncated: 0, stderrTruncated: false,
@@ -258,13 +260,42 @@ interface Spawned {
 /** A child-process stream (socket pair, adopted by the pump) or our read end of a real pipe. */
 type PumpSource = { kind: 'stream'; stream: Readable } | { kind: 'fd'; fd: number };
 
-async function spawnWithRetry(spec: RunSpec, log: RunLogger): Promise<Spawned> {
+/**
+ * Start the action with real pipes as its stdio when the addon is there (native/addon.ts: the child
+ * gets one end of each as fd 0/1/2 — posix_spawn or libuv dup2s them, so its copies lose
+ * close-on-exec — and the agent closes those ends right after the exec and keeps the others); the
+ * addon's posix_spawn starts it when it can (native/spawn.ts), else child_process.spawn does
+ * (socket pairs without the addon). Every pipe fd is close-on-exec, so concurrent spawns never
+ * inherit another run's pipes. ETXTBSY (the file just written by another thread or process, still
+ * open for writing) is retried a few times.
+ */
+async function spawnAction(spec: ProcessSpec, log: RunLogger): Promise<Spawned> {
   const addon = nativeAddon();
   for (let attempt = 1; ; attempt++) {
+    const owned: number[] = [];
     try {
-      return addon ? await spawnWithPipes(spec, addon) : await spawnOnce(spec, ['pipe', 'pipe', 'pipe']).then(withStreams);
+      if (!addon) return withStreams(await spawnOnce(spec, ['pipe', 'pipe', 'pipe']));
+      const pipe = () => {
+        const ends = addon.pipe();
+        owned.push(...ends);
+        return ends;
+      };
+      const [inRead, inWrite] = pipe();
+      const [outRead, outWrite] = pipe();
+      const [errRead, errWrite] = pipe();
+      const childEnds = [inRead, outWrite, errWrite];
+      const native = await spawnNative(addon, spec, [inRead, outWrite, errWrite]);
+      const child = native ?? (await spawnOnce(spec, childEnds));
+      closeFds(childEnds);
+      return {
+        child,
+        launcher: native ? 'posix_spawn' : 'child_process',
+        stdin: new Socket({ fd: inWrite, readable: false, writable: true }),
+        stdout: { kind: 'fd', fd: outRead },
+        stderr: { kind: 'fd', fd: errRead },
+      };
     } catch (e) {
-      // ETXTBSY: the file was just written by another thread/process and is still open for writing.
+      closeFds(owned);
       if ((e as NodeJS.ErrnoException).code !== 'ETXTBSY' || attempt >= SPAWN_ATTEMPTS) throw e;
       log.debug({ attempt, file: spec.argv[0] }, 'spawn hit ETXTBSY; retrying');
       await new Promise((r) => setTimeout(r, ETXTBSY_RETRY_MS));
@@ -276,42 +307,7 @@ function withStreams(child: ChildProcess): Spawned {
   return { child, launcher: 'child_process', stdin: child.stdin!, stdout: { kind: 'stream', stream: child.stdout! }, stderr: { kind: 'stream', stream: child.stderr! } };
 }
 
-/**
- * Real pipes (native/addon.ts): the child gets one end of each as fd 0/1/2 (posix_spawn or libuv
- * dup2s them, so its copies lose close-on-exec), the agent closes those ends right after the exec
- * and keeps the others. The addon starts the child when it can (native/spawn.ts), else
- * child_process.spawn does. Every pipe fd is close-on-exec, so concurrent spawns never inherit another run's pipes.
- */
-async function spawnWithPipes(spec: RunSpec, addon: NativeAddon): Promise<Spawned> {
-  const owned: number[] = [];
-  const pipe = () => {
-    const ends = addon.pipe();
-    owned.push(...ends);
-    return ends;
-  };
-  let childEnds: number[] = [];
-  try {
-    const [inRead, inWrite] = pipe();
-    const [outRead, outWrite] = pipe();
-    const [errRead, errWrite] = pipe();
-    childEnds = [inRead, outWrite, errWrite];
-    const native = await spawnNative(addon, spec, [inRead, outWrite, errWrite]);
-    const child = native ?? (await spawnOnce(spec, childEnds));
-    closeFds(childEnds);
-    return {
-      child,
-      launcher: native ? 'posix_spawn' : 'child_process',
-      stdin: new Socket({ fd: inWrite, readable: false, writable: true }),
-      stdout: { kind: 'fd', fd: outRead },
-      stderr: { kind: 'fd', fd: errRead },
-    };
-  } catch (e) {
-    closeFds(owned);
-    throw e;
-  }
-}
-
-function spawnOnce(spec: RunSpec, stdio: ('pipe' | number)[]): Promise<ChildProcess> {
+function spawnOnce(spec: ProcessSpec, stdio: ('pipe' | number)[]): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     let child: ChildProcess;
     try {
@@ -341,7 +337,7 @@ function spawnOnce(spec: RunSpec, stdio: ('pipe' | number)[]): Promise<ChildProc
   });
 }
 
-function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
+function describeSpawnError(spec: ProcessSpec, e: NodeJS.ErrnoException): string {
   const file = spec.argv[0];
   switch (e.code) {
     case 'ENOENT':
@@ -358,7 +354,7 @@ function describeSpawnError(spec: RunSpec, e: NodeJS.ErrnoException): string {
   }
 }
 
-async function openOptional(files: RunSpec['logFiles'], stream: 'stdout' | 'stderr', errors: string[]): Promise<FileHandle | null> {
+async function openOptional(files: ProcessSpec['logFiles'], stream: 'stdout' | 'stderr', errors: string[]): Promise<FileHandle | null> {
   const path = files ? (await files)?.[stream] : null;
   if (!path) return null;
   try {
