@@ -13,9 +13,6 @@ export interface SchemaCapabilities {
   readonly logArtifacts: boolean;
 }
 
-/** Everything present: what the current Attune schema has (tests, and callers that know). */
-export const FULL_SCHEMA: SchemaCapabilities = Object.freeze({ secretValues: true, logArtifacts: true });
-
 export async function probeSchema(db: Queryable, schema: string): Promise<SchemaCapabilities> {
   // to_regclass folds case like search_path does with the unquoted name (as verifyDatabase).
   const { rows } = await db.query<{ secret_values: boolean; log_artifacts: boolean }>(

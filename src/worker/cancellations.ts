@@ -57,10 +57,6 @@ export class Cancellations {
     return n;
   }
 
-  get activeCount(): number {
-    return this.#active.size;
-  }
-
   get pendingCount(): number {
     return this.#pending.size;
   }

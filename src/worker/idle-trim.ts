@@ -37,11 +37,6 @@ export class IdleTrimmer {
     this.#opts = opts;
   }
 
-  /** How many times memory was trimmed (tests). */
-  get trims(): number {
-    return this.#trims;
-  }
-
   /** Activity (start-up done, an execution finished): trim once the agent stays idle. */
   touch(): void {
     if (this.#stopped) return;

@@ -3,10 +3,8 @@ import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { registerWorker } from '../../src/db/registration.ts';
-import {
-  EXECUTION_COLUMNS, currentStatus, listRuntimeVersions, loadAction, loadEnforcement, loadExecution, loadRuntime,
-  loadWorkerCapabilities, writeTerminal, claimExecution,
-} from '../../src/db/executions.ts';
+import { EXECUTION_COLUMNS, claimWithContext, listRuntimeVersions, loadExecution, loadRuntime, writeTerminal } from '../../src/db/executions.ts';
+import { currentStatus, loadAction } from '../helpers/db-reads.ts';
 
 let db: TestDatabase;
 let ids: { pack: number; runtime: number; action: number; enforcement: number; worker: number; release: number };
@@ -71,17 +69,13 @@ test('loadExecution reads the §5.12 columns, never workflow_def', async () => {
   assert.equal(await loadExecution(db.pool, 999_999), null);
 });
 
-test('loadAction by id, else by ref; runtime, versions, enforcement, worker capabilities', async () => {
-  const byId = await loadAction(db.pool, { id: ids.action, ref: 'ignored' });
-  assert.equal(byId?.ref, 'mypack.hello');
-  assert.equal(byId?.parameter_delivery, 'stdin');
-  assert.equal(byId?.parameter_format, 'dotenv');
-  assert.equal(byId?.output_format, 'json');
-  assert.equal(byId?.timeout_seconds, 30);
-  assert.equal(byId?.runtime, ids.runtime);
-  assert.equal((await loadAction(db.pool, { id: 999_999, ref: 'mypack.hello' }))?.id, ids.action, 'falls back to ref');
-  assert.equal((await loadAction(db.pool, { id: null, ref: 'mypack.hello' }))?.id, ids.action);
-  assert.equal(await loadAction(db.pool, { id: null, ref: 'nope.nope' }), null);
+test('the action columns as Attune stores them; loadRuntime and its live versions', async () => {
+  const action = await loadAction(db.pool, { id: ids.action, ref: 'ignored' });
+  assert.equal(action?.parameter_delivery, 'stdin');
+  assert.equal(action?.parameter_format, 'dotenv');
+  assert.equal(action?.output_format, 'json');
+  assert.equal(action?.timeout_seconds, 30);
+  assert.equal(action?.runtime, ids.runtime);
 
   const runtime = await loadRuntime(db.pool, ids.runtime);
   assert.equal(runtime?.name, 'Python');
@@ -90,57 +84,53 @@ test('loadAction by id, else by ref; runtime, versions, enforcement, worker capa
   assert.equal(await loadRuntime(db.pool, 999_999), null);
   const versions = await listRuntimeVersions(db.pool, ids.runtime);
   assert.deepEqual(versions.map((v) => [v.version, v.is_default, v.version_minor]), [['3.11.2', true, 11], ['3.12.1', false, 12]], 'retired 2.7 left out');
-
-  assert.deepEqual(await loadEnforcement(db.pool, ids.enforcement), { id: ids.enforcement, rule_ref: 'mypack.on_tick', trigger_ref: 'core.intervaltimer' });
-  assert.equal(await loadEnforcement(db.pool, 999_999), null);
-  assert.deepEqual(await loadWorkerCapabilities(db.pool, ids.worker), { runtime_versions: { python: ['3.12.1'] } });
 });
 
-test('claimExecution reads and claims in one step: once under a race, never a pinned other release, null when unknown', async () => {
+test('the claim reads and claims in one statement: once under a race, never a pinned other release, null when unknown', async () => {
   const none = { releaseId: null, releaseDigest: null };
+  const claim = (pool: typeof db.pool, id: number, release: typeof none | { releaseId: number | null; releaseDigest: string | null }) => claimWithContext(pool, id, release, true);
   const id = await newExecution('scheduled');
   const other = createPool(db.dbConfig());
   try {
-    const [a, b] = await Promise.all([claimExecution(db.pool, id, none), claimExecution(other, id, none)]);
+    const [a, b] = await Promise.all([claim(db.pool, id, none), claim(other, id, none)]);
     assert.deepEqual([a!.claimed, b!.claimed].sort(), [false, true], 'exactly one delivery claims it');
     const [winner, loser] = a!.claimed ? [a!, b!] : [b!, a!];
     assert.equal(winner.execution.status, 'scheduled', 'the row as it was before the claim');
     assert.equal(winner.execution.action_ref, 'mypack.hello');
-    assert.ok(winner.startedAt instanceof Date);
+    assert.deepEqual(winner.enforcement, { id: ids.enforcement, rule_ref: 'mypack.on_tick', trigger_ref: 'core.intervaltimer' }, 'the enforcement refs read along');
     assert.equal(loser.execution.status, 'running');
-    assert.equal(loser.startedAt, null);
   } finally {
     await other.end();
   }
-  assert.equal(await currentStatus(db.pool, id), 'running');
+  const started = (await db.pool.query('SELECT status::text, started_at FROM execution WHERE id = $1', [id])).rows[0];
+  assert.equal(started.status, 'running');
+  assert.ok(started.started_at instanceof Date, 'started_at set by the claim');
 
   const digest = 'd'.repeat(64);
   const pinned = await newExecution('scheduled', {
     pack_release: ids.release, pack_release_digest: digest, executable_snapshot: JSON.stringify({ release: { id: ids.release, digest } }),
   });
   for (const wrong of [{ releaseId: ids.release + 1000, releaseDigest: null }, { releaseId: null, releaseDigest: 'e'.repeat(64) }, { releaseId: -1, releaseDigest: digest }]) {
-    const r = await claimExecution(db.pool, pinned, wrong);
+    const r = await claim(db.pool, pinned, wrong);
     assert.equal(r!.claimed, false, JSON.stringify(wrong));
     assert.equal(await currentStatus(db.pool, pinned), 'scheduled');
   }
-  const right = await claimExecution(db.pool, pinned, { releaseId: ids.release, releaseDigest: digest });
+  const right = await claim(db.pool, pinned, { releaseId: ids.release, releaseDigest: digest });
   assert.equal(right!.claimed, true);
   assert.equal(right!.execution.pack_release_digest, digest);
 
   for (const status of ['canceling', 'completed', 'requested']) {
     const e = await newExecution(status);
-    const r = await claimExecution(db.pool, e, none);
+    const r = await claim(db.pool, e, none);
     assert.equal(r!.claimed, status === 'requested', status);
     assert.equal(r!.execution.status, status);
   }
-  assert.equal(await claimExecution(db.pool, 999_999, none), null);
-  // A caller may widen the accepted statuses (e.g. to re-run its own `running` row).
-  assert.equal((await claimExecution(db.pool, id, none, ['running']))!.claimed, true);
+  assert.equal(await claim(db.pool, 999_999, none), null);
 });
 
 test('writeTerminal writes status + result and returns what the completion message needs', async () => {
   const id = await newExecution('scheduled');
-  await claimExecution(db.pool, id, { releaseId: null, releaseDigest: null });
+  await claimWithContext(db.pool, id, { releaseId: null, releaseDigest: null }, false);
   const result = { succeeded: false, exit_code: 2, error: 'Command exited with code 2', data: [1, 'two'] };
   const w = await writeTerminal(db.pool, id, 'failed', result);
   assert.ok(w);

@@ -12,7 +12,6 @@ import pino from 'pino';
 import * as h from './exec-helpers.ts';
 
 let db: TestDatabase;
-let nextExecution = 1;
 before(async () => {
   db = await createTestDatabase('log_artifacts');
 });

@@ -1,15 +1,16 @@
 /**
- * loadActionContext (one round trip) answers exactly what loadAction + loadRuntime +
- * listRuntimeVersions answer one after the other, in every case the execution pipeline meets; and
- * claimWithContext (the claim statement that reads them along) answers what loadExecution,
- * loadActionContext and findStoredSecretValues answer.
+ * claimWithContext (the claim statement that reads the run's rows along) answers exactly what
+ * loadExecution, loadAction + loadRuntime + listRuntimeVersions, and findStoredSecretValues answer
+ * one after the other, in every case the execution pipeline meets; the store built on it; the
+ * schema probe.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
-import { claimWithContext, listRuntimeVersions, loadAction, loadActionContext, loadExecution, loadRuntime } from '../../src/db/executions.ts';
+import { claimWithContext, listRuntimeVersions, loadExecution, loadRuntime } from '../../src/db/executions.ts';
+import { loadAction } from '../helpers/db-reads.ts';
 import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../src/db/secret-values.ts';
-import { FULL_SCHEMA, probeSchema, schemaWarnings } from '../../src/db/schema.ts';
+import { probeSchema, schemaWarnings } from '../../src/db/schema.ts';
 import { pgExecutionStore } from '../../src/db/execution-store.ts';
 import pino from 'pino';
 
@@ -42,25 +43,6 @@ async function sequential(key: { id: number | null; ref: string }) {
   return { action, runtime, runtimeVersions: runtime ? await listRuntimeVersions(db.pool, runtime.id) : [] };
 }
 
-test('same answers as the three sequential reads', async () => {
-  const keys = [
-    { id: ids.withRuntime, ref: 'p.with_runtime' },
-    { id: ids.bareRuntime, ref: 'p.bare_runtime' },
-    { id: ids.noRuntime, ref: 'p.no_runtime' },
-    { id: null, ref: 'p.with_runtime' }, // no action id on the execution: by ref
-    { id: 999_999, ref: 'p.with_runtime' }, // the id is gone (pack reinstalled): by ref
-    { id: ids.withRuntime, ref: 'p.other' }, // the id wins over the ref
-    { id: 999_999, ref: 'p.missing' },
-  ];
-  for (const key of keys) {
-    const one = await loadActionContext(db.pool, key);
-    assert.deepEqual(one, await sequential(key), JSON.stringify(key));
-  }
-  const c = await loadActionContext(db.pool, { id: ids.withRuntime, ref: 'p.with_runtime' });
-  assert.deepEqual(c?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2'], 'live versions in id order');
-  assert.ok(c?.runtimeVersions[0].verified_at instanceof Date);
-});
-
 test('claimWithContext: the claimed row, its action context and secret parameters, as the separate reads give them', async () => {
   const none = { releaseId: null, releaseDigest: null };
   // An execution whose action row was deleted keeps its id only until ON DELETE SET NULL: null id, by ref.
@@ -81,7 +63,7 @@ test('claimWithContext: the claimed row, its action context and secret parameter
     const claimed = await claimWithContext(db.pool, id, none, true);
     assert.ok(claimed?.claimed, JSON.stringify(c));
     assert.deepEqual(claimed.execution, before, 'the row as it was before the claim');
-    assert.deepEqual(claimed.context, await loadActionContext(db.pool, { id: c.action, ref: c.ref }), JSON.stringify(c));
+    assert.deepEqual(claimed.context, await sequential({ id: c.action, ref: c.ref }), JSON.stringify(c));
     assert.deepEqual(claimed.secrets, await findStoredSecretValues(db.pool, ENTITY_EXECUTION_CONFIG, id));
     assert.deepEqual(claimed.secrets?.map((x) => x.json_path), ['/a', '/b']);
     const again = await claimWithContext(db.pool, id, none, false);
@@ -89,6 +71,10 @@ test('claimWithContext: the claimed row, its action context and secret parameter
     assert.equal(again?.secrets, null, 'not read when asked not to');
   }
   assert.equal(await claimWithContext(db.pool, 999_999, none, true), null);
+  const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status) VALUES ($1, 'p.with_runtime', 'scheduled') RETURNING id`, [ids.withRuntime])).rows[0].id);
+  const c = (await claimWithContext(db.pool, id, none, true))?.context;
+  assert.deepEqual(c?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2'], 'live versions in id order');
+  assert.ok(c?.runtimeVersions[0].verified_at instanceof Date, 'timestamps as Dates, as the row reads give them');
 });
 
 test('the schema probe: the current schema has everything; older ones lack the secret table or the log streams', async () => {
@@ -120,7 +106,7 @@ test('the schema probe: the current schema has everything; older ones lack the s
 });
 
 test('the store\'s claim: the rows a run needs in one statement (action, runtime, versions, enforcement, secrets); an executable snapshot wins where it has them', async () => {
-  const store = pgExecutionStore(db.pool, FULL_SCHEMA, pino({ level: 'silent' }));
+  const store = pgExecutionStore(db.pool, await probeSchema(db.pool, 'attune'), pino({ level: 'silent' }));
   const none = { releaseId: null, releaseDigest: null };
   const enforcement = Number((await db.pool.query(`INSERT INTO enforcement (rule_ref, trigger_ref) VALUES ('p.on_tick', 'core.intervaltimer') RETURNING id`)).rows[0].id);
   const insert = async (extra: { snapshot?: unknown; enforcement?: number } = {}) =>

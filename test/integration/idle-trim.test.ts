@@ -33,7 +33,6 @@ test('the trimmer fires once per idle period (file pages only the first time), n
   t.touch();
   await sleep(80);
   assert.equal(trims, 2, 'stopped: touches are ignored');
-  assert.equal(t.trims, 2);
   assert.deepEqual(filePages, [true, false], 'start-up pages once; later only the heaps');
 });
 

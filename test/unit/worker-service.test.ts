@@ -21,7 +21,7 @@ function harness(rows: ExecutionRow[], run: RunExecution, max = 2) {
   const messages: { kind: string; p: Record<string, unknown> }[] = [];
   const store: ExecutionStore = {
     loadExecution: async (id) => (db.has(id) ? { ...db.get(id)! } : null),
-    // As claimExecution does in SQL: claimable status and the release the dispatch names.
+    // As the claim does in SQL: claimable status and the release the dispatch names.
     claim: async (id, release) => {
       const r = db.get(id);
       if (!r) return null;
