@@ -16,7 +16,8 @@ import pg from 'pg';
 import { connect } from 'amqplib';
 import { devSchemaSql } from '../test/helpers/pg.ts';
 import { collectExecutionMessages, publishExecutionRequested } from '../test/helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, seedPackFromDir, startAgent, until } from '../test/harness/platform.ts';
+import { createExecution, executionRow, seedCoreRuntimes, seedPackFromDir, startAgent } from '../test/harness/platform.ts';
+import { waitFor } from '../test/helpers/wait.ts';
 
 const ADMIN_URL = process.env.ATTUNE_DEMO_PG_URL ?? 'postgresql://postgres@127.0.0.1:5432/postgres';
 const AMQP_URL = process.env.ATTUNE_DEMO_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/%2f';
@@ -67,8 +68,8 @@ async function main(): Promise<void> {
     ATTUNE__WORKER__HEARTBEAT_INTERVAL: '10',
   });
   try {
-    const worker = await until('the worker row', async () => (await db.query(`SELECT id, status, capabilities FROM worker WHERE name = $1 AND status = 'active'`, [WORKER_NAME])).rows[0]);
-    await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume dispatches');
+    const worker = await waitFor('the worker row', async () => (await db.query(`SELECT id, status, capabilities FROM worker WHERE name = $1 AND status = 'active'`, [WORKER_NAME])).rows[0], { timeoutMs: 15_000 });
+    await agent.waitForLog('the agent to consume dispatches', (l) => l.msg === 'consuming execution dispatches');
     const workerId = Number(worker.id);
     console.log(`worker ${WORKER_NAME} registered as id ${workerId}; runtimes ${JSON.stringify(worker.capabilities.runtimes)}`);
     for (const d of worker.capabilities.detected_interpreters as { name: string; path: string; version: string | null }[]) {
@@ -86,7 +87,7 @@ async function main(): Promise<void> {
       ids.push([a.ref, id]);
       console.log(`execution ${id}: ${a.ref} ${JSON.stringify(config)}`);
     }
-    await collector.waitFor((m) => ids.every(([, id]) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id)), 'ExecutionCompleted for every execution', 60_000);
+    await collector.waitFor('ExecutionCompleted for every execution', (m) => ids.every(([, id]) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id)), { timeoutMs: 60_000 });
 
     step('results (execution rows written by the agent)');
     let failures = 0;
