@@ -76,7 +76,7 @@ async function main(argv: readonly string[]): Promise<number> {
     warnings.push(`actions get socket pairs, not pipes, as stdin/stdout/stderr (${pipes.reason}): ` +
       'an action that opens /dev/stdout, /dev/stderr or /dev/stdin by path fails with ENXIO; ship lib/attune-pipes.node beside the executable');
   }
-  return runWorker(config, warnings);
+  return composeWorker(config, warnings);
 }
 
 /**
@@ -84,12 +84,12 @@ async function main(argv: readonly string[]): Promise<number> {
  * health listener exist from the start; what needs the registered worker (its queues, the
  * execution service) is built when lifecycle.ts has registered it.
  */
-async function runWorker(config: Readonly<Config>, warnings: readonly string[]): Promise<number> {
+async function composeWorker(config: Readonly<Config>, warnings: readonly string[]): Promise<number> {
   const [
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
-    { runWorker: live }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
@@ -102,7 +102,7 @@ async function runWorker(config: Readonly<Config>, warnings: readonly string[]):
   const health = w.healthPort > 0 ? new HealthServer({ host: w.healthHost, port: w.healthPort, log, metrics }) : null;
   const pool = createPool(config.database, { log });
   try {
-    return await live(config, {
+    return await runWorker(config, {
       log, env: process.env, hostname: hostname(), pool, health, metrics, startupWarnings: warnings,
       // Third signal: exit at once (lifecycle.ts has already SIGKILLed the actions' process groups).
       exitNow: (code) => process.exit(code),
