@@ -11,7 +11,8 @@
 import { spawn } from 'node:child_process';
 import pg from 'pg';
 import { connect } from 'amqplib';
-import { claimExecution, writeTerminal } from '../src/db/executions.ts';
+import { writeTerminal } from '../src/db/executions.ts';
+import { claimExecution } from '../test/helpers/db-reads.ts';
 
 // `--spawns N --concurrency C --argv JSON`: only the throughput floor — N spawns of argv, C at a
 // time, from this small process (the bench process itself is big: fork() costs grow with RSS).

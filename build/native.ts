@@ -1,6 +1,6 @@
 /**
- * The Node-API addon that gives actions real pipes (build/native/attune-pipes.c; why: see
- * src/execution/os-pipes.ts). Compiled with the host's gcc against the pinned Node's headers; only
+ * The Node-API addon that gives actions real pipes and starts actions (build/native/attune-native.c; why: see
+ * src/native/addon.ts). Compiled with the host's gcc against the pinned Node's headers; only
  * libc is linked, Node-API symbols resolve against the running executable. Reproducible: no debug
  * info, symbols stripped, no build paths inside.
  */
@@ -8,14 +8,14 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { runTool } from './files.ts';
 
-export const PIPES_SOURCE = join('build', 'native', 'attune-pipes.c');
+export const PIPES_SOURCE = join('build', 'native', 'attune-native.c');
 export const PIPES_ADDON = 'attune-pipes.node';
 
 export function compilerVersion(): string {
   try {
     return runTool('gcc', ['--version']).stdout.split('\n')[0];
   } catch {
-    throw new Error('build: gcc is missing; apt-get install gcc libc6-dev (it compiles build/native/attune-pipes.c)');
+    throw new Error('build: gcc is missing; apt-get install gcc libc6-dev (it compiles build/native/attune-native.c)');
   }
 }
 

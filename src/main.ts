@@ -6,6 +6,7 @@
 import { parseCommandLine } from './cli.ts';
 import { EXIT } from './exit-codes.ts';
 import { AGENT_BINARY_NAME, AGENT_VERSION } from './version.ts';
+import type { Config } from './config/index.ts';
 
 async function main(argv: readonly string[]): Promise<number> {
   const cmd = parseCommandLine(argv);
@@ -62,27 +63,101 @@ async function main(argv: readonly string[]): Promise<number> {
   const config = configured(() => loadConfig(configInput));
   if (typeof config === 'number') return config;
 
-  // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (pid1.ts).
+  // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (native/pid1.ts).
   const warnings: string[] = [...config.warnings];
   if (process.pid === 1) {
-    const { ensureInit } = await import('./pid1.ts');
+    const { ensureInit } = await import('./native/pid1.ts');
     const w = ensureInit(argv);
     if (w) warnings.push(w);
   }
-  const { pipesStatus } = await import('./execution/os-pipes.ts');
+  const { pipesStatus } = await import('./native/addon.ts');
   const pipes = pipesStatus();
   if (!pipes.available) {
     warnings.push(`actions get socket pairs, not pipes, as stdin/stdout/stderr (${pipes.reason}): ` +
       'an action that opens /dev/stdout, /dev/stderr or /dev/stdin by path fails with ENXIO; ship lib/attune-pipes.node beside the executable');
   }
-  const { runAgent } = await import('./worker/run.ts');
-  const { ExecutionsAgentService } = await import('./worker/executions-service.ts');
-  return runAgent(config, {
-    services: [new ExecutionsAgentService()],
-    startupWarnings: warnings,
-    // Third signal: exit at once (run.ts has already SIGKILLed the actions' process groups).
-    exitNow: (code) => process.exit(code),
-  });
+  return composeWorker(config, warnings);
+}
+
+/**
+ * The worker: every adapter built here and handed to the pieces as their ports. The pool and the
+ * health listener exist from the start; what needs the registered worker (its queues, the
+ * execution service) is built when lifecycle.ts has registered it.
+ */
+async function composeWorker(config: Readonly<Config>, warnings: readonly string[]): Promise<number> {
+  const [
+    { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
+    { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
+    { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
+    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+  ] = await Promise.all([
+    import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
+    import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
+    import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
+    import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'),
+  ]);
+  const w = config.worker;
+  const log = createLogger(config.log.level);
+  const metrics = w.healthPort > 0 ? await createMetrics() : null;
+  const health = w.healthPort > 0 ? new HealthServer({ host: w.healthHost, port: w.healthPort, log, metrics }) : null;
+  const pool = createPool(config.database, { log });
+  try {
+    return await runWorker(config, {
+      log, env: process.env, hostname: hostname(), pool, health, metrics, startupWarnings: warnings,
+      // Third signal: exit at once (lifecycle.ts has already SIGKILLed the actions' process groups).
+      exitNow: (code) => process.exit(code),
+      services(ctx) {
+        const { worker, schema } = ctx;
+        const runLog = ctx.log;
+        const connection = new MqConnection({ url: config.messageQueue.url, logger: runLog, connectionName: `attune-agent ${worker.name}` });
+        connection.addSetup(workerTopologySetup(worker.id, runLog));
+        const publisher = new ConfirmPublisher({ connection, logger: runLog, maxMessageBytes: config.messageQueue.maxMessageBytes });
+        const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
+        const runDeps = {
+          config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
+          logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null,
+          secretValues: schema.secretValues ? pgSecretValues(pool) : null,
+        };
+        let trimmer: InstanceType<typeof IdleTrimmer> | null = null;
+        const service = new ExecutionService({
+          store: pgExecutionStore(pool, schema, runLog),
+          run: (claim, signal, log) => runExecution(claim, signal, log, runDeps),
+          publisher: createStatusPublisher(publisher, runLog, { maxMessageBytes: config.messageQueue.maxMessageBytes }),
+          logger: runLog,
+          maxConcurrentTasks: w.maxConcurrentTasks,
+          retry: retryingDatabase(pool, w.dbRetryWindowMs, runLog, availability),
+          onFinished: (e) => {
+            metrics?.executionFinished(e);
+            trimmer?.touch();
+          },
+        });
+        if (ctx.env[IDLE_TRIM_ENV] !== 'off') {
+          keepLargeAllocationsMapped();
+          trimmer = new IdleTrimmer({ isIdle: () => service.running === 0, log: runLog });
+        }
+        // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
+        const admit = databaseGate(availability, w.dbRetryWindowMs, () => !executions.cancelled, runLog);
+        const executions = createExecutionsConsumer(connection, worker.id, w.maxConcurrentTasks,
+          async (p) => ((await admit(p.execution_id)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
+        const cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), runLog);
+        // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
+        metrics?.watch({
+          running: () => service.running,
+          permitsInUse: () => service.permits.inUse,
+          permitsTotal: () => service.permits.size,
+          brokerUp: () => connection.state === 'connected',
+        });
+        let connects = 0;
+        connection.on('connected', () => {
+          if (connects++ > 0) metrics?.brokerReconnected();
+        });
+        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer })];
+      },
+    });
+  } finally {
+    await pool.end();
+    await health?.close();
+  }
 }
 
 main(process.argv.slice(2)).then(

@@ -7,6 +7,16 @@ export type ExecutionStatus =
   | 'requested' | 'scheduling' | 'scheduled' | 'running' | 'completed'
   | 'failed' | 'canceling' | 'cancelled' | 'timeout' | 'abandoned';
 
+/** The statuses a worker ends a run with (its one terminal write). */
+export type TerminalStatus = Extract<ExecutionStatus, 'completed' | 'failed' | 'timeout' | 'cancelled'>;
+
+const TERMINAL: ReadonlySet<ExecutionStatus> = new Set<ExecutionStatus>(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
+
+/** An execution in a status it never leaves: the worker's four, and Attune's `abandoned`. */
+export function isTerminalStatus(status: ExecutionStatus): boolean {
+  return TERMINAL.has(status);
+}
+
 export interface ExecutionRow {
   id: number;
   action: number | null;
@@ -53,6 +63,19 @@ export interface ActionRow {
   log_retention_limit: number | null;
 }
 
+/** The refs of an execution's `enforcement` row (ATTUNE_RULE, ATTUNE_TRIGGER). */
+export interface EnforcementRefs {
+  id: number;
+  rule_ref: string;
+  trigger_ref: string;
+}
+
+/** The release a dispatch names (contract §4.7); null fields are not checked. */
+export interface DispatchRelease {
+  releaseId: number | null;
+  releaseDigest: string | null;
+}
+
 export interface EnvVarSpec { value: string; operation?: 'set' | 'prepend' | 'append'; separator?: string }
 
 export interface RuntimeExecutionConfig {
@@ -96,4 +119,20 @@ export interface WorkerRow {
   status: 'active' | 'inactive' | 'busy' | 'error';
   capabilities: Record<string, unknown> | null;
   last_heartbeat: Date | null;
+}
+
+/** An `execution_secret_value` row as read (contract §5.5): the encrypted value behind a redaction marker. */
+export interface StoredSecretValue {
+  json_path: string;
+  encrypted_value: unknown;
+  encryption_key_hash: string | null;
+}
+
+/** An `execution_secret_value` row to write (contract §5.9). */
+export interface PreparedSecretValue {
+  json_path: string;
+  encrypted_value: string;
+  encryption_key_hash: string;
+  source_kind: string;
+  source_ref: string | null;
 }

@@ -163,7 +163,7 @@ export const executionsSection: BenchSection = {
         // e.g. BENCH_AGENT_ENV='MALLOC_ARENA_MAX=2' to try allocator settings on the agent
         ...Object.fromEntries((process.env.BENCH_AGENT_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
       }, [], { executable: process.env.BENCH_AGENT_EXECUTABLE ?? built.executable });
-      await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume', 60_000);
+      await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 60_000 });
       const pid = agent.child.pid!;
       const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [workerName])).rows[0].id);
       await sleep(500);

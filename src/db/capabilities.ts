@@ -4,7 +4,7 @@
  */
 import type { Config } from '../config/index.ts';
 import type { DetectedRuntime } from '../detect/detect.ts';
-import { normalizeRuntimeName } from '../detect/aliases.ts';
+import { NATIVE, normalizeRuntimeName } from '../runtimes.ts';
 
 type Env = Record<string, string | undefined>;
 
@@ -52,7 +52,7 @@ export function buildCapabilities(config: Readonly<Config>, input: CapabilityInp
 
   let runtimes = w.runtimes.length > 0 ? [...w.runtimes] : parseRuntimeList(env.ATTUNE_WORKER_RUNTIMES);
   if (runtimes.length === 0) runtimes = stringList(w.capabilities.runtimes) ?? input.detected.map((d) => d.name.toLowerCase());
-  if (!runtimes.some((r) => normalizeRuntimeName(r) === 'native')) runtimes.push('native');
+  if (!runtimes.some((r) => normalizeRuntimeName(r) === NATIVE)) runtimes.push(NATIVE);
   caps.runtimes = runtimes;
 
   caps.max_concurrent_executions = w.maxConcurrentTasks;

@@ -3,10 +3,9 @@
  * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */
-import type { ActionRow, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { ActionRow, DispatchRelease, EnforcementRefs, ExecutionRow, ExecutionStatus, RuntimeRow, RuntimeVersionRow, StoredSecretValue, TerminalStatus } from '../model.ts';
 import { prepared, type Queryable } from './pool.ts';
-import type { StoredSecretValue } from '../execution/secrets.ts';
-import { collectAfterLargeRelease } from '../execution/memory.ts';
+import { collectAfterLargeRelease } from '../native/memory.ts';
 
 export const EXECUTION_COLUMNS = [
   'id', 'action', 'action_ref', 'pack_release', 'pack_release_digest', 'executable_snapshot', 'config', 'env_vars',
@@ -61,14 +60,6 @@ export interface RuntimeVersionRecord extends RuntimeVersionRow {
   retired_at: Date | null;
 }
 
-export interface EnforcementRefs {
-  id: number;
-  rule_ref: string;
-  trigger_ref: string;
-}
-
-export type TerminalStatus = 'completed' | 'failed' | 'cancelled' | 'timeout';
-
 /** Statuses a dispatch may move to `running` (the executor's own states). */
 export const CLAIMABLE_STATUSES: readonly ExecutionStatus[] = ['requested', 'scheduling', 'scheduled'];
 
@@ -76,16 +67,6 @@ const cols = (c: readonly string[], alias = '') => c.map((x) => alias + x).join(
 
 export async function loadExecution(db: Queryable, id: number): Promise<ExecutionRecord | null> {
   const { rows } = await db.query<ExecutionRecord>(`SELECT ${cols(EXECUTION_COLUMNS)} FROM execution WHERE id = $1`, [id]);
-  return rows[0] ?? null;
-}
-
-/** By id when given (whatever its state), else — or when that id is gone — by ref. */
-export async function loadAction(db: Queryable, key: { id: number | null; ref: string }): Promise<ActionRow | null> {
-  if (key.id !== null) {
-    const byId = (await db.query<ActionRow>(`SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = $1`, [key.id])).rows[0];
-    if (byId) return byId;
-  }
-  const { rows } = await db.query<ActionRow>(`SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE ref = $1`, [key.ref]);
   return rows[0] ?? null;
 }
 
@@ -97,25 +78,6 @@ export interface ActionContext {
 }
 
 const RV_DATE_COLUMNS = ['verified_at', 'retired_at', 'created', 'updated'] as const;
-
-/**
- * loadAction + loadRuntime + listRuntimeVersions in ONE round trip (they were three sequential ones
- * on every execution's critical path). Same answers: the action by id when that row exists, else by
- * ref; its runtime row (null when it has none or the row is gone); that runtime's live versions.
- */
-export async function loadActionContext(db: Queryable, key: { id: number | null; ref: string }): Promise<ActionContext | null> {
-  const { rows } = await db.query<Record<string, unknown>>(prepared('load-action-context',
-    `WITH a AS (
-       SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE id = $1::bigint
-       UNION ALL
-       SELECT ${cols(ACTION_COLUMNS)} FROM action WHERE ref = $2 AND NOT EXISTS (SELECT 1 FROM action WHERE id = $1::bigint)
-     )
-     SELECT a.*, ${RUNTIME_SELECT}
-       FROM a LEFT JOIN runtime r ON r.id = a.runtime`,
-    [key.id, key.ref],
-  ));
-  return rows[0] ? contextFromRow(rows[0], '') : null;
-}
 
 /** The SQL that selects an action's runtime (aliased `r.col`) and its live versions (`r.versions`), given `a.runtime`. */
 const RUNTIME_SELECT = `${RUNTIME_COLUMNS.map((c) => `r.${c} AS "r.${c}"`).join(', ')},
@@ -149,35 +111,6 @@ export async function listRuntimeVersions(db: Queryable, runtimeId: number): Pro
   return rows;
 }
 
-export async function loadEnforcement(db: Queryable, id: number): Promise<EnforcementRefs | null> {
-  const { rows } = await db.query<EnforcementRefs>('SELECT id, rule_ref, trigger_ref FROM enforcement WHERE id = $1', [id]);
-  return rows[0] ?? null;
-}
-
-/** `worker.capabilities` of the assigned worker (runtime-version matching, §5.2 step 4). */
-export async function loadWorkerCapabilities(db: Queryable, workerId: number): Promise<Record<string, unknown> | null> {
-  const { rows } = await db.query<{ capabilities: Record<string, unknown> | null }>('SELECT capabilities FROM worker WHERE id = $1', [workerId]);
-  return rows[0]?.capabilities ?? null;
-}
-
-export async function currentStatus(db: Queryable, id: number): Promise<ExecutionStatus | null> {
-  const { rows } = await db.query<{ status: ExecutionStatus }>('SELECT status FROM execution WHERE id = $1', [id]);
-  return rows[0]?.status ?? null;
-}
-
-/** The release a dispatch names (contract §4.7); null fields are not checked. */
-export interface DispatchRelease {
-  releaseId: number | null;
-  releaseDigest: string | null;
-}
-
-export interface ClaimResult {
-  /** The row as it was before this call (under the row lock). */
-  execution: ExecutionRecord;
-  /** True when this call moved the row to `running`. */
-  claimed: boolean;
-  startedAt: Date | null;
-}
 
 /**
  * The claim's common part ($1 id, $2 claimable statuses, $3 release id, $4 release digest): `prev`
@@ -195,39 +128,30 @@ function claimParams(id: number, release: DispatchRelease, from: readonly Execut
   return [id, from, release.releaseId, release.releaseDigest === '' ? null : release.releaseDigest];
 }
 
-/**
- * The claim of a dispatch, and the execution's load, in ONE round trip: the row is read under its
- * lock and moved to `running` + `started_at` only when its status is in `from` and it is pinned to the release the dispatch names
- * (service.ts explains a refusal from the row). Two deliveries of one dispatch race safely: exactly
- * one claims it, the other sees `running`. Null when the execution does not exist.
- */
-export async function claimExecution(db: Queryable, id: number, release: DispatchRelease,
-  from: readonly ExecutionStatus[] = CLAIMABLE_STATUSES): Promise<ClaimResult | null> {
-  const { rows } = await db.query<ExecutionRecord & { claimed: boolean; claimed_started_at: Date | null }>(prepared('claim-execution',
-    `WITH ${CLAIM_CTES}
-     SELECT prev.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at FROM prev`,
-    claimParams(id, release, from),
-  ));
-  const r = rows[0];
-  if (!r) return null;
-  const { claimed, claimed_started_at: startedAt, ...execution } = r;
-  return { execution, claimed, startedAt };
-}
-
-export interface ClaimWithContext extends ClaimResult {
+export interface ClaimWithContext {
+  /** The row as it was before this call (under the row lock). */
+  execution: ExecutionRecord;
+  /** True when this call moved the row to `running`. */
+  claimed: boolean;
   /** What loadActionContext({ id: execution.action, ref: execution.action_ref }) gives, read in the same statement. */
   context: ActionContext | null;
+  /** The refs of the execution's enforcement row, when it has one. */
+  enforcement: EnforcementRefs | null;
   /** The execution's secret-backed parameters (execution_secret_value, `execution_config`); null when not read. */
   secrets: StoredSecretValue[] | null;
 }
 
 /**
- * claimExecution, and in the same statement everything the run reads before it starts: the
- * action context of the execution's action (by id, else by ref: loadActionContext's answer) and
- * its stored secret parameters (`withSecrets`: false on a schema without execution_secret_value).
- * One round trip and one statement instead of three on every execution's way to its start. The
- * context is read even when the claim is refused (then unused), and for executions that carry an
- * executable snapshot (their action comes from the snapshot).
+ * The claim of a dispatch, in ONE statement: the row is read under its lock and moved to `running`
+ * + `started_at` only when its status is claimable and it is pinned to no other release than the
+ * dispatch names (service.ts explains a refusal from the row); two deliveries of one dispatch race
+ * safely: exactly one claims it, the other sees `running`. Read along, everything the run needs
+ * before it starts: the execution's action (by id, else — or when that id is gone — by ref), its
+ * runtime and that runtime's live versions, the refs of its enforcement, and its stored secret
+ * parameters (`withSecrets`: false on a schema without execution_secret_value, db/schema.ts).
+ * The context is read even when the claim is refused (then unused), and for executions that carry
+ * an executable snapshot (db/execution-store.ts prefers the snapshot's rows). Null when the
+ * execution does not exist.
  */
 export async function claimWithContext(db: Queryable, id: number, release: DispatchRelease, withSecrets: boolean): Promise<ClaimWithContext | null> {
   const secrets = withSecrets
@@ -247,8 +171,10 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
             SELECT ${ACTION_COLUMNS.map((c) => `a.${c} AS "a.${c}"`).join(', ')}, ${RUNTIME_SELECT}
               FROM a LEFT JOIN runtime r ON r.id = a.runtime LIMIT 1
           )
-     SELECT prev.*, ctx.*, EXISTS (SELECT 1 FROM upd) AS claimed, (SELECT started_at FROM upd) AS claimed_started_at,
-            ${secrets} AS secrets
+     SELECT prev.*, ctx.*, EXISTS (SELECT 1 FROM upd) AS claimed,
+            ${secrets} AS secrets,
+            (SELECT json_build_object('id', en.id, 'rule_ref', en.rule_ref, 'trigger_ref', en.trigger_ref)
+               FROM enforcement en WHERE en.id = prev.enforcement) AS enforcement_refs
        FROM prev LEFT JOIN ctx ON true`,
     claimParams(id, release, CLAIMABLE_STATUSES),
   ));
@@ -258,28 +184,10 @@ export async function claimWithContext(db: Queryable, id: number, release: Dispa
   return {
     execution,
     claimed: r.claimed as boolean,
-    startedAt: r.claimed_started_at as Date | null,
     context: r['a.id'] === null || r['a.id'] === undefined ? null : contextFromRow(r, 'a.'),
+    enforcement: (r.enforcement_refs as EnforcementRefs | null) ?? null,
     secrets: withSecrets ? (r.secrets as StoredSecretValue[]) : null,
   };
-}
-
-/**
- * claimWithContext; on a schema without execution_secret_value (an older Attune), once and for all
- * without the secrets: `schema.noSecretTable` becomes true. Nothing was committed by the failed
- * attempt (one statement, one transaction).
- */
-export async function claimForRun(db: Queryable, id: number, release: DispatchRelease, schema: { noSecretTable?: boolean }): Promise<ClaimWithContext | null> {
-  if (!schema.noSecretTable) {
-    try {
-      return await claimWithContext(db, id, release, true);
-    } catch (e) {
-      const err = e as { code?: string; message?: string };
-      if (err.code !== '42P01' || !/execution_secret_value/.test(err.message ?? '')) throw e;
-      schema.noSecretTable = true;
-    }
-  }
-  return claimWithContext(db, id, release, false);
 }
 
 export interface TerminalWrite {
@@ -301,7 +209,7 @@ export interface TerminalWrite {
  * JSON.stringify the stored jsonb is the same JSON value (jsonb only reorders object keys and drops
  * whitespace), and reading back a result with 10 MiB of captured output would cost another two
  * copies of it (the text on the wire and the parsed object) for nothing. A large result's copies
- * are collected right after the write (execution/memory.ts).
+ * are collected right after the write (native/memory.ts).
  */
 export async function writeTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<TerminalWrite | null> {
   const { row, jsonLength } = await updateTerminal(db, id, status, result);

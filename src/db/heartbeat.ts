@@ -10,6 +10,7 @@
 import type pg from 'pg';
 import type { Logger } from '../observe/logger.ts';
 import type { Queryable } from './pool.ts';
+import { Backoff } from '../backoff.ts';
 
 export interface Timers {
   now(): number;
@@ -59,7 +60,6 @@ export class Heartbeat {
   readonly #workerId: number;
   readonly #intervalMs: number;
   readonly #log: Logger;
-  readonly #retryInitialMs: number;
   readonly #retryMaxMs: number;
   readonly #queryTimeoutMs: number;
   readonly #describe: (e: unknown) => string;
@@ -70,7 +70,7 @@ export class Heartbeat {
   #timer: unknown = null;
   #inFlight: Promise<void> | null = null;
   #stopPromise: Promise<void> | null = null;
-  #retryMs: number;
+  readonly #retry: Backoff;
   #outageStartedAt: number | null = null;
   #state: HeartbeatState = { running: false, lastSuccessAt: null, lastFailureAt: null, consecutiveFailures: 0, lastError: null, rowMissing: false, beats: 0 };
 
@@ -79,12 +79,12 @@ export class Heartbeat {
     this.#workerId = o.workerId;
     this.#intervalMs = o.intervalMs;
     this.#log = o.log;
-    this.#retryInitialMs = o.retryInitialMs ?? Math.min(1000, Math.max(1, Math.floor(o.intervalMs / 2)));
-    this.#retryMaxMs = Math.max(this.#retryInitialMs, o.retryMaxMs ?? Math.min(Math.floor(o.intervalMs / 2), 10_000));
+    const retryInitialMs = o.retryInitialMs ?? Math.min(1000, Math.max(1, Math.floor(o.intervalMs / 2)));
+    this.#retryMaxMs = Math.max(retryInitialMs, o.retryMaxMs ?? Math.min(Math.floor(o.intervalMs / 2), 10_000));
     this.#queryTimeoutMs = o.queryTimeoutMs ?? Math.min(Math.max(o.intervalMs, 2000), 10_000);
     this.#describe = o.describeError ?? ((e) => (e instanceof Error ? e.message : String(e)));
     this.#timers = o.timers ?? realTimers;
-    this.#retryMs = this.#retryInitialMs;
+    this.#retry = new Backoff({ initialMs: retryInitialMs, maxMs: this.#retryMaxMs, jitter: false });
   }
 
   start(): void {
@@ -150,7 +150,7 @@ export class Heartbeat {
     s.lastError = null;
     s.beats++;
     this.#outageStartedAt = null;
-    this.#retryMs = this.#retryInitialMs;
+    this.#retry.reset();
     this.#schedule(this.#intervalMs);
   }
 
@@ -168,8 +168,6 @@ export class Heartbeat {
     } else {
       this.#log.debug({ worker_id: this.#workerId, err: s.lastError, failures: s.consecutiveFailures }, 'heartbeat still failing');
     }
-    const delay = this.#retryMs;
-    this.#retryMs = Math.min(this.#retryMs * 2, this.#retryMaxMs);
-    this.#schedule(delay);
+    this.#schedule(this.#retry.next());
   }
 }

@@ -7,7 +7,7 @@
  * Caveat: two live agents sharing one worker name is a misconfiguration Attune does not support
  * (they share queues too); the second one's start-up would fail the first one's running actions.
  */
-import type { ExecutionStatus } from '../model.ts';
+import type { ExecutionStatus, TerminalStatus } from '../model.ts';
 import type { Queryable } from './pool.ts';
 
 export interface RecoveredExecution {
@@ -15,7 +15,7 @@ export interface RecoveredExecution {
   action: number | null;
   action_ref: string;
   previous_status: ExecutionStatus;
-  status: ExecutionStatus;
+  status: Extract<TerminalStatus, 'failed' | 'cancelled'>;
   result: Record<string, unknown>;
 }
 

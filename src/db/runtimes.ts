@@ -5,8 +5,7 @@
  * row are harmless (ON CONFLICT (ref) DO NOTHING).
  */
 import type { DetectedRuntime } from '../detect/detect.ts';
-import { DEFAULT_ALIASES } from '../detect/aliases.ts';
-import { PROBES } from '../detect/probes.ts';
+import { runtimeSpec } from '../runtimes.ts';
 import type { Logger } from '../observe/logger.ts';
 import type { Queryable } from './pool.ts';
 
@@ -64,14 +63,14 @@ export function cloneExecutionConfig(template: Record<string, unknown> | null, p
 }
 
 export function minimalRuntimeRow(d: DetectedRuntime, canonical: string) {
-  const ext = PROBES.find((p) => p.name === canonical)?.fileExtension ?? null;
+  const spec = runtimeSpec(canonical);
   return {
     ref: `auto.${canonical}`,
     name: capitalise(canonical),
     description: `${capitalise(canonical)} interpreter detected by attune-agent`,
-    aliases: DEFAULT_ALIASES[canonical] ?? [canonical],
+    aliases: spec ? [...spec.aliases] : [canonical],
     distributions: { verification: { commands: [{ binary: d.path, args: ['--version'], exit_code: 0, priority: 1 }] } },
-    execution_config: { interpreter: { binary: d.path, args: [], file_extension: ext } },
+    execution_config: { interpreter: { binary: d.path, args: [], file_extension: spec?.fileExtension ?? null } },
     detection_config: detectionConfig(d, canonical),
   };
 }

@@ -4,7 +4,7 @@
  * writes (`execution_result`), keyed by (entity_type, entity_id, json_path).
  */
 import { prepared, type Queryable } from './pool.ts';
-import type { PreparedSecretValue, StoredSecretValue } from '../execution/secrets.ts';
+import type { PreparedSecretValue, StoredSecretValue } from '../model.ts';
 
 export const ENTITY_EXECUTION_CONFIG = 'execution_config';
 export const ENTITY_EXECUTION_RESULT = 'execution_result';

@@ -6,9 +6,8 @@
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import which from 'which';
-import { PROBES, type ProbeSpec } from './probes.ts';
+import { RUNTIMES, normalizeRuntimeName, type RuntimeSpec } from '../runtimes.ts';
 import { parseVersion } from './parse.ts';
-import { normalizeRuntimeName } from './aliases.ts';
 
 export interface DetectedRuntime {
   /** Canonical runtime name: shell, python, node, ruby, go, java, r, perl. */
@@ -44,12 +43,10 @@ export interface DetectOptions {
   env: Record<string, string>;
   probeTimeoutMs: number;
   filter: readonly string[];
-  probes?: readonly ProbeSpec[];
 }
 
 export async function detectRuntimes(opts: DetectOptions): Promise<DetectionResult> {
-  const probes = opts.probes ?? PROBES;
-  const results = await Promise.all(probes.map((p) => probeRuntime(p, opts.env, opts.probeTimeoutMs)));
+  const results = await Promise.all(RUNTIMES.map((p) => probeRuntime(p, opts.env, opts.probeTimeoutMs)));
   const detected: DetectedRuntime[] = [];
   const unusable: UnusableRuntime[] = [];
   for (const r of results) {
@@ -68,7 +65,7 @@ export function locateBinary(binary: string, env: Record<string, string>): strin
 }
 
 async function probeRuntime(
-  spec: ProbeSpec,
+  spec: RuntimeSpec,
   env: Record<string, string>,
   timeoutMs: number,
 ): Promise<{ detected?: DetectedRuntime; unusable: UnusableRuntime[] }> {
@@ -82,7 +79,7 @@ async function probeRuntime(
       unusable.push({ name: spec.name, path, binary, reason: run.spawnError });
       continue;
     }
-    const version = parseVersion(run.output, spec.style);
+    const version = parseVersion(run.output, spec.versionStyle);
     const d: DetectedRuntime = { name: spec.name, path, version, binary };
     if (run.timedOut) d.note = `version probe timed out after ${timeoutMs} ms`;
     else if (run.signal) d.note = `version probe killed by ${run.signal}`;

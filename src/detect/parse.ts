@@ -1,5 +1,5 @@
 /** Version extraction from `--version` output (contract §2.1). Pure. */
-import type { VersionStyle } from './probes.ts';
+import type { VersionStyle } from '../runtimes.ts';
 
 const SEMVER_LIKE = /(?:v|go)?(\d+\.\d+(?:\.\d+)?)/;
 const JAVA_STYLE = /version\s+"([^"]+)"/;

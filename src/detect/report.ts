@@ -1,6 +1,6 @@
 /** `--detect-only` output: Attune's text report (contract §2.5) and the documented JSON shape. Pure. */
 import type { DetectionResult } from './detect.ts';
-import { PROBES } from './probes.ts';
+import { RUNTIMES } from '../runtimes.ts';
 
 export function formatTextReport(r: DetectionResult, envRuntimes: string | undefined): string {
   const lines: string[] = [];
@@ -11,7 +11,7 @@ export function formatTextReport(r: DetectionResult, envRuntimes: string | undef
   lines.push('=== Attune Agent Runtime Detection Report ===', '');
   if (r.detected.length === 0) {
     lines.push('No runtimes detected!', '', 'Install at least one of these interpreters in the image (or put it on PATH):');
-    for (const b of PROBES.flatMap((p) => p.binaries)) lines.push(`  - ${b}`);
+    for (const b of RUNTIMES.flatMap((p) => p.binaries)) lines.push(`  - ${b}`);
   } else {
     lines.push(`Detected ${r.detected.length} runtime(s):`, '');
     for (const d of r.detected) lines.push(`  ✓ ${d.name.padEnd(10)} ${d.path} (${d.version ?? 'unknown version'})`);

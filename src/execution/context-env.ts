@@ -7,7 +7,7 @@
  *   5. the execution's own `env_vars` (an object of strings).
  * Runtime and execution variables may not override ATTUNE_* names (ignored with a warning).
  */
-import type { EnvVarSpec, ExecutionRow } from '../model.ts';
+import type { EnforcementRefs, EnvVarSpec, ExecutionRow } from '../model.ts';
 import type { ParameterDelivery, ParameterFormat } from './params.ts';
 import { packRefOf } from './jwt.ts';
 
@@ -18,11 +18,6 @@ export interface TemplateVars {
   manifest_path: string;
 }
 
-export interface EnforcementRefs {
-  rule_ref?: string | null;
-  trigger_ref?: string | null;
-}
-
 export interface ContextEnvInput {
   baseline: Readonly<Record<string, string>>;
   execution: Pick<ExecutionRow, 'id' | 'action_ref' | 'pack_release_digest' | 'trace_tag' | 'config' | 'env_vars'>;
@@ -30,7 +25,7 @@ export interface ContextEnvInput {
   artifactsDir: string;
   runtimeEnvsDir: string;
   apiToken?: string | null;
-  enforcement?: EnforcementRefs | null;
+  enforcement?: Pick<EnforcementRefs, 'rule_ref' | 'trigger_ref'> | null;
   runtimeEnvVars?: Readonly<Record<string, string | EnvVarSpec>> | null;
   templateVars: TemplateVars;
   parameterDelivery: ParameterDelivery;

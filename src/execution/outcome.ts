@@ -1,14 +1,15 @@
 /**
- * Run result → terminal execution status and `execution.result` JSON (contract §5.8–5.9). Pure.
+ * Process result → terminal execution status and `execution.result` JSON (contract §5.8–5.9). Pure.
  *
  * Status comes from the run's own flags (cancelled > timeout > completed > failed). Unlike Attune,
  * an error text that merely contains "cancelled" does not turn a failure into a cancellation.
  */
 import YAML from 'yaml';
-import type { RunResult } from './runner.ts';
+import type { TerminalStatus } from '../model.ts';
+import { cancelledResult } from './cancel.ts';
+import type { ProcessExit } from './process.ts';
 
 export type OutputFormat = 'text' | 'json' | 'yaml' | 'jsonl';
-export type TerminalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled';
 
 export interface Outcome {
   status: TerminalStatus;
@@ -25,12 +26,10 @@ export interface OutcomeOptions {
   timeoutMs: number;
 }
 
-export const CANCELLED_BY_USER = 'Execution cancelled by user';
-export const CANCELLED_BY_SHUTDOWN = 'Execution cancelled: attune-agent shutting down';
 /** Attune ignores a stdin broken pipe only for actions that exited 0 this fast. */
 export const FAST_EXIT_MS = 500;
 
-type RunFacts = Pick<RunResult,
+type RunFacts = Pick<ProcessExit,
   'exitCode' | 'timedOut' | 'cancelled' | 'durationMs' | 'stdout' | 'stderr' | 'stdoutTruncated' |
   'stdoutBytesTruncated' | 'stderrTruncated' | 'stderrBytesTruncated' | 'logsIncomplete' | 'stdinError'>;
 
@@ -42,15 +41,10 @@ export function decideOutcome(run: RunFacts, opts: OutcomeOptions): Outcome {
   const error = run.timedOut || run.cancelled !== null ? null : errorText(run);
 
   let status: TerminalStatus;
-  const result: Record<string, unknown> = {};
+  let result: Record<string, unknown> = {};
   if (run.cancelled !== null) {
     status = 'cancelled';
-    result.succeeded = false;
-    result.cancelled = true;
-    result.cancel_reason = run.cancelled === 'shutdown' ? 'shutdown' : 'user';
-    result.exit_code = run.exitCode;
-    result.duration_ms = run.durationMs;
-    result.error = run.cancelled === 'shutdown' ? CANCELLED_BY_SHUTDOWN : CANCELLED_BY_USER;
+    result = cancelledResult(run.cancelled, run);
   } else if (run.timedOut) {
     status = 'timeout';
     result.succeeded = false;

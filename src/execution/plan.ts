@@ -10,10 +10,10 @@
  * `native` (or no interpreter binary) runs the action file itself.
  */
 import { basename, extname, join } from 'node:path';
-import type { ActionRow, ExecutionRow, RuntimeExecutionConfig, RuntimeRow, RuntimeVersionRow } from '../model.ts';
+import type { ActionRow, EnforcementRefs, ExecutionRow, RuntimeExecutionConfig, RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Config } from '../config/index.ts';
-import { normalizeRuntimeName } from '../detect/aliases.ts';
-import { buildChildEnv, applyTemplate, type EnforcementRefs, type TemplateVars } from './context-env.ts';
+import { NATIVE, normalizeRuntimeName, runtimeOfExtension, runtimeSpec } from '../runtimes.ts';
+import { buildChildEnv, applyTemplate, type TemplateVars } from './context-env.ts';
 import { escapeSingleQuoted, formatParameters, parameterFileExtension, stdinPayload, type ParameterFormat } from './params.ts';
 import { executionTokenClaims, packRefOf, signHs256 } from './jwt.ts';
 import { PACK_REF, PACK_REF_RULE, type ActionSource } from './pack-files.ts';
@@ -45,7 +45,7 @@ export interface PlanInput {
   detected: readonly DetectedInterpreter[];
   baselineEnv: Readonly<Record<string, string>>;
   source: ActionSource;
-  enforcement?: EnforcementRefs | null;
+  enforcement?: Pick<EnforcementRefs, 'rule_ref' | 'trigger_ref'> | null;
   /** A private per-execution temp directory (created by the caller) for parameter/inline files. */
   tempDir: string;
   facts: PlanFacts;
@@ -93,21 +93,6 @@ export class PlanError {
 
 export type PlanResult = { ok: true; plan: ExecutionPlan } | { ok: false; error: PlanError };
 
-const INTERPRETED = new Set(['shell', 'python', 'node', 'ruby', 'go', 'java', 'r', 'perl']);
-/** Default binary names when an action has no runtime row (heuristic selection). */
-const DEFAULT_BINARY: Record<string, string> = {
-  shell: 'bash', python: 'python3', node: 'node', ruby: 'ruby', go: 'go', java: 'java', r: 'Rscript', perl: 'perl',
-};
-const EXTENSION_RUNTIME: Record<string, string> = {
-  '.sh': 'shell', '.bash': 'shell', '.py': 'python', '.js': 'node', '.mjs': 'node', '.cjs': 'node',
-  '.rb': 'ruby', '.go': 'go', '.java': 'java', '.r': 'r', '.pl': 'perl',
-};
-/** How each interpreter takes code on the command line (Attune passes `-c` to all; node/perl/ruby need -e). */
-const INLINE_FLAG: Record<string, string> = { shell: '-c', python: '-c', node: '-e', perl: '-e', ruby: '-e', r: '-e' };
-const INLINE_EXTENSION: Record<string, string> = {
-  shell: '.sh', python: '.py', node: '.js', perl: '.pl', ruby: '.rb', java: '.java', go: '.go', r: '.R',
-};
-
 export function planExecution(input: PlanInput): PlanResult {
   const { execution, action, source, facts } = input;
   const warnings: string[] = [];
@@ -129,10 +114,11 @@ export function planExecution(input: PlanInput): PlanResult {
 
   // ---- runtime and interpreter
   const kind = runtimeKind(input.runtime, source);
+  const spec = runtimeSpec(kind);
   const runtimeName = input.runtime ? input.runtime.name.toLowerCase() : kind;
   let execConfig: RuntimeExecutionConfig = input.runtime?.execution_config ?? {};
-  if (!input.runtime && kind !== 'native') {
-    execConfig = { interpreter: { binary: DEFAULT_BINARY[kind], args: kind === 'go' ? ['run'] : [] } };
+  if (!input.runtime && spec) {
+    execConfig = { interpreter: { binary: spec.binaries[0], args: [...spec.interpreterArgs] } };
   }
   let runtimeVersion: string | null = null;
   let interpreter: string | null = null;
@@ -159,11 +145,11 @@ export function planExecution(input: PlanInput): PlanResult {
     }
   }
   const binary = execConfig.interpreter?.binary ?? '';
-  const native = kind === 'native' || (binary === '' && !INTERPRETED.has(kind));
+  const native = kind === NATIVE || (binary === '' && !spec);
   if (!native && interpreter === null) {
     interpreter = pick(execConfig, true).interpreter;
     if (interpreter === null) {
-      const wanted = basename(binary || DEFAULT_BINARY[kind] || kind);
+      const wanted = basename(binary || spec?.binaries[0] || kind);
       const have = input.detected.map((d) => d.name);
       return fail('no-interpreter', 'execute',
         `${kind} action ${action.ref}: no interpreter '${wanted}' in this image; detected: ${have.length ? have.join(', ') : 'none'}` +
@@ -195,11 +181,11 @@ export function planExecution(input: PlanInput): PlanResult {
     argv = [interpreter!, ...interpArgs, source.path];
   } else {
     const inline = execConfig.inline_execution ?? {};
-    const flag = INLINE_FLAG[kind];
+    const flag = spec?.inlineFlag;
     if ((inline.strategy ?? 'direct') === 'direct' && flag && !inline.inject_shell_helpers) {
       argv = [interpreter!, flag, source.code];
     } else {
-      const ext = dotted(inline.extension ?? execConfig.interpreter?.file_extension ?? INLINE_EXTENSION[kind] ?? '');
+      const ext = dotted(inline.extension ?? execConfig.interpreter?.file_extension ?? spec?.fileExtension ?? '');
       const content = inline.inject_shell_helpers ? shellHelperWrapper(params, source.code) : source.code;
       inlineFile = { path: join(input.tempDir, `inline_${execution.id}${ext}`), content, mode: 0o500 };
       argv = [interpreter!, ...interpArgs, inlineFile.path];
@@ -277,12 +263,12 @@ export function runtimeKind(runtime: RuntimeRow | null, source: ActionSource): s
   if (runtime) {
     for (const n of [runtime.name, ...(runtime.aliases ?? [])]) {
       const k = normalizeRuntimeName(n);
-      if (INTERPRETED.has(k) || k === 'native') return k;
+      if (runtimeSpec(k) || k === NATIVE) return k;
     }
     return normalizeRuntimeName(runtime.name);
   }
   if (source.kind === 'inline') return 'shell';
-  return EXTENSION_RUNTIME[extname(source.path).toLowerCase()] ?? 'native';
+  return runtimeOfExtension(extname(source.path))?.name ?? NATIVE;
 }
 
 /** execution → workflow task → action → configured default; non-positive values are skipped. */

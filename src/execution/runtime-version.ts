@@ -15,7 +15,7 @@
  * base interpreter, which may be exactly the version the constraint excludes).
  */
 import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
-import { normalizeRuntimeName } from '../detect/aliases.ts';
+import { normalizeRuntimeName } from '../runtimes.ts';
 
 export interface DetectedVersion { name: string; path: string; version?: string | null }
 

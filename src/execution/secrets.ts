@@ -6,6 +6,7 @@
  * is the marker `{"$attune_secret": true, "redacted": true}`. Pure: the rows come from db/secret-values.ts.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
+import type { PreparedSecretValue, StoredSecretValue } from '../model.ts';
 
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
@@ -13,19 +14,6 @@ export const MIN_KEY_CHARS = 32;
 
 export class SecretError extends Error {}
 
-export interface StoredSecretValue {
-  json_path: string;
-  encrypted_value: unknown;
-  encryption_key_hash: string | null;
-}
-
-export interface PreparedSecretValue {
-  json_path: string;
-  encrypted_value: string;
-  encryption_key_hash: string;
-  source_kind: string;
-  source_ref: string | null;
-}
 
 export function redactionMarker(): Record<string, unknown> {
   return { $attune_secret: true, redacted: true };

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { connect, type ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';
 import { redactText, redactUrl } from '../observe/redact.ts';
-import { Backoff, type BackoffOptions } from './backoff.ts';
+import { Backoff, type BackoffOptions } from '../backoff.ts';
 import { BROKER_RPC_TIMEOUT_MS, settleWithin } from './settle.ts';
 
 export type SetupHook = (model: ChannelModel) => Promise<void>;

@@ -14,7 +14,7 @@
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { decodeMessage, type DecodeOptions, type Decoded, type Envelope } from '../protocol/envelope.ts';
-import { Backoff, type BackoffOptions } from './backoff.ts';
+import { Backoff, type BackoffOptions } from '../backoff.ts';
 import type { MqConnection } from './connection.ts';
 import { BROKER_RPC_TIMEOUT_MS, settleWithin } from './settle.ts';
 

@@ -19,7 +19,7 @@
 import type { ConfirmChannel } from 'amqplib';
 import type { Logger } from 'pino';
 import type { OutgoingMessage } from '../protocol/envelope.ts';
-import { Backoff, type BackoffOptions } from './backoff.ts';
+import { Backoff, type BackoffOptions } from '../backoff.ts';
 import type { MqConnection } from './connection.ts';
 import { BROKER_RPC_TIMEOUT_MS, settleWithin } from './settle.ts';
 

@@ -8,32 +8,15 @@
  */
 import type { Logger } from 'pino';
 import { encodeEnvelope, type OutgoingMessage } from '../protocol/envelope.ts';
-import { collectAfterLargeRelease } from '../execution/memory.ts';
-import { statusChangedPayload } from '../protocol/messages.ts';
+import { collectAfterLargeRelease } from '../native/memory.ts';
+import { statusChangedPayload, type Completion, type StatusChange } from '../protocol/messages.ts';
 import { DEFAULT_MAX_MESSAGE_BYTES, encodeCompletedWithin } from '../protocol/message-size.ts';
 import type { MessageType } from '../protocol/names.ts';
 import type { ConfirmPublisher } from './publisher.ts';
 
-export interface StatusChangedInput {
-  execution_id: number;
-  action_ref: string;
-  previous_status: string;
-  new_status: string;
-  changed_at: string;
-}
-
-export interface CompletedInput {
-  execution_id: number;
-  action_id: number;
-  action_ref: string;
-  status: string;
-  result: unknown;
-  completed_at: string;
-}
-
 export interface StatusPublisherAdapter {
-  statusChanged(p: StatusChangedInput): void;
-  completed(p: CompletedInput): void;
+  statusChanged(p: StatusChange): void;
+  completed(p: Completion): void;
 }
 
 export interface StatusPublisherOptions {

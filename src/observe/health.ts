@@ -21,19 +21,21 @@ export interface HealthServerOptions {
   host: string;
   port: number;
   log: Logger;
-  readiness: () => Readiness;
   metrics: AgentMetrics | null;
 }
 
 export class HealthServer {
   readonly #o: HealthServerOptions;
   #server: Server | null = null;
+  #readiness: () => Readiness = () => ({ ready: false, checks: {} });
 
   constructor(o: HealthServerOptions) {
     this.#o = o;
   }
 
-  async start(): Promise<void> {
+  /** Listen; /readyz answers from `readiness` (the worker's lifecycle knows it). */
+  async start(readiness: () => Readiness): Promise<void> {
+    this.#readiness = readiness;
     const server = createServer((req, res) => void this.#handle(req, res));
     server.keepAliveTimeout = 5_000;
     await new Promise<void>((resolve, reject) => {
@@ -63,7 +65,7 @@ export class HealthServer {
       if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain', 'method not allowed\n');
       if (path === '/healthz' || path === '/livez') return send(res, 200, 'application/json', '{"status":"ok"}\n');
       if (path === '/readyz') {
-        const r = this.#o.readiness();
+        const r = this.#readiness();
         return send(res, r.ready ? 200 : 503, 'application/json', JSON.stringify({ status: r.ready ? 'ready' : 'not ready', checks: r.checks }) + '\n');
       }
       if (path === '/metrics') {

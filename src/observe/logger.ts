@@ -13,7 +13,7 @@ export function createLogger(level: string, base: Record<string, unknown> = {}):
   });
 }
 
-/** What an output mirror needs of a logger (pino's child loggers and execution/runner's RunLogger fit). */
+/** What an output mirror needs of a logger (pino's child loggers and execution/process's RunLogger fit). */
 export interface LineLogger {
   info(obj: object, msg?: string): void;
 }

@@ -8,8 +8,10 @@
  * read when Prometheus scrapes, from the probes registered with `watch()`.
  */
 import type { Registry } from 'prom-client';
+import type { TerminalStatus } from '../model.ts';
 
-export type FinalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled' | 'skipped';
+/** How an execution ended here; `skipped`: a duplicate or unknown dispatch, not run. */
+export type FinalStatus = TerminalStatus | 'skipped';
 
 export interface ExecutionFinished {
   status: FinalStatus;

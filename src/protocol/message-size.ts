@@ -6,7 +6,7 @@
  * message only has to say that it was shortened. Pure functions.
  */
 import { encodeEnvelope, type OutgoingMessage } from './envelope.ts';
-import { completedPayload } from './messages.ts';
+import { completedPayload, type Completion } from './messages.ts';
 
 /** The default of message_queue.max_message_bytes: a quarter of RabbitMQ 4's default limit. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -165,14 +165,7 @@ export function shortenResult(result: Record<string, unknown>, budget: number): 
 /** What the timestamp and ids of a re-encoded envelope may add (they are made afresh each time). */
 const ENVELOPE_SLACK = 64;
 
-export interface CompletedFields {
-  execution_id: number;
-  action_id: number;
-  action_ref: string;
-  status: string;
-  result: unknown;
-  completed_at: string;
-}
+export type CompletedFields = Completion;
 
 /**
  * The `ExecutionCompleted` message for `p`, at most `maxBytes` long: whole when it fits, else with

@@ -2,7 +2,7 @@
  * The payloads the worker consumes and publishes (contract §4.7–4.8): total decoders for what
  * arrives, builders for what leaves (fields in Attune's serde order).
  */
-import type { ExecutionStatus } from '../model.ts';
+import type { ExecutionStatus, TerminalStatus } from '../model.ts';
 import { describe, formatTimestamp, isPlainObject, isRfc3339, type Decoded } from './envelope.ts';
 
 /** What the worker reads from an `ExecutionRequested` dispatch; every other field is ignored. */
@@ -100,13 +100,13 @@ function timeText(t: Date | string | undefined): string {
   return t.replace(/\.000Z$/, 'Z');
 }
 
-export function statusChangedPayload(p: {
-  execution_id: number;
-  action_ref: string;
-  previous_status: string;
-  new_status: string;
-  changed_at?: Date | string;
-}): ExecutionStatusChanged {
+/** What an ExecutionStatusChanged is built from (the status publisher's input): the time as a Date or RFC 3339 text, default now. */
+export type StatusChange = Omit<ExecutionStatusChanged, 'changed_at'> & { changed_at?: Date | string };
+
+/** What an ExecutionCompleted is built from: our terminal status (capitalised here) or an already capitalised name. */
+export type Completion = Omit<ExecutionCompleted, 'status' | 'completed_at'> & { status: TerminalStatus | string; completed_at?: Date | string };
+
+export function statusChangedPayload(p: StatusChange): ExecutionStatusChanged {
   return {
     execution_id: p.execution_id,
     action_ref: p.action_ref,
@@ -116,23 +116,12 @@ export function statusChangedPayload(p: {
   };
 }
 
-export type TerminalStatus = Extract<ExecutionStatus, 'completed' | 'failed' | 'cancelled' | 'timeout'>;
-
 /** The Rust `ExecutionStatus` Debug name: `completed` → `Completed`, `timeout` → `Timeout`. */
 export function completionStatusName(status: ExecutionStatus | string): string {
   return status.charAt(0).toUpperCase() + status.slice(1);
 }
 
-export function completedPayload(p: {
-  execution_id: number;
-  action_id: number;
-  action_ref: string;
-  /** Our terminal status (`completed`) or an already capitalised name (`Completed`). */
-  status: TerminalStatus | string;
-  result: unknown;
-  completed_at?: Date | string;
-  result_truncated?: boolean;
-}): ExecutionCompleted {
+export function completedPayload(p: Completion): ExecutionCompleted {
   return {
     execution_id: p.execution_id,
     action_id: p.action_id,

@@ -2,7 +2,7 @@
  * Cancellation registry. A cancel can arrive before the dispatch (the API and the executor race),
  * so unknown ids are remembered — bounded in count and age, unlike the Rust agent's ever-growing set.
  */
-export type CancelReason = 'cancel' | 'shutdown';
+import type { CancelReason } from '../execution/cancel.ts';
 
 export class Cancellations {
   readonly #active = new Map<number, AbortController>();
@@ -55,10 +55,6 @@ export class Cancellations {
       }
     }
     return n;
-  }
-
-  get activeCount(): number {
-    return this.#active.size;
   }
 
   get pendingCount(): number {

@@ -12,8 +12,7 @@
  * execution and does nothing while one runs).
  */
 import type { Logger } from 'pino';
-import { nativeAddon } from '../execution/os-pipes.ts';
-import { collectNow } from '../execution/memory.ts';
+import { releaseIdleMemory } from '../native/memory.ts';
 
 export const IDLE_TRIM_MS = 1000;
 /** `off`: never trim (e.g. to compare memory figures). */
@@ -36,11 +35,6 @@ export class IdleTrimmer {
 
   constructor(opts: IdleTrimmerOptions) {
     this.#opts = opts;
-  }
-
-  /** How many times memory was trimmed (tests). */
-  get trims(): number {
-    return this.#trims;
   }
 
   /** Activity (start-up done, an execution finished): trim once the agent stays idle. */
@@ -69,19 +63,4 @@ export class IdleTrimmer {
     if (filePages) this.#opts.log?.info(fields, 'start-up memory given back');
     else this.#opts.log?.debug(fields, 'idle: memory given back');
   }
-}
-
-/**
- * From start-up on: blocks of 128 KiB and more are mapped on their own and unmapped when freed
- * (glibc would otherwise raise that threshold after each large output and keep such blocks in its
- * heap). False without the addon or when glibc refuses.
- */
-export function keepLargeAllocationsMapped(): boolean {
-  return nativeAddon()?.keepLargeAllocationsMapped?.() ?? false;
-}
-
-/** A full collection, then the addon's malloc_trim (+ file pages); the file bytes dropped (0 without the addon). */
-export function releaseIdleMemory(filePages: boolean): number {
-  collectNow();
-  return nativeAddon()?.releaseMemory?.(filePages) ?? 0;
 }

@@ -4,18 +4,24 @@
  * the process runner are handed in as ports, so its logic is tested with fakes and the adapters with
  * real servers.
  *
- * Per execution (contract §5.1–5.2, with the fixes listed at the top of the contract):
- *   permit → ack (claim) → load row → guards → `running` row + message → run → one terminal row
- *   → one terminal status + completion pair carrying the REAL outcome.
+ * One execution, in four steps (contract §5.1–5.2, with the fixes listed at the top of the contract):
+ *   1. onDispatch, the consumer's handler: duplicate check, permit → ack;
+ *   2. claim: the store's one statement moves the row to `running` and reads what the run needs;
+ *      a refused claim says why (release mismatch → failed, canceling → cancelled, else skipped);
+ *   3. run (worker/run-execution.ts): plan → process → outcome, one RunResult;
+ *   4. finish: one terminal row (the log artifacts sealed meanwhile) → one status change +
+ *      completion pair carrying the REAL outcome.
  * Every failure after the ack ends in a terminal row whose `result.error` says what went wrong.
  */
 import type { Logger } from 'pino';
-import type { ExecutionRow, ExecutionStatus } from '../model.ts';
-import type { DispatchRelease } from '../db/executions.ts';
+import { isTerminalStatus, type DispatchRelease, type ExecutionRow, type TerminalStatus } from '../model.ts';
+import { cancelledResult, type CancelReason } from '../execution/cancel.ts';
+import type { Retry } from '../db/retry.ts';
+import type { RecoveredExecution } from '../db/recovery.ts';
+import type { Claim, Clock, ExecutionStore, RunResult, StatusPublisher } from './ports.ts';
 import { Permits } from './permits.ts';
-import { Cancellations, type CancelReason } from './cancellations.ts';
+import { Cancellations } from './cancellations.ts';
 
-export type TerminalStatus = 'completed' | 'failed' | 'timeout' | 'cancelled';
 export type AckDecision = 'ack' | 'nack-requeue' | 'nack-drop';
 
 export interface DispatchRequest {
@@ -25,39 +31,8 @@ export interface DispatchRequest {
   release_digest?: string | null;
 }
 
-export interface ExecutionStore {
-  loadExecution(id: number): Promise<ExecutionRow | null>;
-  /**
-   * Read the row and, in the same step, move it to `running` + `started_at` — refused when it is
-   * not in a claimable status or is pinned to another release than the dispatch names. Null when
-   * the execution does not exist. `execution` is the row as it was; `previous` its status (null
-   * when unknown: a retried claim whose first attempt committed); `prefetched`: whatever else the
-   * store read in that step for the run, handed to the runner as is.
-   */
-  claim(id: number, release: DispatchRelease): Promise<{ execution: ExecutionRow; claimed: boolean; previous: ExecutionStatus | null; prefetched?: unknown } | null>;
-  /** The one terminal write; returns what the completion message needs. */
-  writeTerminal(id: number, status: TerminalStatus, result: Record<string, unknown>): Promise<{ action: number | null; action_ref: string; result: unknown }>;
-}
-
-/** What a run tells the service; the optional facts only feed metrics. */
-export interface RunOutcome {
-  status: TerminalStatus;
-  result: Record<string, unknown>;
-  /** Runtime name the action ran with (`shell`, `python`, …). */
-  runtime?: string;
-  stdoutTruncated?: boolean;
-  stderrTruncated?: boolean;
-  /**
-   * Work of the run still under way that must end before the terminal messages go out (sealing
-   * the log artifacts): done while the terminal row is written. Never rejects.
-   */
-  logsSealed?: Promise<void>;
-}
-
-export interface ActionRunner {
-  /** `prefetched`: what the store's claim read along for the run. */
-  run(execution: ExecutionRow, signal: AbortSignal, log: Logger, prefetched?: unknown): Promise<RunOutcome>;
-}
+/** Runs one claimed execution (its row already `running`) to its result (worker/run-execution.ts). */
+export type RunExecution = (claim: Claim, signal: AbortSignal, log: Logger) => Promise<RunResult>;
 
 /** One execution ended (or a dispatch was skipped without running): the metrics hook. */
 export interface FinishedEvent {
@@ -69,25 +44,17 @@ export interface FinishedEvent {
   stderrTruncated?: boolean;
 }
 
-export interface StatusPublisher {
-  /** Queued durably in memory until the broker confirms; never throws. */
-  statusChanged(p: { execution_id: number; action_ref: string; previous_status: string; new_status: string; changed_at: string }): void;
-  completed(p: { execution_id: number; action_id: number; action_ref: string; status: string; result: unknown; completed_at: string }): void;
-}
-
 export interface ServiceDeps {
   store: ExecutionStore;
-  runner: ActionRunner;
+  run: RunExecution;
   publisher: StatusPublisher;
   logger: Logger;
   maxConcurrentTasks: number;
-  /** Retries a database write until it succeeds or the window is over (database outages). */
-  retryWrite: <T>(what: string, fn: () => Promise<T>) => Promise<T>;
-  now?: () => Date;
+  /** Retries a database call until it succeeds or the window is over (database outages). */
+  retry: Retry;
+  now?: Clock;
   onFinished?: (e: FinishedEvent) => void;
 }
-
-const TERMINAL: ReadonlySet<string> = new Set(['completed', 'failed', 'timeout', 'cancelled', 'abandoned']);
 
 export class ExecutionService {
   readonly permits: Permits;
@@ -139,7 +106,7 @@ export class ExecutionService {
     }
     this.#queued.delete(id);
     this.#track(
-      this.#process(req, ac.signal, log).finally(() => {
+      this.#execute(req, ac.signal, log).finally(() => {
         this.cancellations.unregister(id);
         this.permits.release();
       }),
@@ -183,15 +150,15 @@ export class ExecutionService {
     this.#inFlight.add(tracked);
   }
 
-  #now(): string {
-    return (this.#deps.now?.() ?? new Date()).toISOString();
+  #now(): Date {
+    return this.#deps.now?.() ?? new Date();
   }
 
-  async #process(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
+  async #execute(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
     const { store } = this.#deps;
     const id = req.execution_id;
     // Load and claim in one round trip; when the claim is refused the row says why.
-    const claim = await this.#deps.retryWrite(`claim execution ${id}`, () => store.claim(id, dispatchRelease(req)));
+    const claim = await this.#deps.retry(`claim execution ${id}`, () => store.claim(id, dispatchRelease(req)));
     if (!claim) {
       log.error(`unknown execution ${id}: no row in the execution table (deleted, or ATTUNE__DATABASE__SCHEMA points at another schema); dispatch dropped`);
       this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
@@ -203,8 +170,8 @@ export class ExecutionService {
       if (releaseProblem) {
         await this.#finish(execution, execution.status, 'failed', { succeeded: false, error: releaseProblem }, log);
       } else if (execution.status === 'canceling') {
-        await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, error: 'Execution cancelled by user' }, log);
-      } else if (execution.status === 'running' || TERMINAL.has(execution.status)) {
+        await this.#finish(execution, execution.status, 'cancelled', cancelledResult('cancel'), log);
+      } else if (execution.status === 'running' || isTerminalStatus(execution.status)) {
         log.warn({ status: execution.status }, `execution ${id} is already ${execution.status}: duplicate dispatch ignored`);
         this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
       } else {
@@ -217,45 +184,44 @@ export class ExecutionService {
     const previous = claim.previous ?? 'scheduled';
     this.#deps.publisher.statusChanged({ execution_id: id, action_ref: execution.action_ref, previous_status: previous, new_status: 'running', changed_at: this.#now() });
 
-    let outcome: RunOutcome;
+    let run: RunResult;
     try {
-      outcome = await this.#deps.runner.run({ ...execution, status: 'running' }, signal, log, claim.prefetched);
+      run = await this.#deps.run({ ...claim, execution: { ...execution, status: 'running' } }, signal, log);
     } catch (e) {
       log.error({ err: e }, 'action execution failed before the process could finish');
-      outcome = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };
+      run = { status: 'failed', result: { succeeded: false, error: `Action execution failed: ${(e as Error).message}` } };
     }
-    await this.#finish(execution, 'running', outcome.status, outcome.result, log, outcome);
+    await this.#finish(execution, 'running', run.status, run.result, log, run);
   }
 
   async #finishCancelledBeforeStart(req: DispatchRequest, log: Logger): Promise<void> {
-    const execution = await this.#deps.retryWrite(`load execution ${req.execution_id}`, () => this.#deps.store.loadExecution(req.execution_id));
+    const execution = await this.#deps.retry(`load execution ${req.execution_id}`, () => this.#deps.store.loadExecution(req.execution_id));
     if (!execution) {
       log.error(`unknown execution ${req.execution_id}: cancelled before start, but no row exists`);
       return;
     }
-    if (TERMINAL.has(execution.status)) return;
-    await this.#finish(execution, execution.status, 'cancelled', { succeeded: false, cancelled: true, cancel_reason: 'user', error: 'Execution cancelled by user', exit_code: null, duration_ms: 0 }, log);
+    if (isTerminalStatus(execution.status)) return;
+    await this.#finish(execution, execution.status, 'cancelled', cancelledResult('cancel'), log);
   }
 
-  async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger, facts: Partial<RunOutcome> = {}): Promise<void> {
+  /** The messages of executions finished at start-up (db/recovery.ts): their status change and completion pair. */
+  announceRecovered(recovered: readonly RecoveredExecution[]): void {
+    for (const r of recovered) this.#announce({ id: r.id, action: r.action, action_ref: r.action_ref, result: r.result }, r.previous_status, r.status, this.#log);
+  }
+
+  async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger, facts: Partial<RunResult> = {}): Promise<void> {
     const id = execution.id;
     let written: { action: number | null; action_ref: string; result: unknown };
     try {
       [written] = await Promise.all([
-        this.#deps.retryWrite(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result)),
+        this.#deps.retry(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result)),
         facts.logsSealed,
       ]);
     } catch (e) {
       log.error({ err: e, status }, `LOST RESULT: could not write the ${status} result of execution ${id}; the row stays ${previous}`);
       return;
     }
-    const at = this.#now();
-    this.#deps.publisher.statusChanged({ execution_id: id, action_ref: written.action_ref, previous_status: previous, new_status: status, changed_at: at });
-    if (written.action !== null) {
-      this.#deps.publisher.completed({ execution_id: id, action_id: written.action, action_ref: written.action_ref, status: capitalise(status), result: written.result, completed_at: at });
-    } else {
-      log.warn(`execution ${id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
-    }
+    this.#announce({ id, ...written }, previous, status, log);
     log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms, runtime: facts.runtime }, `execution ${id} ${status}`);
     this.#deps.onFinished?.({
       executionId: id, status, runtime: facts.runtime,
@@ -263,14 +229,20 @@ export class ExecutionService {
       stdoutTruncated: facts.stdoutTruncated, stderrTruncated: facts.stderrTruncated,
     });
   }
+
+  /** The status change to a terminal status and its completion: the pair Attune reads an outcome from. */
+  #announce(row: { id: number; action: number | null; action_ref: string; result: unknown }, previous: string, status: TerminalStatus, log: Logger): void {
+    const at = this.#now();
+    this.#deps.publisher.statusChanged({ execution_id: row.id, action_ref: row.action_ref, previous_status: previous, new_status: status, changed_at: at });
+    if (row.action !== null) {
+      this.#deps.publisher.completed({ execution_id: row.id, action_id: row.action, action_ref: row.action_ref, status, result: row.result, completed_at: at });
+    } else {
+      log.warn(`execution ${row.id} has no action id: ExecutionCompleted not published (Attune requires action_id)`);
+    }
+  }
 }
 
-/** Attune's `ExecutionStatus` Debug name: `Completed`, `Failed`, `Timeout`, `Cancelled`. */
-export function capitalise(s: string): string {
-  return s.charAt(0).toUpperCase() + s.slice(1);
-}
-
-/** What claimExecution checks in SQL; checkRelease says it in words when the claim is refused. */
+/** What the claim checks in SQL; checkRelease says it in words when the claim is refused. */
 function dispatchRelease(req: DispatchRequest): DispatchRelease {
   const id = req.release_id == null ? null : Number(req.release_id);
   // A release id that is no integer matches no row (-1): the claim is refused and checkRelease explains.

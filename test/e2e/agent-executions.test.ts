@@ -14,7 +14,8 @@ import type { ChannelModel } from 'amqplib';
 import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionCancelRequested, publishExecutionRequested, publishRaw, queueDepth, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, until, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const PACKS_DIR = resolve(import.meta.dirname, '../fixtures/packs');
 const MAX_CONCURRENT = 3;
@@ -48,7 +49,7 @@ async function run(actionRef: string, config: Record<string, unknown> = {}, opts
 }
 
 async function finished(id: number, marker: string, waitMs = 30_000): Promise<Finished> {
-  await collector.waitFor((m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), `ExecutionCompleted for execution ${id}`, waitMs);
+  await collector.waitFor(`ExecutionCompleted for execution ${id}`, (m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), { timeoutMs: waitMs });
   const row = await executionRow(db.pool, id);
   const msgs = collector.forExecution(id);
   const completion = msgs.find((m) => m.routingKey === 'execution.completed')!.json!.payload!;
@@ -134,7 +135,7 @@ before(async () => {
     ATTUNE_WORKER_NAME: `e2e-exec-${process.pid}`,
     DATABASE_URL: `postgres://leak:${SECRET}@db/x`,
   });
-  await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume');
+  await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches');
   workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [`e2e-exec-${process.pid}`])).rows[0].id);
 });
 
@@ -149,7 +150,7 @@ after(async () => {
 
 describe('memory', () => {
   test('once idle after start-up, the agent gives back its start-up pages (then runs everything below)', async () => {
-    const line = await agent.waitForLog((l) => l.msg === 'start-up memory given back', 'the idle trim after start-up', 10_000);
+    const line = await agent.waitForLog('the idle trim after start-up', (l) => l.msg === 'start-up memory given back', { timeoutMs: 10_000 });
     assert.ok(Number(line.released_mb) > 10, `released ${line.released_mb} MB of the executable's pages (the addon beside dist/attune-agent)`);
   });
 });
@@ -337,7 +338,7 @@ describe('cancellation, concurrency and bad input', () => {
     const marker = `e2e-${randomUUID()}`;
     const running = await createExecution(db.pool, { actionRef: sleepRef, workerId, envVars: { E2E_MARKER: marker } });
     await publishExecutionRequested(mq, workerId, { execution_id: running, action_ref: sleepRef });
-    await until('execution running', async () => (await executionRow(db.pool, running)).status === 'running');
+    await waitFor('execution running', async () => (await executionRow(db.pool, running)).status === 'running', { timeoutMs: 15_000 });
     await publishExecutionCancelRequested(mq, workerId, running);
     const f = await finished(running, marker);
     assertOneTerminalPair(f, 'cancelled');
@@ -347,7 +348,7 @@ describe('cancellation, concurrency and bad input', () => {
     // before the dispatch
     const early = await createExecution(db.pool, { actionRef: sleepRef, workerId });
     await publishExecutionCancelRequested(mq, workerId, early);
-    await until('the cancel to reach the agent', () => agent.logs.some((l) => l.execution_id === early && /remembered/.test(String(l.msg))));
+    await waitFor('the cancel to reach the agent', () => agent.logs.some((l) => l.execution_id === early && /remembered/.test(String(l.msg))), { timeoutMs: 15_000 });
     await publishExecutionRequested(mq, workerId, { execution_id: early, action_ref: sleepRef });
     const e = await finished(early, 'none');
     assert.equal(e.status, 'cancelled');
@@ -360,7 +361,7 @@ describe('cancellation, concurrency and bad input', () => {
       await publishExecutionRequested(mq, workerId, { execution_id: id, action_ref: sleepRef });
       fillers.push(id);
     }
-    await until('permits full', async () => (await db.pool.query(`SELECT count(*)::int AS n FROM execution WHERE id = ANY($1) AND status = 'running'`, [fillers])).rows[0].n === MAX_CONCURRENT);
+    await waitFor('permits full', async () => (await db.pool.query(`SELECT count(*)::int AS n FROM execution WHERE id = ANY($1) AND status = 'running'`, [fillers])).rows[0].n === MAX_CONCURRENT, { timeoutMs: 15_000 });
     const queued = await createExecution(db.pool, { actionRef: sleepRef, workerId });
     await publishExecutionRequested(mq, workerId, { execution_id: queued, action_ref: sleepRef });
     await publishExecutionCancelRequested(mq, workerId, queued);
@@ -369,7 +370,7 @@ describe('cancellation, concurrency and bad input', () => {
     assert.equal((await executionRow(db.pool, queued)).started_at, null, 'the queued execution never started');
     for (const id of fillers) await publishExecutionCancelRequested(mq, workerId, id);
     for (const id of fillers) assert.equal((await finished(id, fillMarker)).status, 'cancelled');
-    await until('filler processes gone', () => processesWith(fillMarker).length === 0);
+    await waitFor('filler processes gone', () => processesWith(fillMarker).length === 0, { timeoutMs: 15_000 });
   });
 
   test('the concurrency limit is respected', async () => {
@@ -381,14 +382,11 @@ describe('cancellation, concurrency and bad input', () => {
       ids.push(id);
     }
     let peak = 0;
-    const deadline = Date.now() + 60_000;
-    for (;;) {
-      assert.ok(Date.now() < deadline, 'all executions completed within 60 s');
+    await waitFor('all executions completed (the peak of running ones sampled meanwhile)', async () => {
       const { rows } = await db.pool.query(`SELECT count(*) FILTER (WHERE status = 'running')::int AS running, count(*) FILTER (WHERE status = 'completed')::int AS done FROM execution WHERE id = ANY($1)`, [ids]);
       peak = Math.max(peak, rows[0].running);
-      if (rows[0].done === ids.length) break;
-      await new Promise((r) => setTimeout(r, 20));
-    }
+      return rows[0].done === ids.length;
+    }, { timeoutMs: 60_000 });
     assert.equal(peak, MAX_CONCURRENT, `peak running executions: ${peak}`);
   });
 
@@ -407,8 +405,8 @@ describe('cancellation, concurrency and bad input', () => {
     const f = await run(ref);
     await publishExecutionRequested(mq, workerId, { execution_id: f.id, action_ref: ref });
     await publishExecutionRequested(mq, workerId, { execution_id: 987654321, action_ref: ref });
-    await until('unknown execution logged', () => agent.logs.some((l) => /unknown execution 987654321/.test(String(l.msg))));
-    await until('duplicate logged', () => agent.logs.some((l) => l.execution_id === f.id && /duplicate/.test(String(l.msg))));
+    await waitFor('unknown execution logged', () => agent.logs.some((l) => /unknown execution 987654321/.test(String(l.msg))), { timeoutMs: 15_000 });
+    await waitFor('duplicate logged', () => agent.logs.some((l) => l.execution_id === f.id && /duplicate/.test(String(l.msg))), { timeoutMs: 15_000 });
     assert.equal(collector.forExecution(f.id).filter((m) => m.routingKey === 'execution.completed').length, 1);
     assert.ok(!JSON.stringify(agent.logs).includes(SECRET), 'no log line carries the database password');
   });

@@ -228,7 +228,7 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
   t.after(async () => {
     await agent.stop('SIGKILL');
   });
-  await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume', 30_000);
+  await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
 
   const worker = (await db.pool.query('SELECT id, worker_type::text AS worker_type, status::text AS status, capabilities FROM worker WHERE name = $1', [name])).rows[0] as
     { id: number; worker_type: string; status: string; capabilities: Record<string, unknown> };
@@ -243,7 +243,7 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
   ] as const) {
     const id = await createExecution(db.pool, { actionRef: ref, workerId: worker.id, config: { n: 1 } });
     await publishExecutionRequested(mq, worker.id, { execution_id: id, action_ref: ref, config: { n: 1 } });
-    await collector.waitFor((m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), `ExecutionCompleted of ${ref}`, 30_000);
+    await collector.waitFor(`ExecutionCompleted of ${ref}`, (m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), { timeoutMs: 30_000 });
     const row = await executionRow(db.pool, id);
     assert.equal(row.status, 'completed', `${ref}: ${JSON.stringify(row.result)}`);
     check((row.result ?? {}).data as Record<string, unknown>);

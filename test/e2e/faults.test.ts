@@ -21,7 +21,8 @@ import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, startAgent, until, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { MqConnection } from '../../src/mq/connection.ts';
 import { ConfirmPublisher, PublishError } from '../../src/mq/publisher.ts';
 import { assertCommonTopology } from '../../src/mq/topology.ts';
@@ -65,7 +66,7 @@ async function launch(name: string): Promise<typeof agent> {
     ATTUNE_WORKER_RUNTIMES: 'shell',
     ATTUNE_WORKER_NAME: name,
   });
-  await proc.waitForLog((l) => l.msg === 'consuming execution dispatches', `agent ${name} to consume`, 30_000);
+  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
   const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
   return { name, proc, workerId, artifacts };
 }
@@ -163,7 +164,7 @@ test('Attune\'s advisory lock held past log_lock_timeout: every run still ends i
   // A first run creates the action's log artifacts (and tells us the artifact id to lock).
   const first = await create('faults.quick');
   await dispatchExisting([first]);
-  await until('the first run', () => isTerminal(first), 20_000);
+  await waitFor('the first run', () => isTerminal(first), { timeoutMs: 20_000 });
   const artifactId = String((await db.pool.query(`SELECT id FROM artifact WHERE ref = 'faults.quick.stdout.log'`)).rows[0].id);
   const attune = await otherSession();
   await attune.query(`SELECT pg_advisory_lock(hashtext('artifact_version'), hashtext($1))`, [artifactId]);
@@ -171,10 +172,10 @@ test('Attune\'s advisory lock held past log_lock_timeout: every run still ends i
   const sent = Date.now();
   await dispatchExisting(ids);
   const endedAt = new Map<number, number>();
-  await until('three terminal rows while the lock is held', async () => {
+  await waitFor('three terminal rows while the lock is held', async () => {
     for (const id of ids) if (!endedAt.has(id) && (await isTerminal(id))) endedAt.set(id, Date.now() - sent);
     return endedAt.size === ids.length;
-  }, 30_000);
+  }, { timeoutMs: 30_000 });
   // One permit: the runs go one after another, each waiting at most log_lock_timeout for the lock.
   const bound = ids.length * (LOG_LOCK_TIMEOUT_S * 1000 + 2500);
   for (const id of ids) {
@@ -183,7 +184,7 @@ test('Attune\'s advisory lock held past log_lock_timeout: every run still ends i
     assert.equal(readFileSync(join(agent.artifacts, `execution_${id}`, 'stdout.log'), 'utf8'), `out ${id}\n`, 'stdout in the plain file');
     assert.equal(readFileSync(join(agent.artifacts, `execution_${id}`, 'stderr.log'), 'utf8'), `err ${id}\n`);
     assert.equal(logsOf(id, /cannot allocate the log artifacts of this execution: its logs go to execution_\{id\}/).length, 1, 'the fallback is logged');
-    await until(`the completion of ${id}`, () => completions(id).length >= 1);
+    await waitFor(`the completion of ${id}`, () => completions(id).length >= 1);
   }
   assert.equal(Number((await db.pool.query('SELECT count(*) FROM artifact_version WHERE execution = ANY($1)', [ids])).rows[0].count), 0, 'no version row left behind');
   await attune.query('SELECT pg_advisory_unlock_all()');
@@ -191,7 +192,7 @@ test('Attune\'s advisory lock held past log_lock_timeout: every run still ends i
   const next = await create('faults.quick');
   const releasedAt = Date.now();
   await dispatchExisting([next]);
-  await until('the run after the lock is gone', () => isTerminal(next), 20_000);
+  await waitFor('the run after the lock is gone', () => isTerminal(next), { timeoutMs: 20_000 });
   const recovered = Date.now() - releasedAt;
   assert.equal(Number((await db.pool.query('SELECT count(*) FROM artifact_version WHERE execution = $1', [next])).rows[0].count), 2);
   const dups = duplicates([first, ...ids, next]);
@@ -207,14 +208,14 @@ test('the execution row locked by another session at the claim, released within 
   await other.query('BEGIN');
   await other.query('SELECT id FROM execution WHERE id = $1 FOR UPDATE', [id]);
   await dispatchExisting([id]);
-  await agent.proc.waitForLog((l) => Number(l.execution_id) === id && /lock or statement timeout: retrying claim execution/.test(String(l.msg)), 'a claim retry', 10_000);
+  await agent.proc.waitForLog('a claim retry', (l) => Number(l.execution_id) === id && /lock or statement timeout: retrying claim execution/.test(String(l.msg)), { timeoutMs: 10_000 });
   await other.query('ROLLBACK');
   const releasedAt = Date.now();
-  await until('the run', () => isTerminal(id), 15_000);
+  await waitFor('the run', () => isTerminal(id), { timeoutMs: 15_000 });
   const recovered = Date.now() - releasedAt;
   assert.equal(await status(id), 'completed');
   assert.equal(starts().get(id), 1);
-  await until('its completion', () => completions(id).length === 1);
+  await waitFor('its completion', () => completions(id).length === 1);
   console.log(`# fault row lock at claim (released after one lock_timeout): 1 dispatch, 1 terminal row, 0 duplicates; terminal ${recovered} ms after the lock was released`);
 });
 
@@ -222,20 +223,20 @@ test('the execution row locked past the bound during the run: the run gives up o
   const stuck = await create('faults.quick', { s: 1 });
   const nextOne = await create('faults.quick');
   await dispatchExisting([stuck, nextOne]); // one permit: nextOne waits for stuck's
-  await until('the first run to be running', async () => (await status(stuck)) === 'running' && starts().get(stuck) === 1, 15_000);
+  await waitFor('the first run to be running', async () => (await status(stuck)) === 'running' && starts().get(stuck) === 1, { timeoutMs: 15_000 });
   const other = await otherSession();
   await other.query('BEGIN');
   await other.query('SELECT id FROM execution WHERE id = $1 FOR UPDATE', [stuck]);
   const lockedAt = Date.now();
   try {
-    const gaveUp = await agent.proc.waitForLog((l) => Number(l.execution_id) === stuck && /giving up on write the completed result of execution \d+ after 3 attempts/.test(String(l.msg)), 'the terminal write to give up', 20_000);
+    const gaveUp = await agent.proc.waitForLog('the terminal write to give up', (l) => Number(l.execution_id) === stuck && /giving up on write the completed result of execution \d+ after 3 attempts/.test(String(l.msg)), { timeoutMs: 20_000 });
     const gaveUpAfter = Date.now() - lockedAt;
     assert.match(String(gaveUp.err), /database\.lock_timeout \(1 s\) for a lock another session holds/);
     assert.equal(logsOf(stuck, /LOST RESULT/).length, 1);
     // The action takes ~1 s after the lock is taken; then at most the contention bound.
     assert.ok(gaveUpAfter < 1000 + CONTENTION_BOUND_MS + 2000, `gave up ${gaveUpAfter} ms after the lock was taken`);
     // The permit is free: the next dispatch runs and ends while the lock is still held.
-    await until('the next run, while the lock is still held', () => isTerminal(nextOne), 15_000);
+    await waitFor('the next run, while the lock is still held', () => isTerminal(nextOne), { timeoutMs: 15_000 });
     const permitFreedAfter = Date.now() - lockedAt;
     assert.equal(await status(nextOne), 'completed');
     assert.equal(await status(stuck), 'running', 'the locked row could not be written');
@@ -257,11 +258,11 @@ test('the execution row locked past the bound at the claim: the claim gives up w
   const sent = Date.now();
   try {
     await dispatchExisting([blocked, nextOne]);
-    const gaveUp = await agent.proc.waitForLog((l) => Number(l.execution_id) === blocked && /giving up on claim execution \d+ after 3 attempts/.test(String(l.msg)), 'the claim to give up', 20_000);
+    const gaveUp = await agent.proc.waitForLog('the claim to give up', (l) => Number(l.execution_id) === blocked && /giving up on claim execution \d+ after 3 attempts/.test(String(l.msg)), { timeoutMs: 20_000 });
     const gaveUpAfter = Date.now() - sent;
     assert.match(String(gaveUp.err), /lock_timeout/);
     assert.ok(gaveUpAfter < CONTENTION_BOUND_MS + 2000, `${gaveUpAfter} ms`);
-    await until('the next run', () => isTerminal(nextOne), 15_000);
+    await waitFor('the next run', () => isTerminal(nextOne), { timeoutMs: 15_000 });
     assert.equal(await status(nextOne), 'completed');
     assert.equal(starts().get(blocked), undefined, 'the blocked execution never ran');
     console.log(`# fault row lock at claim (held > bound): 2 dispatches, 1 terminal row (the locked one stays scheduled: its dispatch was acked before the claim — ack-after-claim is not done yet), `
@@ -301,7 +302,7 @@ test('10 MiB of \\x01 against a broker limited to 16 MiB: the completion is unde
   ]);
   assert.match(outcomes[5], /^refused: RabbitMQ refused ExecutionCompleted .*406 \(PRECONDITION-FAILED\).*larger than configured max size 16777216/);
   assert.deepEqual(outcomes.filter((_, i) => i !== 5), Array(10).fill('ok'), 'the messages in flight with it are delivered');
-  await collector.waitFor(() => new Set(collector.forExecution(probeId).map((m) => m.json?.payload?.new_status)).size === 10, 'the ten small messages');
+  await collector.waitFor('the ten small messages', () => new Set(collector.forExecution(probeId).map((m) => m.json?.payload?.new_status)).size === 10);
 
   // The agent: an action printing 10 MiB of \x01 (60 MiB once JSON-escaped), then ten more dispatches right after it.
   const ctrl = await createExecution(db.pool, { actionRef: 'faults.ctrl', workerId: big.workerId });
@@ -309,8 +310,8 @@ test('10 MiB of \\x01 against a broker limited to 16 MiB: the completion is unde
   const sent = Date.now();
   await publishExecutionRequested(mq, big.workerId, { execution_id: ctrl, action_ref: 'faults.ctrl' });
   for (const id of after10) await publishExecutionRequested(mq, big.workerId, { execution_id: id, action_ref: 'faults.quick' });
-  await until('the completion of the 10 MiB run', () => completions(ctrl).length >= 1, 60_000);
-  await until('the ten completions after it', () => after10.every((id) => completions(id).length >= 1), 60_000);
+  await waitFor('the completion of the 10 MiB run', () => completions(ctrl).length >= 1, { timeoutMs: 60_000 });
+  await waitFor('the ten completions after it', () => after10.every((id) => completions(id).length >= 1), { timeoutMs: 60_000 });
   const allIn = Date.now() - sent;
   const [done] = completions(ctrl);
   assert.ok(done.body.length <= DEFAULT_MAX_MESSAGE_BYTES, `ExecutionCompleted is ${done.body.length} bytes (cap ${DEFAULT_MAX_MESSAGE_BYTES})`);

@@ -22,7 +22,8 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, deleteWorkerQueues, publishExecutionRequested, queueDepth, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, until, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const PACK = 'lifepack';
 let db: TestDatabase;
@@ -60,7 +61,7 @@ async function launch(name: string, env: Record<string, string>, viaProxy = fals
     ATTUNE_WORKER_NAME: name,
     ...env,
   });
-  await proc.waitForLog((l) => l.msg === 'consuming execution dispatches', `agent ${name} to consume`, 30_000);
+  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
   const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
   const a = { name, proc, workerId, port, mqProxy };
   agents.push(a);
@@ -181,15 +182,15 @@ describe('first SIGTERM: drain', () => {
 
     // --- health while running
     assert.equal((await get(a, '/healthz')).status, 200);
-    const ready = await until('/readyz 200', async () => {
+    const ready = await waitFor('/readyz 200', async () => {
       const r = await get(a, '/readyz');
       return r.status === 200 ? r : null;
-    });
+    }, { timeoutMs: 15_000 });
     assert.deepEqual(JSON.parse(ready.body).checks, { registered: true, database: true, broker: true, consuming: true, not_draining: true });
 
     // --- runs for the metrics: 3 completed, 1 failed, 1 truncated (completed)
     const runs = [await dispatch(a, 'quick'), await dispatch(a, 'quick'), await dispatch(a, 'quick'), await dispatch(a, 'fail'), await dispatch(a, 'big')];
-    await until('5 runs finished', () => runs.every((id) => completion(id)), 20_000);
+    await waitFor('5 runs finished', () => runs.every((id) => completion(id)), { timeoutMs: 20_000 });
     const m1 = parsePrometheus((await get(a, '/metrics')).body);
     assert.equal(m1.get('attune_agent_executions_total{runtime="shell",status="completed"}'), 4);
     assert.equal(m1.get('attune_agent_executions_total{runtime="shell",status="failed"}'), 1);
@@ -207,40 +208,40 @@ describe('first SIGTERM: drain', () => {
     // --- broker cut: not ready, then ready again, one reconnect counted
     a.mqProxy!.goDown();
     a.mqProxy!.cut();
-    const down = await until('/readyz 503 while the broker is away', async () => {
+    const down = await waitFor('/readyz 503 while the broker is away', async () => {
       const r = await get(a, '/readyz');
       return r.status === 503 ? r : null;
-    });
+    }, { timeoutMs: 15_000 });
     assert.equal(JSON.parse(down.body).checks.broker, false);
     assert.equal((await get(a, '/healthz')).status, 200, 'liveness does not depend on the broker');
     a.mqProxy!.up();
-    await until('/readyz 200 after the broker is back', async () => (await get(a, '/readyz')).status === 200, 30_000);
+    await waitFor('/readyz 200 after the broker is back', async () => (await get(a, '/readyz')).status === 200, { timeoutMs: 30_000 });
     assert.equal(parsePrometheus((await get(a, '/metrics')).body).get('attune_agent_broker_reconnects_total'), 1);
 
     // --- the drain
     const finishes = await dispatch(a, 'quick', { s: 1.5 });
     const outlasts = await dispatch(a, 'long');
     const ignoresTerm = await dispatch(a, 'stubborn');
-    await until('3 actions running', async () => (await Promise.all([finishes, outlasts, ignoresTerm].map(status))).every((s) => s === 'running'));
+    await waitFor('3 actions running', async () => (await Promise.all([finishes, outlasts, ignoresTerm].map(status))).every((s) => s === 'running'), { timeoutMs: 15_000 });
     // Delivered but waiting for a permit (prefetch is max_concurrent_tasks + 2): must be handed back.
     const prefetched = await dispatch(a, 'quick');
-    await until('the 4th dispatch delivered (unacked)', async () => (await queueDepth(mq, `worker.${a.workerId}.executions`)) === 0);
+    await waitFor('the 4th dispatch delivered (unacked)', async () => (await queueDepth(mq, `worker.${a.workerId}.executions`)) === 0, { timeoutMs: 15_000 });
 
     const t0 = Date.now();
     a.proc.child.kill('SIGTERM');
     const publishedAfter = await dispatch(a, 'quick');
-    await until('/readyz 503 with not_draining false', async () => {
+    await waitFor('/readyz 503 with not_draining false', async () => {
       const r = await get(a, '/readyz');
       return r.status === 503 && JSON.parse(r.body).checks.not_draining === false;
-    }, 2_000);
+    }, { timeoutMs: 2_000 });
     const metricsDuringDrain = parsePrometheus((await get(a, '/metrics')).body);
     assert.equal(metricsDuringDrain.get('attune_agent_draining'), 1);
     assert.equal(metricsDuringDrain.get('attune_agent_ready'), 0);
 
-    await until('the finishing action completed during the drain', () => completion(finishes), 10_000);
+    await waitFor('the finishing action completed during the drain', () => completion(finishes), { timeoutMs: 10_000 });
     assert.equal(completion(finishes)!.status, 'Completed');
     const hbBefore = (await workerRow(a)).last_heartbeat.getTime();
-    await until('a heartbeat during the drain', async () => (await workerRow(a)).last_heartbeat.getTime() > hbBefore, 3_000);
+    await waitFor('a heartbeat during the drain', async () => (await workerRow(a)).last_heartbeat.getTime() > hbBefore, { timeoutMs: 3_000 });
 
     const exit = await a.proc.exited;
     const took = Date.now() - t0;
@@ -262,7 +263,7 @@ describe('first SIGTERM: drain', () => {
     assert.equal(await queueDepth(mq, `worker.${a.workerId}.executions`), 2, 'both stay in the queue for another worker');
     assert.equal((await workerRow(a)).status, 'inactive');
     assert.ok(a.proc.logs.some((l) => l.msg === 'attune-agent stopped' && l.exit_code === 0));
-    await until('no action process left', () => liveProcesses(tag).length === 0, 3_000);
+    await waitFor('no action process left', () => liveProcesses(tag).length === 0, { timeoutMs: 3_000 });
 
     // --- logs: JSON lines; every line about an execution carries execution_id, action_ref, worker_id
     assert.ok(a.proc.logs.every((l) => typeof l.level === 'string' && typeof l.time === 'string'), 'every stdout line is a pino JSON line (mirrored output included)');
@@ -288,13 +289,15 @@ describe('escalation', () => {
     ]);
     const ids2 = [await dispatch(two, 'long'), await dispatch(two, 'stubborn')];
     const ids3 = [await dispatch(three, 'long'), await dispatch(three, 'stubborn')];
-    await until('actions running', async () => (await Promise.all([...ids2, ...ids3].map(status))).every((s) => s === 'running'));
+    await waitFor('actions running', async () => (await Promise.all([...ids2, ...ids3].map(status))).every((s) => s === 'running'), { timeoutMs: 15_000 });
 
     // Second signal
     const t0 = Date.now();
     two.proc.child.kill('SIGTERM');
-    await two.proc.waitForLog((l) => String(l.msg).startsWith('shutting down'), 'the drain to start');
-    await new Promise((r) => setTimeout(r, 300));
+    await two.proc.waitForLog('the drain to start', (l) => String(l.msg).startsWith('shutting down'));
+    // A heartbeat of the draining agent (1 s interval): time enough for a cancel to have shown.
+    const beatAtSignal = (await workerRow(two)).last_heartbeat.getTime();
+    await waitFor('a heartbeat during the drain', async () => (await workerRow(two)).last_heartbeat.getTime() > beatAtSignal);
     assert.ok(ids2.every((id) => !completion(id)), 'the first signal alone does not cancel (shutdown_timeout 30 s)');
     two.proc.child.kill('SIGINT');
     const exit2 = await two.proc.exited;
@@ -310,16 +313,16 @@ describe('escalation', () => {
 
     // Third signal
     three.proc.child.kill('SIGTERM');
-    await three.proc.waitForLog((l) => String(l.msg).startsWith('shutting down'), 'the drain to start');
+    await three.proc.waitForLog('the drain to start', (l) => String(l.msg).startsWith('shutting down'));
     three.proc.child.kill('SIGTERM');
-    await three.proc.waitForLog((l) => String(l.msg).startsWith('second signal'), 'the second signal');
+    await three.proc.waitForLog('the second signal', (l) => String(l.msg).startsWith('second signal'));
     const t1 = Date.now();
     three.proc.child.kill('SIGTERM');
     const exit3 = await three.proc.exited;
     assert.equal(exit3.code, 143, 'exit 128+SIGTERM at the third signal');
     assert.ok(Date.now() - t1 < 1_000, `exited ${Date.now() - t1} ms after the third signal`);
     // The third signal kills the actions' process groups (even the one ignoring SIGTERM) and writes nothing more.
-    await until('no action process of the third agent left', () => liveProcesses(tag).length === 0, 2_000);
+    await waitFor('no action process of the third agent left', () => liveProcesses(tag).length === 0, { timeoutMs: 2_000 });
     assert.equal(await status(ids3[1]), 'running', 'no result written for the action still running at the third signal (recovered at the next start)');
     assert.equal((await workerRow(three)).status, 'active', 'no deregistration after the third signal');
   });

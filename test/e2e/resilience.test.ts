@@ -20,7 +20,8 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, insertAction, seedCoreRuntimes, startAgent, until, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
 const MAX_CONCURRENT = 8;
@@ -62,7 +63,7 @@ async function launch(name: string, retryWindowSec: number): Promise<Agent> {
     ATTUNE_WORKER_RUNTIMES: 'shell',
     ATTUNE_WORKER_NAME: name,
   });
-  await proc.waitForLog((l) => l.msg === 'consuming execution dispatches', `agent ${name} to consume`, 30_000);
+  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
   const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
   return { name, proc, workerId, mqProxy, dbProxy };
 }
@@ -153,6 +154,16 @@ function actionProcesses(): number[] {
  * publish was in flight at the cut carry the SAME message id (at-least-once republish); they are
  * counted and reported, and there must be none of anything else.
  */
+/**
+ * Every message the agent published before now has arrived: one more execution's completion, which
+ * its outbox sends after anything still waiting there (one channel, in order). Late duplicates of
+ * earlier messages would have arrived before it.
+ */
+async function publishedSoFar(agent: Agent): Promise<void> {
+  const [marker] = await dispatch(agent, 1, 0);
+  await waitFor('a later completion (the outbox is through)', () => completions(marker).length === 1, { timeoutMs: 20_000 });
+}
+
 async function assertExactlyOnce(ids: number[], label: string): Promise<{ republished: number }> {
   const rows = (await db.pool.query<{ id: number; status: string }>('SELECT id, status::text AS status FROM execution WHERE id = ANY($1)', [ids])).rows;
   const notDone = rows.filter((r) => r.status !== 'completed');
@@ -177,16 +188,16 @@ async function assertExactlyOnce(ids: number[], label: string): Promise<{ republ
 describe('broker outages in the middle of a burst', () => {
   test('proxy cut for 3 s during 100 executions: each runs once, one terminal row, one completion', async () => {
     const ids = await dispatch(A, 100);
-    await until('a quarter of the executions completed', () => completedCount(ids) >= 25, 30_000);
+    await waitFor('a quarter of the executions completed', () => completedCount(ids) >= 25, { timeoutMs: 30_000 });
     const before = completedCount(ids);
     const cutAt = new Date();
     await A.mqProxy.outage(3000);
     const upAt = new Date();
     // A second, shorter cut once work flows again: recovery must work more than once.
-    await until('work flowing again after the first cut', () => completedCount(ids) >= Math.min(before + 25, 90), 30_000);
+    await waitFor('work flowing again after the first cut', () => completedCount(ids) >= Math.min(before + 25, 90), { timeoutMs: 30_000 });
     await A.mqProxy.outage(1000);
-    await until('all 100 ExecutionCompleted messages', () => completedCount(ids) === 100, 60_000);
-    await new Promise((r) => setTimeout(r, 500)); // late duplicates would show up here
+    await waitFor('all 100 ExecutionCompleted messages', () => completedCount(ids) === 100, { timeoutMs: 60_000 });
+    await publishedSoFar(A);
     const { republished } = await assertExactlyOnce(ids, 'proxy outage');
     // Actions that finished while the broker was away: their messages waited in the outbox.
     const finishedDuringCut = (await db.pool.query<{ n: number }>(
@@ -203,15 +214,15 @@ describe('broker outages in the middle of a burst', () => {
 
   test('rabbitmqctl close_connection of the agent\'s connection during 30 executions', async () => {
     const ids = await dispatch(A, 30, 0.3);
-    await until('some executions completed', () => completedCount(ids) >= 5, 30_000);
+    await waitFor('some executions completed', () => completedCount(ids) >= 5, { timeoutMs: 30_000 });
     const reconnectsBefore = A.proc.logs.filter((l) => l.msg === 'reconnected to RabbitMQ').length;
     const { stdout } = await run('rabbitmqctl', ['list_connections', 'pid', 'client_properties', '-q', '--no-table-headers']);
     const line = stdout.split('\n').find((l) => l.includes(`attune-agent ${A.name}`));
     assert.ok(line, `the agent's connection is listed by rabbitmqctl (connection_name "attune-agent ${A.name}")`);
     await run('rabbitmqctl', ['close_connection', line.split('\t')[0], 'resilience test']);
-    await until('the reconnect', () => A.proc.logs.filter((l) => l.msg === 'reconnected to RabbitMQ').length > reconnectsBefore, 30_000);
-    await until('all 30 ExecutionCompleted messages', () => completedCount(ids) === 30, 60_000);
-    await new Promise((r) => setTimeout(r, 500));
+    await waitFor('the reconnect', () => A.proc.logs.filter((l) => l.msg === 'reconnected to RabbitMQ').length > reconnectsBefore, { timeoutMs: 30_000 });
+    await waitFor('all 30 ExecutionCompleted messages', () => completedCount(ids) === 30, { timeoutMs: 60_000 });
+    await publishedSoFar(A);
     await assertExactlyOnce(ids, 'close_connection');
   });
 });
@@ -222,24 +233,24 @@ describe('database outages', () => {
 
   test('outage shorter than db_retry_window: heartbeats resume, the result is written, a dispatch sent meanwhile runs', async () => {
     const [running] = await dispatch(A, 1, 2.5);
-    await until('the action process started', () => starts().get(running) === 1);
+    await waitFor('the action process started', () => starts().get(running) === 1, { timeoutMs: 15_000 });
     A.dbProxy.goDown();
     const cutAt = Date.now();
     // Attune's executor dispatches more while the agent's database link is down.
     const [meanwhile] = await dispatch(A, 1, 0.1);
-    await until('the agent notices the outage', () => A.proc.logs.some((l) => /heartbeat failed/.test(String(l.msg))), 10_000);
-    await until('the action to finish during the outage', () => Date.now() - cutAt > 3500, 10_000);
+    await waitFor('the agent notices the outage', () => A.proc.logs.some((l) => /heartbeat failed/.test(String(l.msg))), { timeoutMs: 10_000 });
+    await waitFor('the action to finish during the outage', () => Date.now() - cutAt > 3500, { timeoutMs: 10_000 });
     const beatDuringOutage = await lastBeat(A);
     assert.ok(beatDuringOutage <= cutAt + 50, 'no heartbeat reached the database during the outage');
     assert.equal((await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [meanwhile])).rows[0].status, 'scheduled', 'the dispatch sent during the outage waits');
     A.dbProxy.up();
     const upAt = Date.now();
-    await until('heartbeats resume', async () => (await lastBeat(A)) > upAt - 50, 10_000);
-    await until('both executions complete', () => completions(running).length === 1 && completions(meanwhile).length === 1, 20_000);
+    await waitFor('heartbeats resume', async () => (await lastBeat(A)) > upAt - 50, { timeoutMs: 10_000 });
+    await waitFor('both executions complete', () => completions(running).length === 1 && completions(meanwhile).length === 1, { timeoutMs: 20_000 });
     await assertExactlyOnce([running, meanwhile], 'db outage');
     assert.ok(A.proc.logs.some((l) => l.msg === 'heartbeat recovered: database reachable again'));
     assert.ok(A.proc.logs.some((l) => /database back/.test(String(l.msg))), 'the result write was retried until the database came back');
-    await until('two more heartbeats', async () => (await lastBeat(A)) > upAt + 1000, 10_000);
+    await waitFor('two more heartbeats', async () => (await lastBeat(A)) > upAt + 1000, { timeoutMs: 10_000 });
   });
 
   test('the answer to the running claim is lost in a cut: the claim is kept, the execution runs once', async () => {
@@ -253,7 +264,7 @@ describe('database outages', () => {
     };
     try {
       const [id] = await dispatch(A, 1, 0.1);
-      await until('the execution completes', () => completions(id).length === 1, 20_000);
+      await waitFor('the execution completes', () => completions(id).length === 1, { timeoutMs: 20_000 });
       assert.equal(armed, false, 'the claim went through the proxy');
       await assertExactlyOnce([id], 'lost claim answer');
       assert.ok(A.proc.logs.some((l) => l.execution_id === id && /running claim committed before the database connection was lost/.test(String(l.msg))));
@@ -265,17 +276,17 @@ describe('database outages', () => {
 
   test('outage longer than db_retry_window: the lost result is logged with its execution id, dispatches are not lost, the agent keeps serving', async () => {
     const [lost] = await dispatch(B, 1, 1);
-    await until('the action process started', () => starts().get(lost) === 1);
+    await waitFor('the action process started', () => starts().get(lost) === 1, { timeoutMs: 15_000 });
     B.dbProxy.goDown();
-    const entry = await B.proc.waitForLog((l) => l.execution_id === lost && /LOST RESULT/.test(String(l.msg)), 'the lost result to be logged', 15_000);
+    const entry = await B.proc.waitForLog('the lost result to be logged', (l) => l.execution_id === lost && /LOST RESULT/.test(String(l.msg)), { timeoutMs: 15_000 });
     assert.equal(entry.level, 'error');
     const [heldBack] = await dispatch(B, 1, 0.1);
-    await B.proc.waitForLog((l) => l.execution_id === heldBack && /database unreachable/.test(String(l.msg)), 'the dispatch to be held back', 10_000);
-    await new Promise((r) => setTimeout(r, 3000)); // longer than the window: the held dispatch goes back to the queue
-    assert.ok(B.proc.logs.some((l) => l.execution_id === heldBack && /handed back to the queue \(nack, requeue\)/.test(String(l.msg))), 'after the window the held dispatch went back to the queue (not acked, not dropped)');
+    await B.proc.waitForLog('the dispatch to be held back', (l) => l.execution_id === heldBack && /database unreachable/.test(String(l.msg)), { timeoutMs: 10_000 });
+    // After the window (db_retry_window) the held dispatch goes back to the queue: not acked, not dropped.
+    await B.proc.waitForLog('the held dispatch to go back to the queue', (l) => l.execution_id === heldBack && /handed back to the queue \(nack, requeue\)/.test(String(l.msg)), { timeoutMs: 10_000 });
     B.dbProxy.up();
     const [after] = await dispatch(B, 1, 0.1);
-    await until('the held-back and the new execution complete', () => completions(heldBack).length === 1 && completions(after).length === 1, 30_000);
+    await waitFor('the held-back and the new execution complete', () => completions(heldBack).length === 1 && completions(after).length === 1, { timeoutMs: 30_000 });
     await assertExactlyOnce([heldBack, after], 'after a long db outage');
     assert.equal(B.proc.child.exitCode, null, 'the agent is still running');
     // The lost one: its action ran once; its row could not be written (it stays running until a restart recovers it).

@@ -69,7 +69,7 @@ async function startWorker(name: string, pathDir: string): Promise<Worker> {
     ATTUNE__RUNTIME_ENVS_DIR: join(work, 'runtime_envs'),
     ATTUNE__LOG__LEVEL: 'debug',
   });
-  await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', `worker ${workerName} to consume`, 30_000);
+  await agent.waitForLog(`worker ${workerName} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
   const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [workerName])).rows[0].id);
   return {
     agent, workerId,
@@ -92,7 +92,7 @@ async function pythonAction(name: string, constraint: string | null): Promise<st
 async function runOn(w: Worker, actionRef: string): Promise<{ status: string; result: Record<string, unknown> }> {
   const id = await createExecution(db.pool, { actionRef, workerId: w.workerId });
   await publishExecutionRequested(mq, w.workerId, { execution_id: id, action_ref: actionRef, config: {} });
-  await collector.waitFor((m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), `ExecutionCompleted ${id}`, 30_000);
+  await collector.waitFor(`ExecutionCompleted ${id}`, (m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), { timeoutMs: 30_000 });
   const row = await executionRow(db.pool, id);
   return { status: row.status, result: row.result ?? {} };
 }

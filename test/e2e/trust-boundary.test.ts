@@ -16,7 +16,8 @@ import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { seedCoreRuntimes, createExecution, executionRow, startAgent, until, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 
 const PACKS_DIR = resolve(import.meta.dirname, '../fixtures/packs');
@@ -72,7 +73,7 @@ async function dispatch(ref: string, config: Record<string, unknown>, before?: (
 }
 
 async function finished(id: number) {
-  await collector.waitFor((m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), `ExecutionCompleted for ${id}`, 30_000);
+  await collector.waitFor(`ExecutionCompleted for ${id}`, (m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), { timeoutMs: 30_000 });
   const row = await executionRow(db.pool, id);
   return { status: row.status, result: row.result ?? {}, messages: collector.forExecution(id) };
 }
@@ -134,7 +135,7 @@ before(async () => {
     TMPDIR: tmp,
   };
   agent = startAgent(agentEnv);
-  await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the agent to consume');
+  await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches');
   workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [WORKER_NAME])).rows[0].id);
 });
 
@@ -212,7 +213,7 @@ describe('secrets', () => {
       nowhere('the messages', JSON.stringify(r.messages.map((m) => m.json)));
     }
     // The mirror line comes after the run (held until the output was parsed).
-    await agent.waitForLog((l) => l.stream === 'stderr' && String(l.msg).startsWith('split='), 'the mirrored stderr');
+    await agent.waitForLog('the mirrored stderr', (l) => l.stream === 'stderr' && String(l.msg).startsWith('split='));
     nowhere("the agent's log", JSON.stringify(agent.logs));
     assert.ok(agent.logs.some((l) => l.stream === 'stdout' && l.msg === 'stdout has the password [REDACTED] and the token [REDACTED] as text'));
     const stderr = readFileSync(leakFiles.find((f) => f.includes('/stderr/'))!, 'utf8');
@@ -224,20 +225,20 @@ describe('parameter files after a SIGKILL', () => {
   test('the directory a killed agent left is swept by the next start; a gone agent\'s leftover too', async () => {
     await insertAction('testpack', { ref: 'testpack.sleepfile', entrypoint: 'sleep.sh', runtime: 'shell', parameter_delivery: 'file' });
     const { id, marker } = await dispatch('testpack.sleepfile', { password: 'in a file' });
-    await until('the action to run', async () => (await executionRow(db.pool, id)).status === 'running' && processesWith(marker).length > 0);
+    await waitFor('the action to run', async () => (await executionRow(db.pool, id)).status === 'running' && processesWith(marker).length > 0);
     const left = readdirSync(tmp).filter((n) => n.startsWith('attune-exec-'));
     assert.equal(left.length, 1, `one parameter directory: ${left.join(', ')}`);
     assert.match(left[0], new RegExp(`^attune-exec-${agent.child.pid}-\\d+-${id}-[0-9a-f]{12}$`), 'named after the agent');
     agent.child.kill('SIGKILL');
     await agent.exited;
     for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
-    await until('the orphaned action to die', () => processesWith(marker).length === 0);
+    await waitFor('the orphaned action to die', () => processesWith(marker).length === 0);
     assert.ok(existsSync(join(tmp, left[0], 'parameters.json')), 'the SIGKILL left the parameter file behind');
 
     agent = startAgent(agentEnv);
-    const swept = await agent.waitForLog((l) => l.msg === 'removed parameter directories left by an agent that was killed', 'the sweep');
+    const swept = await agent.waitForLog('the sweep', (l) => l.msg === 'removed parameter directories left by an agent that was killed');
     assert.deepEqual(swept.removed, [join(tmp, left[0])]);
     assert.deepEqual(readdirSync(tmp).filter((n) => n.startsWith('attune-exec-')), []);
-    await agent.waitForLog((l) => l.msg === 'consuming execution dispatches', 'the restarted agent to consume');
+    await agent.waitForLog('the restarted agent to consume', (l) => l.msg === 'consuming execution dispatches');
   });
 });

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type pg from 'pg';
 import { seedCoreCatalog } from '../fixtures/catalog/core-runtimes.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 /**
  * The runtime keys tests and the demo use (an action's `runtime`, a pack YAML's `runner_type`) →
@@ -103,7 +104,8 @@ export interface AgentProcess {
   logs: Record<string, unknown>[];
   stderr: string[];
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  waitForLog(pred: (l: Record<string, unknown>) => boolean, what: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** waitFor (helpers/wait.ts) on the agent's log lines, failing at once when it exits; default 15 s. */
+  waitForLog(what: string, pred: (l: Record<string, unknown>) => boolean, opts?: { timeoutMs?: number }): Promise<Record<string, unknown>>;
   stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -142,37 +144,18 @@ export function startAgent(env: Record<string, string>, args: string[] = [], opt
   void exited.then(() => (exitedNow = true));
   return {
     child, logs, stderr, exited,
-    async waitForLog(pred, what, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const hit = logs.find(pred);
-        if (hit) return hit;
-        if (exitedNow) throw new Error(`agent exited while waiting for ${what}; stderr: ${stderr.join('')}; last logs: ${JSON.stringify(logs.slice(-5))}`);
-        if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last logs: ${JSON.stringify(logs.slice(-5))}`);
-        await new Promise((r) => setTimeout(r, 20));
-      }
+    async waitForLog(what, pred, opts) {
+      const hit = await waitFor(what, () => logs.find(pred) ?? (exitedNow ? 'exited' : undefined), { timeoutMs: 15_000, ...opts }).catch((e: Error) => {
+        throw new Error(`${e.message}; last logs: ${JSON.stringify(logs.slice(-5))}`);
+      });
+      if (hit === 'exited') throw new Error(`agent exited while waiting for ${what}; stderr: ${stderr.join('')}; last logs: ${JSON.stringify(logs.slice(-5))}`);
+      return hit;
     },
     async stop(signal = 'SIGTERM') {
       if (!exitedNow) child.kill(signal);
       return exited;
     },
   };
-}
-
-/** Poll until `check` returns a truthy value. */
-export async function until<T>(what: string, check: () => Promise<T> | T, timeoutMs = 15_000): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 function pick(env: NodeJS.ProcessEnv, name: string): Record<string, string> {

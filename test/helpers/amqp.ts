@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { Writable } from 'node:stream';
 import { connect, type Channel, type ChannelModel, type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import pino, { type Logger } from 'pino';
+import { waitFor } from './wait.ts';
 
 export const AMQP_URL = process.env.ATTUNE_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672/%2f';
 
@@ -59,17 +60,6 @@ export function captureLogger(level = 'debug'): { logger: Logger; lines: LogLine
 /** A random worker id far above any real one, so parallel tests never share queues. */
 export function randomWorkerId(): number {
   return randomInt(1_000_000_000, 2_000_000_000);
-}
-
-/** Resolve when `cond()` is truthy; reject with `what` after `timeoutMs`. Polls; never a fixed sleep. */
-export async function waitFor<T>(cond: () => T | Promise<T>, what: string, timeoutMs = 10_000, intervalMs = 20): Promise<NonNullable<T>> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await cond();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
 }
 
 /** Run `fn` on a fresh channel and close it (even when `fn` fails and the broker closed it). */
@@ -210,7 +200,8 @@ export interface Collector {
   readonly messages: Collected[];
   /** Messages whose payload.execution_id is `executionId`. */
   forExecution(executionId: number): Collected[];
-  waitFor(pred: (m: Collected[]) => boolean, what: string, timeoutMs?: number): Promise<Collected[]>;
+  /** waitFor (helpers/wait.ts) on the messages collected so far; resolves with them. */
+  waitFor(what: string, pred: (m: Collected[]) => boolean, opts?: { timeoutMs?: number }): Promise<Collected[]>;
   close(): Promise<void>;
 }
 
@@ -243,8 +234,8 @@ export async function collectExecutionMessages(model: ChannelModel, keys: string
   return {
     messages,
     forExecution: (id) => messages.filter((m) => m.json?.payload?.execution_id === id),
-    waitFor: async (pred, what, timeoutMs = 10_000) => {
-      await waitFor(() => pred(messages), what, timeoutMs);
+    waitFor: async (what, pred, opts) => {
+      await waitFor(what, () => pred(messages), opts);
       return messages;
     },
     close: async () => {

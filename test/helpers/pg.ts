@@ -115,21 +115,3 @@ export async function createTestDatabase(label: string, opts: { schema?: string;
     },
   };
 }
-
-export type Truthy<T> = Exclude<T, null | undefined | false | 0 | ''>;
-
-/** Poll `check` until it returns a truthy value (returned), or fail after `timeoutMs` with `what`. */
-export async function waitFor<T>(what: string, check: () => Promise<T> | T, opts: { timeoutMs?: number; intervalMs?: number } = {}): Promise<Truthy<T>> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await check();
-      if (v) return v as Truthy<T>;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${opts.timeoutMs ?? 10_000} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ''}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 25));
-  }
-}
