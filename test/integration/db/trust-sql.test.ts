@@ -20,8 +20,9 @@ after(async () => {
   await db?.drop();
 });
 
-// ソ is 0x83 0x5C in SJIS: its second byte is a backslash.
-const CRAFTED = "enc.\u30bd' OR 1=1; DROP TABLE artifact; --\\'\u8868\\";
+// ソ (0x83 0x5C) and 表 (0x95 0x5C) in SJIS: their second byte is a backslash. (No literal
+// backslash: Attune's artifact_ref_path_safe CHECK refuses one in an artifact ref.)
+const CRAFTED = "enc.\u30bd' OR 1=1; DROP TABLE artifact; --'\u8868";
 
 test('a pool session that starts in SJIS + backslash_quote=on is UTF8 before its first query; a crafted ref stays data', async () => {
   const saved = process.env.PGOPTIONS;
