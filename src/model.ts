@@ -1,5 +1,5 @@
 /**
- * Attune rows and JSON shapes the agent reads (contract §5.4, §5.12). Column names are Attune's;
+ * Attune rows and JSON shapes the agent reads (docs/attune-compat.md §5.4, §5.12). Column names are Attune's;
  * BIGINT ids arrive from `pg` as strings and are converted to numbers at the db edge
  * (Attune ids fit in 2^53).
  */
@@ -70,7 +70,7 @@ export interface EnforcementRefs {
   trigger_ref: string;
 }
 
-/** The release a dispatch names (contract §4.7); null fields are not checked. */
+/** The release a dispatch names (docs/attune-compat.md §4.7); null fields are not checked. */
 export interface DispatchRelease {
   releaseId: number | null;
   releaseDigest: string | null;
@@ -121,14 +121,14 @@ export interface WorkerRow {
   last_heartbeat: Date | null;
 }
 
-/** An `execution_secret_value` row as read (contract §5.5): the encrypted value behind a redaction marker. */
+/** An `execution_secret_value` row as read (docs/attune-compat.md §5.5): the encrypted value behind a redaction marker. */
 export interface StoredSecretValue {
   json_path: string;
   encrypted_value: unknown;
   encryption_key_hash: string | null;
 }
 
-/** An `execution_secret_value` row to write (contract §5.9). */
+/** An `execution_secret_value` row to write (docs/attune-compat.md §5.9). */
 export interface PreparedSecretValue {
   json_path: string;
   encrypted_value: string;

@@ -1,5 +1,5 @@
 /**
- * The eight runtimes Attune knows (contract §2.1–2.4, §5.4–5.7), in one table: how each is probed,
+ * The eight runtimes Attune knows (docs/attune-compat.md §2.1–2.4, §5.4–5.7), in one table: how each is probed,
  * the names that mean it, what an auto-registered row of it looks like, and how an action of it
  * is run when the runtime row does not say. Pure.
  */
@@ -8,7 +8,7 @@ export type VersionStyle = 'semver' | 'java';
 export interface RuntimeSpec {
   /** Canonical name: what `normalize_runtime_name` gives for every alias. */
   name: string;
-  /** Names that mean this runtime (contract §2.3); also the aliases of its auto-registered row (§2.4). */
+  /** Names that mean this runtime (docs/attune-compat.md §2.3); also the aliases of its auto-registered row (§2.4). */
   aliases: readonly string[];
   /** Probed in this order (§2.1); the first is the interpreter of an action without a runtime row. */
   binaries: readonly string[];
@@ -42,7 +42,7 @@ const NATIVE_ALIASES = ['native', 'builtin', 'standalone'];
 const BY_NAME = new Map(RUNTIMES.map((r) => [r.name, r]));
 const CANONICAL = new Map<string, string>([...RUNTIMES.flatMap((r) => r.aliases.map((a) => [a, r.name] as const)), ...NATIVE_ALIASES.map((a) => [a, NATIVE] as const)]);
 
-/** Attune's `normalize_runtime_name` (contract §2.3): an alias → its canonical name; anything else lowercased. */
+/** Attune's `normalize_runtime_name` (docs/attune-compat.md §2.3): an alias → its canonical name; anything else lowercased. */
 export function normalizeRuntimeName(name: string): string {
   const n = name.trim().toLowerCase();
   return CANONICAL.get(n) ?? n;

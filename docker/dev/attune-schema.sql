@@ -1,4 +1,4 @@
--- Development/test copy of the Attune tables attune-agent touches (contract §3.3, §5.10, §5.12),
+-- Development/test copy of the Attune tables attune-agent touches (docs/attune-compat.md §3.3, §5.10, §5.12),
 -- in their final state after ALL of Attune's migrations (`migrations/` of attune-system/attune,
 -- applied in order, every later ALTER followed). docs/attune-schema-notes.md names, per table, the
 -- migrations that shape it and the few places where this file deliberately differs.

@@ -28,7 +28,7 @@ function filesOnlyWhenNamed(input: ConfigInput): (p: string) => string | undefin
 }
 
 /**
- * `--detect-only`: reads a file only when one is named (contract §1.4 step 2) and validates only
+ * `--detect-only`: reads a file only when one is named (docs/attune-compat.md §1.4 step 2) and validates only
  * the keys detection uses (compileDetectConfig).
  */
 export function loadDetectConfig(input: ConfigInput): Readonly<DetectConfig> {

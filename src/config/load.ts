@@ -1,5 +1,5 @@
 /**
- * Configuration layering exactly as Attune's `Config::load()` (contract §1.2):
+ * Configuration layering exactly as Attune's `Config::load()` (docs/attune-compat.md §1.2):
  *   defaults < base YAML (ATTUNE_CONFIG / --config, else ./config.yaml) < config.{environment}.yaml
  *   < ATTUNE__SECTION__KEY env < Attune's non-prefixed env (only where the key is still unset) < flags.
  * Pure apart from the file reads, which go through `readFile` so tests can feed strings.
@@ -50,7 +50,7 @@ export function loadRawConfig(input: LoadInput): RawConfig {
     const v = input.env[o.alsoEnv];
     if (v === undefined || v.trim() === '') continue;
     const cur = raw.get(o.key)!;
-    // Attune: config value first, then the plain variable as fallback (contract §3.2).
+    // Attune: config value first, then the plain variable as fallback (docs/attune-compat.md §3.2).
     if (cur.source !== 'default') continue;
     // Attune ignores an unknown ATTUNE_WORKER_TYPE with a warning instead of refusing to start (§1.3).
     if (o.type.kind === 'enum' && o.key !== 'log.level' && !o.type.values.includes(v.trim().toLowerCase())) {

@@ -2,7 +2,7 @@
  * The ONE option table. Parsing (YAML, ATTUNE__* env, flags), defaults, validation and the README
  * configuration table are all derived from it; test/unit/config/option-table.test.ts keeps README in sync.
  *
- * Keys are Attune's YAML keys (contract §1.2). The env name is derived mechanically the way Attune's
+ * Keys are Attune's YAML keys (docs/attune-compat.md §1.2). The env name is derived mechanically the way Attune's
  * `config` crate does it: ATTUNE__ + key with `.` → `__`, upper-cased.
  */
 

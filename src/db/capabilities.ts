@@ -1,5 +1,5 @@
 /**
- * The worker's identity and `capabilities` JSON (contract §3.2), built purely from config, the
+ * The worker's identity and `capabilities` JSON (docs/attune-compat.md §3.2), built purely from config, the
  * detection result and the environment, so it is tested without a database.
  */
 import type { Config } from '../config/index.ts';

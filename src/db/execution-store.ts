@@ -11,7 +11,7 @@ import { ENTITY_EXECUTION_RESULT, upsertSecretValues } from './secret-values.ts'
 import type { SchemaCapabilities } from './schema.ts';
 import { dbError } from './pool.ts';
 
-/** Attune 0.6.0's `artifacts.log_segment_max_bytes` and `flush_interval_ms` (contract §1.2). */
+/** Attune 0.6.0's `artifacts.log_segment_max_bytes` and `flush_interval_ms` (docs/attune-compat.md §1.2). */
 const MAX_UNFLUSHED_BYTES = 64 * 1024;
 const MAX_UNFLUSHED_MS = 500;
 

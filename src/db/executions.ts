@@ -1,5 +1,5 @@
 /**
- * The reads and writes of the execution pipeline (contract §5.1, §5.2, §5.12). Explicit column lists
+ * The reads and writes of the execution pipeline (docs/attune-compat.md §5.1, §5.2, §5.12). Explicit column lists
  * everywhere: `execution` has a DB-only `workflow_def` column that must not be mapped blindly.
  * The worker writes only `status`, `result`, `started_at` and `updated`.
  */

@@ -1,5 +1,5 @@
 /**
- * Heartbeat (contract §3.4): first beat at once, then every `heartbeat_interval`. Attune's scheduler
+ * Heartbeat (docs/attune-compat.md §3.4): first beat at once, then every `heartbeat_interval`. Attune's scheduler
  * ignores workers whose last beat is older than 90 s, so a failed beat is retried with a short,
  * capped backoff instead of waiting a whole interval: once the database is back, a beat lands within
  * `retryMaxMs` (≤ 10 s by default). One warning per outage, one info line on recovery.

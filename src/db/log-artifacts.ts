@@ -1,5 +1,5 @@
 /**
- * Log artifacts (contract §5.10): what Attune's API and UI read to show an execution's output.
+ * Log artifacts (docs/attune-compat.md §5.10): what Attune's API and UI read to show an execution's output.
  *
  * Per execution, before the spawn: the action's two `artifact` rows (`{action_ref}.stdout.log`,
  * `{action_ref}.stderr.log`, shared by all its executions) are ensured, one new `artifact_version`
@@ -44,7 +44,7 @@ export function logArtifactRef(actionRef: string, stream: LogStreamName): string
   return `${actionRef}.${stream}.log`;
 }
 
-/** `mypack.deploy.stdout.log`, 3 → `mypack/deploy/stdout/log/v3.txt` (contract §5.10). */
+/** `mypack.deploy.stdout.log`, 3 → `mypack/deploy/stdout/log/v3.txt` (docs/attune-compat.md §5.10). */
 export function logArtifactFilePath(ref: string, version: number): string {
   return `${ref.replaceAll('.', '/')}/v${version}.txt`;
 }

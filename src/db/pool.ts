@@ -1,5 +1,5 @@
 /**
- * The PostgreSQL pool (contract §3.1): every new connection gets Attune's search_path and
+ * The PostgreSQL pool (docs/attune-compat.md §3.1): every new connection gets Attune's search_path and
  * application_name before first use; BIGINT ids become numbers here, at the edge; and a start-up
  * check that names the problem (unreachable, bad credentials, wrong database, wrong schema).
  */

@@ -1,5 +1,5 @@
 /**
- * The worker row (contract §3.2, §3.5): name-keyed upsert at start, `inactive` at stop.
+ * The worker row (docs/attune-compat.md §3.2, §3.5): name-keyed upsert at start, `inactive` at stop.
  *
  * Attune does SELECT-then-UPDATE-or-INSERT; two replicas starting with the same name can both miss
  * the SELECT and one INSERT then fails on `name UNIQUE`. One INSERT … ON CONFLICT (name) DO UPDATE
@@ -45,7 +45,7 @@ export async function registerWorker(db: Queryable, w: WorkerRegistration): Prom
   return rows[0];
 }
 
-/** Contract §3.5: on stop. Call after the heartbeat has stopped, or a late beat flips it back. */
+/** docs/attune-compat.md §3.5: on stop. Call after the heartbeat has stopped, or a late beat flips it back. */
 export async function deregisterWorker(db: Queryable, workerId: number): Promise<void> {
   await db.query(`UPDATE worker SET status = 'inactive', updated = now() WHERE id = $1`, [workerId]);
 }

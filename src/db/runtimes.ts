@@ -1,5 +1,5 @@
 /**
- * Dynamic runtime registration (contract §2.4): every detected interpreter without a runtime row gets
+ * Dynamic runtime registration (docs/attune-compat.md §2.4): every detected interpreter without a runtime row gets
  * an `auto.{name}` row, cloned from `core.{name}` when such a template exists, otherwise minimal.
  * Never fatal: each failure is logged and the agent carries on. Replicas racing to insert the same
  * row are harmless (ON CONFLICT (ref) DO NOTHING).

@@ -2,7 +2,7 @@
  * What this Attune schema has beyond the tables every version has (pool.ts REQUIRED_TABLES),
  * probed once at start (after verifyDatabase) into a frozen value that is passed down: nothing
  * learns it later from a failing statement. An older Attune has no execution_secret_value table
- * (secret parameters, contract §5.5, §5.9), or no log streams, or none on shared files (§5.10).
+ * (secret parameters, docs/attune-compat.md §5.5, §5.9), or no log streams, or none on shared files (§5.10).
  */
 import type { Queryable } from './pool.ts';
 

@@ -1,5 +1,5 @@
 /**
- * `execution_secret_value` rows (contract §5.5, §5.9): the encrypted values behind the redaction
+ * `execution_secret_value` rows (docs/attune-compat.md §5.5, §5.9): the encrypted values behind the redaction
  * markers of `execution.config` (entity_type `execution_config`) and of the result the worker
  * writes (`execution_result`), keyed by (entity_type, entity_id, json_path).
  */

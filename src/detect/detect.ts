@@ -1,5 +1,5 @@
 /**
- * Interpreter detection (contract §2.1–2.2), fixed where the Rust agent hangs: every probe has a
+ * Interpreter detection (docs/attune-compat.md §2.1–2.2), fixed where the Rust agent hangs: every probe has a
  * timeout, all probes run in parallel, and no `which(1)` is needed in the image (PATH is searched
  * in-process with the `which` package against the cleared child environment's PATH).
  */

@@ -1,4 +1,4 @@
-/** Version extraction from `--version` output (contract §2.1). Pure. */
+/** Version extraction from `--version` output (docs/attune-compat.md §2.1). Pure. */
 import type { VersionStyle } from '../runtimes.ts';
 
 const SEMVER_LIKE = /(?:v|go)?(\d+\.\d+(?:\.\d+)?)/;

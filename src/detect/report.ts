@@ -1,4 +1,4 @@
-/** `--detect-only` output: Attune's text report (contract §2.5) and the documented JSON shape. Pure. */
+/** `--detect-only` output: Attune's text report (docs/attune-compat.md §2.5) and the documented JSON shape. Pure. */
 import type { DetectionResult } from './detect.ts';
 import { RUNTIMES } from '../runtimes.ts';
 

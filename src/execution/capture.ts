@@ -1,5 +1,5 @@
 /**
- * Bounded output capture (contract §5.8), Attune's BoundedLogWriter: keep at most `limit − 128`
+ * Bounded output capture (docs/attune-compat.md §5.8), Attune's BoundedLogWriter: keep at most `limit − 128`
  * bytes, then append the notice once; everything after is counted and dropped. Memory is bounded by
  * `limit` however much the action writes. The bytes kept (data + notice) are handed back from
  * `write()` so a log file can receive exactly the same content.

@@ -1,5 +1,5 @@
 /**
- * The action's environment (contract §5.6), pure. Built from nothing, in this order (later wins):
+ * The action's environment (docs/attune-compat.md §5.6), pure. Built from nothing, in this order (later wins):
  *   1. the baseline (PATH, HOME, locale, TZ, TMPDIR + worker.passthrough_env), captured at start;
  *   2. the ATTUNE_* execution context;
  *   3. the runtime's `execution_config.env_vars` (templated; set/prepend/append);

@@ -1,5 +1,5 @@
 /**
- * The child-process baseline (contract §5.6 step 1): actions and interpreter probes start from an
+ * The child-process baseline (docs/attune-compat.md §5.6 step 1): actions and interpreter probes start from an
  * EMPTY environment plus these exact names copied from the agent's own environment, plus the
  * configured `worker.passthrough_env`. The agent's database/broker URLs are never among them.
  */

@@ -26,7 +26,7 @@ export interface ExecutionTokenInput {
   nowSeconds: number;
 }
 
-/** `ATTUNE_API_TOKEN` claims (contract §5.6): lifetime = effective timeout + 60 s. */
+/** `ATTUNE_API_TOKEN` claims (docs/attune-compat.md §5.6): lifetime = effective timeout + 60 s. */
 export function executionTokenClaims(t: ExecutionTokenInput): Record<string, unknown> {
   const actionRefs = [...new Set([t.actionRef, ...(t.parentActionRef ? [t.parentActionRef] : [])])].sort();
   const packRefs = [...new Set(actionRefs.map(packRefOf))].sort();

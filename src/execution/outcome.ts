@@ -1,5 +1,5 @@
 /**
- * Process result → terminal execution status and `execution.result` JSON (contract §5.8–5.9). Pure.
+ * Process result → terminal execution status and `execution.result` JSON (docs/attune-compat.md §5.8–5.9). Pure.
  *
  * Status comes from the run's own flags (cancelled > timeout > completed > failed). Unlike Attune,
  * an error text that merely contains "cancelled" does not turn a failure into a cancellation.

@@ -1,5 +1,5 @@
 /**
- * Where an action's code comes from (contract §5.3), volume transport only:
+ * Where an action's code comes from (docs/attune-compat.md §5.3), volume transport only:
  * - pinned release: `{packs_base_dir}/.releases/sha256/{digest}/pack/actions/{entrypoint}`; the
  *   release counts as present only if `pack/pack.yaml` exists and either the `.attune-release-ready`
  *   marker holds the digest or `pack.tar.gz` hashes to it;

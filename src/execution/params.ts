@@ -1,5 +1,5 @@
 /**
- * Parameter formats (contract §5.5), pure. Attune's worker passes the execution's `config` map to
+ * Parameter formats (docs/attune-compat.md §5.5), pure. Attune's worker passes the execution's `config` map to
  * the action as one document:
  * - json   compact single-line object (so `readline()` gets all of it);
  * - dotenv `key='value'` lines, sorted, `'` → `'\''`, nested objects flattened with dots, arrays as

@@ -1,5 +1,5 @@
 /**
- * Rows + config + what this image has → exactly how to run the action (contract §5.4–5.7). Pure:
+ * Rows + config + what this image has → exactly how to run the action (docs/attune-compat.md §5.4–5.7). Pure:
  * the few filesystem facts it needs (is this an executable file, where is this name on PATH) are
  * injected, so every decision is unit-testable.
  *

@@ -1,5 +1,5 @@
 /**
- * The process adapter (contract §5.7–5.8): run one argv in its own process group with a cleared
+ * The process adapter (docs/attune-compat.md §5.7–5.8): run one argv in its own process group with a cleared
  * environment, feed stdin, capture bounded stdout/stderr (optionally streamed to log files and
  * mirrored), enforce the timeout and cancellation, and always leave no process of the group behind.
  * runProcess → spawnAction (real pipes, the addon's posix_spawn or child_process) → ProcessResult.

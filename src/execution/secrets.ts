@@ -1,5 +1,5 @@
 /**
- * Secret-backed values (contract §5.5, §5.9), byte-compatible with Attune's `crypto` and
+ * Secret-backed values (docs/attune-compat.md §5.5, §5.9), byte-compatible with Attune's `crypto` and
  * `secret_values` modules: AES-256-GCM with the SHA-256 of `security.encryption_key` as key,
  * stored as a JSON string `BASE64(nonce(12) ‖ ciphertext ‖ tag(16))` of the value's compact JSON;
  * `encryption_key_hash` = hex SHA-256 of the key string; paths are JSON pointers; a redacted value

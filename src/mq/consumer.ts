@@ -1,5 +1,5 @@
 /**
- * A durable-queue consumer with manual acks (contract §4.4). Deliveries are handled one at a time,
+ * A durable-queue consumer with manual acks (docs/attune-compat.md §4.4). Deliveries are handled one at a time,
  * in order, like Attune's consumer loop: a handler that waits (for an execution permit) holds back
  * the rest, and prefetch bounds what the broker hands over meanwhile.
  *

@@ -1,5 +1,5 @@
 /**
- * Confirm-channel publisher (contract §4.5) with an in-memory outbox, so the status and completion
+ * Confirm-channel publisher (docs/attune-compat.md §4.5) with an in-memory outbox, so the status and completion
  * of an action that finished while the broker was away are published once it is back.
  *
  * - Every message waits for the broker's confirm; `publish()` resolves then.

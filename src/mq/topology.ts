@@ -1,5 +1,5 @@
 /**
- * Declare Attune's topology the way its worker does (contract §4.2–4.3): the five exchanges and
+ * Declare Attune's topology the way its worker does (docs/attune-compat.md §4.2–4.3): the five exchanges and
  * `attune.dlx.queue` (log and continue on failure, as Attune does), then the per-worker queues and
  * bindings (failure is fatal). Declarations are idempotent, so this runs after every reconnect.
  *

@@ -1,5 +1,5 @@
 /**
- * The two consumers an agent runs, configured as Attune's worker does (contract §4.3):
+ * The two consumers an agent runs, configured as Attune's worker does (docs/attune-compat.md §4.3):
  * `worker.{id}.executions` (tag `worker-{id}`, prefetch max_concurrent_tasks + 2) and
  * `worker.{id}.cancel` (tag `worker-{id}-cancel`, prefetch 10). Before each (re)subscribe the
  * queue and its binding are re-declared, so a queue deleted under a running agent comes back.

@@ -1,7 +1,7 @@
 /**
  * Process-wide memory: the idle release through the addon (releaseIdleMemory,
  * keepLargeAllocationsMapped; worker/idle-trim.ts decides when), and a garbage-collection hint
- * for the few moments the agent has just dropped a lot of memory at once: an action's captured output (up to 10 MiB per stream, contract §5.8) goes through several
+ * for the few moments the agent has just dropped a lot of memory at once: an action's captured output (up to 10 MiB per stream, docs/attune-compat.md §5.8) goes through several
  * short-lived copies (decoded text, the JSON for PostgreSQL, the driver's wire buffers). V8 only
  * collects those when its own heuristics say so: external (Buffer) memory may grow by 64 MB above
  * the last collection before it does, so one action with a full 10 MiB capture left ~70 MB of

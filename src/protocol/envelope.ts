@@ -1,5 +1,5 @@
 /**
- * Attune's `MessageEnvelope<T>` (contract §4.6): decode (pure, total — returns a result, never
+ * Attune's `MessageEnvelope<T>` (docs/attune-compat.md §4.6): decode (pure, total — returns a result, never
  * throws) and encode (the JSON serde writes, field for field and in the same order).
  *
  * The decoder follows what Attune's serde types accept, with these deliberate differences:

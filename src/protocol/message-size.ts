@@ -2,7 +2,7 @@
  * Keeping `ExecutionCompleted` under the broker's message size limit. The result of a run can hold
  * 2 × 10 MiB of output, and control bytes grow 6× when JSON-escaped (`\u0001`): sent whole, such a
  * message exceeds RabbitMQ 4's default `max_message_size` (16 MiB) and the broker closes the
- * channel. The row keeps the full result; Attune's consumers reload the row (contract §4.8), so the
+ * channel. The row keeps the full result; Attune's consumers reload the row (docs/attune-compat.md §4.8), so the
  * message only has to say that it was shortened. Pure functions.
  */
 import { encodeEnvelope, type OutgoingMessage } from './envelope.ts';

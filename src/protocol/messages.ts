@@ -1,5 +1,5 @@
 /**
- * The payloads the worker consumes and publishes (contract §4.7–4.8): total decoders for what
+ * The payloads the worker consumes and publishes (docs/attune-compat.md §4.7–4.8): total decoders for what
  * arrives, builders for what leaves (fields in Attune's serde order).
  */
 import type { ExecutionStatus, TerminalStatus } from '../model.ts';

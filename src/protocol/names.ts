@@ -1,5 +1,5 @@
 /**
- * Attune's RabbitMQ names and queue arguments (contract §4.2–4.3, §4.6). Every Attune service builds
+ * Attune's RabbitMQ names and queue arguments (docs/attune-compat.md §4.2–4.3, §4.6). Every Attune service builds
  * its topology from compiled defaults, so these are constants, not configuration. A queue argument
  * that differs from what Attune declares makes RabbitMQ refuse the redeclaration
  * (406 PRECONDITION_FAILED), which is why the wire types are pinned below.

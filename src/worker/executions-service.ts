@@ -3,7 +3,7 @@
  * connect to RabbitMQ (worker queues declared), announce the executions recovered at start, and
  * consume dispatches and cancels into the ExecutionService. main.ts builds the parts.
  *
- * Stop order (the fix of contract §6): stop consuming first, drain running actions while the
+ * Stop order (the fix of docs/attune-compat.md §6): stop consuming first, drain running actions while the
  * heartbeat still beats, cancel what is left with reason `shutdown`, flush the publisher, close.
  */
 import type { Logger } from 'pino';

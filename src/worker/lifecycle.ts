@@ -1,5 +1,5 @@
 /**
- * The worker's life (contract §1.4, §6): health listener → detect → database check and schema probe
+ * The worker's life (docs/attune-compat.md §1.4, §6): health listener → detect → database check and schema probe
  * → auto-register runtimes → register the worker row → recover executions left running → heartbeat
  * → services (the executions service, built by main.ts for the registered worker) → wait for
  * SIGTERM/SIGINT → stop services (drain, while still heartbeating) → stop heartbeat → deregister.
@@ -74,7 +74,7 @@ export type Phase = 'starting' | 'running' | 'draining' | 'stopping';
 /** The adapters and parts the worker's life is given (main.ts builds them). */
 export interface WorkerDeps {
   log: Logger;
-  /** ATTUNE_WORKER_RUNTIMES is set in it when unset (contract §1.4 step 5). */
+  /** ATTUNE_WORKER_RUNTIMES is set in it when unset (docs/attune-compat.md §1.4 step 5). */
   env: Record<string, string | undefined>;
   hostname: string;
   /** The Attune database; checked first, never closed here. */

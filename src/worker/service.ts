@@ -4,7 +4,7 @@
  * the process runner are handed in as ports, so its logic is tested with fakes and the adapters with
  * real servers.
  *
- * One execution, in four steps (contract §5.1–5.2, with the fixes listed at the top of the contract):
+ * One execution, in four steps (docs/attune-compat.md §5.1–5.2 and #deliberate-differences):
  *   1. onDispatch, the consumer's handler: duplicate check, permit → ack;
  *   2. claim: the store's one statement moves the row to `running` and reads what the run needs;
  *      a refused claim says why (release mismatch → failed, canceling → cancelled, else skipped);

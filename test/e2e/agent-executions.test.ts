@@ -59,7 +59,7 @@ async function finished(id: number, marker: string, waitMs = 30_000): Promise<Fi
 
 interface LogVersionRow { artifact: number; ref: string; version: number; file_path: string; body_state: string; size_bytes: number; sha256: string; sealed: boolean; truncated: boolean; backend: string; execution: number }
 
-/** The execution's log artifact versions (contract §5.10), by stream. */
+/** The execution's log artifact versions (docs/attune-compat.md §5.10), by stream. */
 async function logArtifacts(executionId: number): Promise<Record<'stdout' | 'stderr', LogVersionRow>> {
   const rows = (await db.pool.query(`SELECT v.artifact, a.ref, v.version, v.file_path, v.body_state::text, v.size_bytes, v.sha256, l.sealed, l.truncated, l.backend::text, v.execution,
       v.meta->>'stream' AS stream

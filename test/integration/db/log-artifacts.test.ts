@@ -1,4 +1,4 @@
-/** Log artifact rows (contract §5.10) against the real dev schema: ensure, version, stream, seal. */
+/** Log artifact rows (docs/attune-compat.md §5.10) against the real dev schema: ensure, version, stream, seal. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';

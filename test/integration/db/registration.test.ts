@@ -71,7 +71,7 @@ test('registering twice updates the one row and leaves type, role, runtime, meta
   assert.equal((await db.pool.query('SELECT status FROM worker WHERE id = $1', [first.id])).rows[0].status, 'inactive');
 });
 
-test('stored capabilities equal the contract fixture, field by field', async () => {
+test('stored capabilities equal the capabilities fixture (docs/attune-compat.md §3.2), field by field', async () => {
   const fixture = JSON.parse(readFileSync(new URL('../../fixtures/capabilities.json', import.meta.url), 'utf8'), (_k, v) => (v === '<AGENT_VERSION>' ? AGENT_VERSION : v));
   delete fixture._comment;
   const config = loadConfig({ env: {}, cwd: '/nonexistent-attune-test', flags: {}, implicitFiles: false });

@@ -62,7 +62,7 @@ async function rejects(sql: string, v: unknown[], constraint: RegExp | string): 
   }, `expected ${sql} to be rejected by ${constraint}`);
 }
 
-describe('artifact / artifact_version / log_stream (log artifacts, contract §5.10)', () => {
+describe('artifact / artifact_version / log_stream (log artifacts, docs/attune-compat.md §5.10)', () => {
   let artifactId: number;
   before(async () => {
     // 'days' retention, as the agent writes by default: no version-count pruning in these tests
@@ -191,7 +191,7 @@ describe('artifact / artifact_version / log_stream (log artifacts, contract §5.
   });
 });
 
-describe('worker, execution, action, runtime (contract §3.3, §5.12)', () => {
+describe('worker, execution, action, runtime (docs/attune-compat.md §3.3, §5.12)', () => {
   test('the ON CONFLICT targets the agent uses exist; artifact(ref) is not one of them', async () => {
     assert.ok((await uniqueKeys('worker')).includes('name'), 'worker.name UNIQUE');
     assert.ok((await uniqueKeys('runtime')).includes('ref'), 'runtime.ref UNIQUE');

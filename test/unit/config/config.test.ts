@@ -58,7 +58,7 @@ test('non-prefixed Attune variables are fallbacks after config', () => {
   assert.equal(load({ ATTUNE_WORKER_NAME: 'pod-1' }).worker.name, 'pod-1');
   assert.equal(load({ ATTUNE_WORKER_NAME: 'pod-1', ATTUNE__WORKER__NAME: 'cfg' }).worker.name, 'cfg');
   assert.equal(load({ ATTUNE_WORKER_TYPE: 'CONTAINER' }).worker.workerType, 'container');
-  // Attune ignores an unknown ATTUNE_WORKER_TYPE with a warning (contract §1.3); the agent says so at start.
+  // Attune ignores an unknown ATTUNE_WORKER_TYPE with a warning (docs/attune-compat.md §1.3); the agent says so at start.
   const bogus = load({ ATTUNE_WORKER_TYPE: 'bogus' });
   assert.equal(bogus.worker.workerType, 'local');
   assert.deepEqual(bogus.warnings, ['ATTUNE_WORKER_TYPE="bogus" ignored: expected one of local, remote, container; using worker.worker_type="local"']);

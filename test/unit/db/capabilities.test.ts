@@ -27,10 +27,10 @@ function assertFieldByField(actual: Record<string, unknown>, expected: Record<st
   assert.deepEqual(Object.keys(actual).sort(), Object.keys(expected).sort(), 'no missing or extra capability keys');
 }
 
-test('capabilities match the contract example (fixture capabilities.json)', () => {
+test('capabilities match the docs/attune-compat.md §3.2 example (fixture capabilities.json)', () => {
   const detected = [rt('shell', '/bin/bash', '5.2.15'), rt('python', '/usr/local/bin/python3', '3.12.1')];
   const expected = loadFixture('capabilities.json');
-  // The agent sets ATTUNE_WORKER_RUNTIMES to the detected names when it is unset (contract §1.4 step 5)…
+  // The agent sets ATTUNE_WORKER_RUNTIMES to the detected names when it is unset (docs/attune-compat.md §1.4 step 5)…
   assertFieldByField(buildCapabilities(config(), { detected, workerVersion: AGENT_VERSION }, { ...AGENT_ENV, ATTUNE_WORKER_RUNTIMES: 'shell,python' }), expected);
   // …and without it the detected names are the fallback, with the same result.
   assertFieldByField(buildCapabilities(config(), { detected, workerVersion: AGENT_VERSION }, AGENT_ENV), expected);
@@ -96,7 +96,7 @@ test('resolveWorkerName: configured (incl. --name/ATTUNE_WORKER_NAME via config)
   assert.equal(resolveWorkerName(flagged, 'h'), 'flag');
 });
 
-test('runtime auto-registration helpers (contract §2.4)', () => {
+test('runtime auto-registration helpers (docs/attune-compat.md §2.4)', () => {
   const rows = [{ ref: 'core.python', aliases: ['python', 'python3'] }, { ref: 'mypack.shell', aliases: [] }, { ref: 'x.y', aliases: ['ruby'] }];
   assert.equal(findPresent(rows, 'python')?.ref, 'core.python');
   assert.equal(findPresent(rows, 'shell')?.ref, 'mypack.shell');

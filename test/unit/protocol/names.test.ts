@@ -108,7 +108,7 @@ describe('names', () => {
     assert.equal(DLX_QUEUE_BINDING_KEY, '#');
   });
 
-  test('routes from message_type (contract §4.6 table)', () => {
+  test('routes from message_type (docs/attune-compat.md §4.6 table)', () => {
     assert.deepEqual(routeFor('ExecutionStatusChanged'), { exchange: 'attune.executions', routingKey: 'execution.status.changed' });
     assert.deepEqual(routeFor('ExecutionCompleted'), { exchange: 'attune.executions', routingKey: 'execution.completed' });
     assert.deepEqual(routeFor('ExecutionRequested'), { exchange: 'attune.executions', routingKey: 'execution.requested' });
