@@ -20,19 +20,19 @@ const ids: Record<string, number> = {};
 before(async () => {
   db = await createTestDatabase('exec_db_context');
   const q = async (sql: string, v: unknown[] = []) => Number((await db.pool.query(sql, v)).rows[0].id);
-  const pack = await q(`INSERT INTO pack (ref, label, version) VALUES ('p', 'P', '1.0.0') RETURNING id`);
-  ids.runtime = await q(`INSERT INTO runtime (ref, name, aliases, execution_config) VALUES ('core.python', 'Python', ARRAY['python','python3'], '{"interpreter":{"binary":"python3","args":["-u"],"file_extension":".py"}}') RETURNING id`);
-  ids.bare = await q(`INSERT INTO runtime (ref, name) VALUES ('core.bare', 'Bare') RETURNING id`);
+  const pack = await q(`INSERT INTO pack (ref, label, version) VALUES ('pk', 'P', '1.0.0') RETURNING id`);
+  ids.runtime = await q(`INSERT INTO runtime (ref, name, aliases, distributions, execution_config) VALUES ('core.python', 'Python', ARRAY['python','python3'], '{}', '{"interpreter":{"binary":"python3","args":["-u"],"file_extension":".py"}}') RETURNING id`);
+  ids.bare = await q(`INSERT INTO runtime (ref, name, distributions) VALUES ('core.bare', 'Bare', '{}') RETURNING id`);
   await db.pool.query(
     `INSERT INTO runtime_version (runtime, runtime_ref, version, version_major, version_minor, version_patch, is_default, verified_at, execution_config, meta)
      VALUES ($1, 'core.python', '3.12.1', 3, 12, 1, false, now(), '{"interpreter":{"binary":"python3.12"}}', '{"k":[1]}'),
             ($1, 'core.python', '3.11.2', 3, 11, 2, true, NULL, '{}', '{}')`, [ids.runtime]);
   await db.pool.query(`INSERT INTO runtime_version (runtime, runtime_ref, version, retired_at) VALUES ($1, 'core.python', '2.7.18', now())`, [ids.runtime]);
   const action = (ref: string, runtime: number | null) =>
-    q(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, timeout_seconds, param_schema) VALUES ($1, $2, 'p', $1, 'a.py', $3, 30, '{"type":"object"}') RETURNING id`, [ref, pack, runtime]);
-  ids.withRuntime = await action('p.with_runtime', ids.runtime);
-  ids.bareRuntime = await action('p.bare_runtime', ids.bare);
-  ids.noRuntime = await action('p.no_runtime', null);
+    q(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, timeout_seconds, param_schema) VALUES ($1, $2, 'pk', $1, 'a.py', $3, 30, '{"type":"object"}') RETURNING id`, [ref, pack, runtime]);
+  ids.withRuntime = await action('pk.with_runtime', ids.runtime);
+  ids.bareRuntime = await action('pk.bare_runtime', ids.bare);
+  ids.noRuntime = await action('pk.no_runtime', null);
 });
 after(() => db?.drop());
 
@@ -47,12 +47,12 @@ test('claimWithContext: the claimed row, its action context and secret parameter
   const none = { releaseId: null, releaseDigest: null };
   // An execution whose action row was deleted keeps its id only until ON DELETE SET NULL: null id, by ref.
   const cases: { action: number | null; ref: string }[] = [
-    { action: ids.withRuntime, ref: 'p.with_runtime' },
-    { action: ids.bareRuntime, ref: 'p.bare_runtime' },
-    { action: ids.noRuntime, ref: 'p.no_runtime' },
-    { action: null, ref: 'p.with_runtime' },
-    { action: ids.withRuntime, ref: 'p.other' },
-    { action: null, ref: 'p.missing' },
+    { action: ids.withRuntime, ref: 'pk.with_runtime' },
+    { action: ids.bareRuntime, ref: 'pk.bare_runtime' },
+    { action: ids.noRuntime, ref: 'pk.no_runtime' },
+    { action: null, ref: 'pk.with_runtime' },
+    { action: ids.withRuntime, ref: 'pk.other' },
+    { action: null, ref: 'pk.missing' },
   ];
   for (const c of cases) {
     const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, config) VALUES ($1, $2, 'scheduled', '{"x":1}') RETURNING id`, [c.action, c.ref])).rows[0].id);
@@ -71,7 +71,7 @@ test('claimWithContext: the claimed row, its action context and secret parameter
     assert.equal(again?.secrets, null, 'not read when asked not to');
   }
   assert.equal(await claimWithContext(db.pool, 999_999, none, true), null);
-  const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status) VALUES ($1, 'p.with_runtime', 'scheduled') RETURNING id`, [ids.withRuntime])).rows[0].id);
+  const id = Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status) VALUES ($1, 'pk.with_runtime', 'scheduled') RETURNING id`, [ids.withRuntime])).rows[0].id);
   const c = (await claimWithContext(db.pool, id, none, true))?.context;
   assert.deepEqual(c?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2'], 'live versions in id order');
   assert.ok(c?.runtimeVersions[0].verified_at instanceof Date, 'timestamps as Dates, as the row reads give them');
@@ -87,7 +87,7 @@ test('the schema probe: the current schema has everything; older ones lack the s
     assert.deepEqual(noSecrets, { secretValues: false, logArtifacts: true });
     assert.match(schemaWarnings(noSecrets).join('\n'), /no execution_secret_value table/);
     // Such a schema is claimed without the secrets, in one statement.
-    const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('p.x', 'scheduled') RETURNING id`)).rows[0].id);
+    const id = Number((await old.pool.query(`INSERT INTO execution (action_ref, status) VALUES ('pk.x', 'scheduled') RETURNING id`)).rows[0].id);
     const r = await claimWithContext(old.pool, id, { releaseId: null, releaseDigest: null }, noSecrets.secretValues);
     assert.equal(r?.claimed, true);
     assert.equal(r?.secrets, null);
@@ -108,27 +108,27 @@ test('the schema probe: the current schema has everything; older ones lack the s
 test('the store\'s claim: the rows a run needs in one statement (action, runtime, versions, enforcement, secrets); an executable snapshot wins where it has them', async () => {
   const store = pgExecutionStore(db.pool, await probeSchema(db.pool, 'attune'), pino({ level: 'silent' }));
   const none = { releaseId: null, releaseDigest: null };
-  const enforcement = Number((await db.pool.query(`INSERT INTO enforcement (rule_ref, trigger_ref) VALUES ('p.on_tick', 'core.intervaltimer') RETURNING id`)).rows[0].id);
+  const enforcement = Number((await db.pool.query(`INSERT INTO enforcement (rule_ref, trigger_ref, payload) VALUES ('pk.on_tick', 'core.intervaltimer', '{}') RETURNING id`)).rows[0].id);
   const insert = async (extra: { snapshot?: unknown; enforcement?: number } = {}) =>
-    Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, enforcement, executable_snapshot, pack_release_digest) VALUES ($1, 'p.with_runtime', 'scheduled', $2, $3, $4) RETURNING id`,
+    Number((await db.pool.query(`INSERT INTO execution (action, action_ref, status, enforcement, executable_snapshot, pack_release_digest) VALUES ($1, 'pk.with_runtime', 'scheduled', $2, $3, $4) RETURNING id`,
       [ids.withRuntime, extra.enforcement ?? null, extra.snapshot === undefined ? null : JSON.stringify(extra.snapshot), extra.snapshot === undefined ? null : 'a'.repeat(64)])).rows[0].id);
 
   const plain = await store.claim(await insert({ enforcement }), none);
   assert.equal(plain?.claimed, true);
   assert.equal(plain.previous, 'scheduled');
-  assert.equal(plain.rows?.action.ref, 'p.with_runtime');
+  assert.equal(plain.rows?.action.ref, 'pk.with_runtime');
   assert.equal(plain.rows?.runtime?.id, ids.runtime);
   assert.deepEqual(plain.rows?.runtimeVersions.map((v) => v.version), ['3.12.1', '3.11.2']);
-  assert.deepEqual(plain.rows?.enforcement, { id: enforcement, rule_ref: 'p.on_tick', trigger_ref: 'core.intervaltimer' });
+  assert.deepEqual(plain.rows?.enforcement, { id: enforcement, rule_ref: 'pk.on_tick', trigger_ref: 'core.intervaltimer' });
   assert.deepEqual(plain.rows?.secrets, []);
   const again = await store.claim(plain.execution.id, none);
   assert.equal(again?.claimed, false, 'a second delivery is refused');
   assert.equal(again.rows, null, 'nothing read for a refused claim');
 
   // The snapshot's action with another runtime: that runtime's row and versions are read.
-  const snapAction = { ...plain.rows!.action, ref: 'p.snapshotted', runtime: ids.bare };
+  const snapAction = { ...plain.rows!.action, ref: 'pk.snapshotted', runtime: ids.bare };
   const snapped = await store.claim(await insert({ snapshot: { executable: { action: snapAction } } }), none);
-  assert.equal(snapped?.rows?.action.ref, 'p.snapshotted');
+  assert.equal(snapped?.rows?.action.ref, 'pk.snapshotted');
   assert.equal(snapped.rows?.runtime?.ref, 'core.bare');
   assert.deepEqual(snapped.rows?.runtimeVersions, []);
   assert.equal(snapped.rows?.enforcement, null);
