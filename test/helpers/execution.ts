@@ -8,7 +8,10 @@ import pino from 'pino';
 import type { ActionRow, EnforcementRefs, ExecutionRow, RuntimeRow, RuntimeVersionRow, StoredSecretValue } from '../../src/model.ts';
 import type { DetectedInterpreter } from '../../src/execution/plan.ts';
 import { baselineEnvironment } from '../../src/execution/environment.ts';
+import type pg from 'pg';
 import { runExecution, type RunConfig, type RunDeps } from '../../src/worker/run-execution.ts';
+import { pgLogArtifacts, pgSecretValues } from '../../src/db/execution-store.ts';
+import type { SchemaCapabilities } from '../../src/db/schema.ts';
 import type { RunResult } from '../../src/worker/ports.ts';
 import type { Logger } from '../../src/observe/logger.ts';
 
@@ -116,6 +119,11 @@ export function run(i: RunInput): Promise<RunResult> {
       config: i.config, detected: i.detected, baselineEnv: i.baselineEnv, verifiedReleases: i.verifiedReleases ?? new Set(),
       logArtifacts: i.logArtifacts ?? null, secretValues: i.secretValues ?? null,
     });
+}
+
+/** A run's PostgreSQL ports as main.ts wires them: none for what the schema lacks. */
+export function pgRunPorts(pool: pg.Pool, has: Pick<SchemaCapabilities, 'logArtifacts' | 'secretValues'>): Pick<RunDeps, 'logArtifacts' | 'secretValues'> {
+  return { logArtifacts: has.logArtifacts ? pgLogArtifacts(pool) : null, secretValues: has.secretValues ? pgSecretValues(pool) : null };
 }
 
 export function baseline(): Record<string, string> {

@@ -106,8 +106,8 @@ test('the claim reads and claims in one statement: once under a race, never a pi
     const [winner, loser] = a!.claimed ? [a!, b!] : [b!, a!];
     assert.equal(winner.execution.status, 'scheduled', 'the row as it was before the claim');
     assert.equal(winner.execution.action_ref, 'mypack.hello');
-    const ownEnforcement = Number((await db.pool.query('SELECT enforcement FROM execution WHERE id = $1', [id])).rows[0].enforcement);
-    assert.deepEqual(winner.enforcement, { id: ownEnforcement, rule_ref: 'mypack.on_tick', trigger_ref: 'core.intervaltimer' }, 'the enforcement refs read along');
+    const enforcement = (await db.pool.query('SELECT enforcement FROM execution WHERE id = $1', [id])).rows[0].enforcement;
+    assert.deepEqual(winner.enforcement, { id: enforcement, rule_ref: 'mypack.on_tick', trigger_ref: 'core.intervaltimer' }, 'the enforcement refs read along');
     assert.equal(loser.execution.status, 'running');
   } finally {
     await other.end();

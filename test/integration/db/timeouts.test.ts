@@ -13,9 +13,9 @@ import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';
 import { TcpProxy } from '../../helpers/proxy.ts';
 import { createPool, dbError } from '../../../src/db/pool.ts';
 import { CLIENT_QUERY_MARGIN_MS } from '../../../src/db/errors.ts';
-import { claimForRun } from '../../../src/db/executions.ts';
+import { pgExecutionStore } from '../../../src/db/execution-store.ts';
 import { allocateLogArtifacts, type AllocateInput } from '../../../src/db/log-artifacts.ts';
-import { runAction } from '../../../src/worker/run-action.ts';
+import { probeSchema } from '../../../src/db/schema.ts';
 import * as h from '../../helpers/execution.ts';
 
 let db: TestDatabase;
@@ -69,8 +69,10 @@ test('the execution row locked by another session: the claim fails after lock_ti
     const id = await execution('lock.claim');
     await other.query('BEGIN');
     await other.query('SELECT id FROM execution WHERE id = $1 FOR UPDATE', [id]);
+    // The worker's claim (one statement, db/executions.ts claimWithContext), as main.ts wires it.
+    const store = pgExecutionStore(pool, await probeSchema(db.pool, db.schema), pino({ level: 'silent' }));
     const started = performance.now();
-    const err = await claimForRun(pool, id, { releaseId: null, releaseDigest: null }, {}).then(() => null, (e: unknown) => e);
+    const err = await store.claim(id, { releaseId: null, releaseDigest: null }).then(() => null, (e: unknown) => e);
     const ms = performance.now() - started;
     assert.ok(err, 'the claim must not succeed while the row is locked');
     const e = dbError(pool, err, `claim execution ${id}`);
@@ -79,7 +81,7 @@ test('the execution row locked by another session: the claim fails after lock_ti
     assert.match(e.message, new RegExp(`^claim execution ${id}: .*database\\.lock_timeout \\(0\\.5 s\\) for a lock another session holds`));
     assert.ok(ms >= 450 && ms < 3000, `gave up after ${ms.toFixed(0)} ms`);
     await other.query('ROLLBACK');
-    const claimed = await claimForRun(pool, id, { releaseId: null, releaseDigest: null }, {});
+    const claimed = await store.claim(id, { releaseId: null, releaseDigest: null });
     assert.equal(claimed?.claimed, true, 'claimed once the lock is gone');
   } finally {
     await other.end();
@@ -138,14 +140,17 @@ test('a run while the advisory lock is held: it ends promptly, its logs in execu
   const other = await otherSession();
   const warnings: string[] = [];
   const log = pino({ level: 'warn' }, { write: (line: string) => warnings.push(JSON.parse(line).msg) });
-  const state = { noLogArtifactTables: false, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: '' };
+  // The schema has the log artifact tables: the agent wires the port once, at start (main.ts).
+  const schema = await probeSchema(pool, db.schema);
+  assert.equal(schema.logArtifacts, true);
   const run = async () => {
     const id = await execution('testpack.fail', 'running');
-    const out = await runAction(pool, {
+    const out = await h.run({
       execution: h.execution({ id, config: { lines: 2, code: 4 } }),
       action: h.action('fail.sh', { ref: 'testpack.fail', parameter_format: 'dotenv' }), runtime: h.runtime('shell'),
       config: h.config({ artifactsDir }), detected: h.detected(), baselineEnv: h.baseline(),
-    }, state, log);
+      ...h.pgRunPorts(pool, schema), logger: log,
+    });
     await out.logsSealed;
     return { id, out };
   };
@@ -166,7 +171,11 @@ test('a run while the advisory lock is held: it ends promptly, its logs in execu
     assert.ok(existsSync(`${artifactsDir}/execution_${id}/stdout.log`));
     assert.equal(warnings.length, 1, warnings.join('\n'));
     assert.match(warnings[0], /cannot allocate the log artifacts of this execution: its logs go to execution_\{id\}\//);
-    assert.equal(state.noLogArtifactTables, false, 'a lock timeout is not taken for an older schema');
+    // A lock timeout is not taken for an older schema: once the lock is gone, runs get log artifact files again.
+    await other.query(`SELECT pg_advisory_unlock_all()`);
+    const { out: again } = await run();
+    assert.match(String(again.result.stderr_log), /testpack\/fail\/stderr\/log\/v2\.txt$/, 'artifact files again, the next version');
+    assert.equal(warnings.length, 1, warnings.join('\n'));
   } finally {
     await other.end();
     await pool.end();

@@ -5,7 +5,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processStartTime, sweepParameterDirs } from '../../../src/execution/param-dirs.ts';
-import { executeAction } from '../../../src/execution/execute.ts';
 import * as h from '../../helpers/execution.ts';
 
 test('sweep: gone agents\' directories go; live agents\', other uids\', links and unrelated names stay', async (t) => {
@@ -53,7 +52,7 @@ test('sweep: gone agents\' directories go; live agents\', other uids\', links an
 });
 
 test('a run\'s parameter directory carries this agent\'s pid and start time, and is gone after the run', async () => {
-  const out = await executeAction({
+  const out = await h.run({
     execution: h.execution({ config: { a: 1 } }), action: h.action('env_json.js', { parameter_delivery: 'file', output_format: 'json' }),
     runtime: h.runtime('node'), config: h.config(), detected: h.detected(), baselineEnv: h.baseline(),
   });

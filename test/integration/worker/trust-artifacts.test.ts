@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';
-import { runAction, type RunActionState } from '../../../src/worker/run-action.ts';
+import { ENTITY_EXECUTION_CONFIG, findStoredSecretValues } from '../../../src/db/secret-values.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../../src/execution/secrets.ts';
 import { REDACTED_TEXT } from '../../../src/execution/secret-scrub.ts';
 import { safeFsMode, setSafeFsMode } from '../../../src/execution/safe-fs.ts';
@@ -62,15 +62,17 @@ async function executionRow(ref: string, config: Record<string, unknown> = {}): 
 async function runIn(artifactsDir: string, ref: string, opts: { tables: boolean; entrypoint?: string; config?: Record<string, unknown>; id?: number; outSchema?: unknown; mirror?: boolean; key?: string },
   log: pino.Logger) {
   const id = opts.id ?? (await executionRow(ref, opts.config));
-  const state: RunActionState = { noLogArtifactTables: !opts.tables, retentionPolicy: 'days', retentionLimit: 7, encryptionKey: opts.key ?? '' };
   const entrypoint = opts.entrypoint ?? 'echo_params.sh';
-  const out = await runAction(db.pool, {
+  const out = await h.run({
     execution: h.execution({ id, config: opts.config ?? { hello: 'world' } }),
     action: h.action(entrypoint, { ref, output_format: 'json', out_schema: opts.outSchema ?? null }),
     runtime: h.runtime(entrypoint.endsWith('.py') ? 'python' : 'shell'),
-    config: { ...h.config({ artifactsDir }), log: { mirrorStdout: opts.mirror ?? false, mirrorStderr: opts.mirror ?? false } },
+    config: { ...h.config({ artifactsDir, encryptionKey: opts.key ?? '' }), log: { mirrorStdout: opts.mirror ?? false, mirrorStderr: opts.mirror ?? false } },
     detected: h.detected(), baselineEnv: h.baseline(), logger: log,
-  }, state, log);
+    // What the claim reads along with the row; `tables: false` is a schema without log artifact tables.
+    secrets: await findStoredSecretValues(db.pool, ENTITY_EXECUTION_CONFIG, id),
+    ...h.pgRunPorts(db.pool, { logArtifacts: opts.tables, secretValues: true }),
+  });
   await out.logsSealed;
   return { id, out };
 }

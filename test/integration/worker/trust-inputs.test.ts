@@ -9,13 +9,12 @@ import assert from 'node:assert/strict';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { executeAction } from '../../../src/execution/execute.ts';
 import { formatDotenv } from '../../../src/execution/params.ts';
 import { hashEncryptionKey, restoreSecretValues } from '../../../src/execution/secrets.ts';
 import * as h from '../../helpers/execution.ts';
 
 const run = (action: Parameters<typeof h.action>[1] & { entrypoint?: string }, over: { config?: Record<string, unknown>; runtimeName?: string } = {}) =>
-  executeAction({
+  h.run({
     execution: h.execution({ config: over.config ?? { x: 1 } }),
     action: h.action(action.entrypoint ?? 'echo_params.sh', action),
     runtime: h.runtime('shell', over.runtimeName ? { name: over.runtimeName } : {}),
@@ -91,7 +90,7 @@ test('runtime_envs_dir: a link planted at {pack}/{runtime} leads the agent nowhe
   mkdirSync(join(envs, 'testpack'));
   const { symlinkSync } = await import('node:fs');
   symlinkSync(victim, join(envs, 'testpack', 'shell'));
-  const out = await executeAction({
+  const out = await h.run({
     execution: h.execution({ config: { x: 1 } }), action: h.action('echo_params.sh', { output_format: 'json' }), runtime: h.runtime('shell'),
     config: { ...h.config(), runtimeEnvsDir: envs }, detected: h.detected(), baselineEnv: h.baseline(),
   });
