@@ -21,7 +21,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { MqConnection } from '../../src/mq/connection.ts';
 import { ConfirmPublisher, PublishError } from '../../src/mq/publisher.ts';
@@ -96,10 +96,8 @@ before(async () => {
  * upsert on.
  */
 async function seedRows(): Promise<void> {
-  await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ('core', 'Core', '1.0.0'), ('faults', 'Faults', '1.0.0')`);
-  await db.pool.query(`INSERT INTO runtime (ref, pack, pack_ref, name, aliases, execution_config)
-    VALUES ('core.shell', (SELECT id FROM pack WHERE ref = 'core'), 'core', 'Shell', ARRAY['shell', 'bash', 'sh'], $1)`,
-  [JSON.stringify({ interpreter: { binary: '/bin/bash', args: [], file_extension: '.sh' } })]);
+  await seedCoreRuntimes(db.pool); // Attune's real core catalog (test/fixtures/catalog)
+  await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ('faults', 'Faults', '1.0.0')`);
   for (const [ref, entrypoint, format] of [['faults.quick', 'quick.sh', 'dotenv'], ['faults.ctrl', 'ctrl.sh', 'json']]) {
     await db.pool.query(`INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, parameter_delivery, parameter_format, output_format, is_adhoc)
       VALUES ($1, (SELECT id FROM pack WHERE ref = 'faults'), 'faults', $1, $2, (SELECT id FROM runtime WHERE ref = 'core.shell'), 'stdin', $3, 'text', false)`,
@@ -232,7 +230,8 @@ test('the execution row locked past the bound during the run: the run gives up o
     const gaveUp = await agent.proc.waitForLog('the terminal write to give up', (l) => Number(l.execution_id) === stuck && /giving up on write the completed result of execution \d+ after 3 attempts/.test(String(l.msg)), { timeoutMs: 20_000 });
     const gaveUpAfter = Date.now() - lockedAt;
     assert.match(String(gaveUp.err), /database\.lock_timeout \(1 s\) for a lock another session holds/);
-    assert.equal(logsOf(stuck, /LOST RESULT/).length, 1);
+    // Logged right after the give-up line (the next stdout chunk may not be read yet).
+    await waitFor('the LOST RESULT line', () => logsOf(stuck, /LOST RESULT/).length === 1, { timeoutMs: 5_000 });
     // The action takes ~1 s after the lock is taken; then at most the contention bound.
     assert.ok(gaveUpAfter < 1000 + CONTENTION_BOUND_MS + 2000, `gave up ${gaveUpAfter} ms after the lock was taken`);
     // The permit is free: the next dispatch runs and ends while the lock is still held.
