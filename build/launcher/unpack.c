@@ -215,11 +215,15 @@ static int try_base(const struct payload *p, struct unpacked *u, const char *bas
 }
 
 static int unpack_disk(const struct payload *p, struct unpacked *u, char *tried, size_t triedsize) {
+  /* Named by the environment first (reported even when missing), then the usual places that exist. */
   const char *bases[] = { getenv("ATTUNE_AGENT_CACHE_DIR"), getenv("XDG_RUNTIME_DIR"), getenv("TMPDIR"), "/tmp", "/var/tmp", "/dev/shm" };
+  const size_t from_env = 3;
   size_t used = 0;
   tried[0] = 0;
   for (size_t i = 0; i < sizeof bases / sizeof *bases; i++) {
     if (!bases[i] || !bases[i][0]) continue;
+    struct stat st;
+    if (i >= from_env && stat(bases[i], &st) != 0) continue;
     char why[1024] = "";
     if (try_base(p, u, bases[i], why, sizeof why) == 0) return 0;
     int n = snprintf(tried + used, triedsize - used, "%s%s (%s)", used ? "; " : "", bases[i], why);

@@ -33,58 +33,6 @@ let initRoot: string;
 /** The shared volume (an emptyDir), filled by the install step in the first test. */
 let volume: string;
 
-// ───────────────────────────── a tiny container runtime ─────────────────────────────
-
-interface Mount { path: string; host?: string; ro?: boolean; noexec?: boolean }
-interface ContainerOptions {
-  user?: { uid: number; gid: number };
-  env?: Record<string, string>;
-  /** Bind mounts (`host`) or fresh tmpfs (no `host`); mount points must exist in the root. */
-  mounts?: Mount[];
-  readOnlyRoot?: boolean;
-  proc?: boolean;
-}
-
-function q(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/** argv for /usr/bin/unshare: a private mount namespace, the mounts, a read-only root, then env -i + chroot. */
-function containerArgs(root: string, argv: readonly string[], o: ContainerOptions): string[] {
-  const steps = [`mount --bind ${q(root)} ${q(root)}`];
-  for (const m of o.mounts ?? []) {
-    const at = q(join(root, m.path));
-    const flags = [m.ro ? 'ro' : 'rw', ...(m.noexec ? ['noexec'] : ['exec']), 'nosuid', 'nodev'].join(',');
-    if (m.host !== undefined) steps.push(`mount --bind ${q(m.host)} ${at}`, `mount -o remount,bind,${flags} ${at}`);
-    else steps.push(`mount -t tmpfs -o mode=1777,size=256m,${flags} tmpfs ${at}`);
-  }
-  if (o.proc) steps.push(`mount -t proc proc ${q(join(root, '/proc'))}`);
-  if (o.readOnlyRoot) steps.push(`mount -o remount,bind,ro ${q(root)}`);
-  steps.push('exec /usr/bin/env -i "$@"');
-  const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
-  const user = o.user ? [`--userspec=${o.user.uid}:${o.user.gid}`] : [];
-  return ['--mount', '--propagation', 'private', '/bin/sh', '-ec', steps.join('\n'), 'sh', ...env, '/usr/sbin/chroot', ...user, root, ...argv];
-}
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-function runContainer(root: string, argv: readonly string[], o: ContainerOptions = {}, timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/unshare', containerArgs(root, argv, o), { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-const show = (r: Run): string => `exit ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
 
 function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
