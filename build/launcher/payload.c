@@ -15,7 +15,6 @@
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
-#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,34 +90,43 @@ void *payload_read(const struct payload *p, const struct onefile_entry *e) {
   return buf;
 }
 
+/* Hashing from a buffer that stays in the CPU cache is ~2x faster than hashing freshly faulted pages. */
+#define CHUNK (256 * 1024)
+
 int payload_copy(const struct payload *p, const struct onefile_entry *e, int fd) {
+  static char buf[CHUNK];
+  struct sha256 h;
+  sha256_init(&h);
   off_t off = (off_t)e->offset;
-  size_t left = e->size;
-  while (left) {
-    ssize_t n = sendfile(fd, p->fd, &off, left > (1u << 30) ? (1u << 30) : left);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && (errno == EINVAL || errno == ENOSYS)) break; /* fall back to read/write below */
-    if (n <= 0) return -1;
-    left -= (size_t)n;
-  }
-  char buf[65536];
-  while (left) {
-    size_t want = left < sizeof buf ? left : sizeof buf;
-    if (pread_all(p->fd, buf, want, off) != 0 || write_all(fd, buf, want) != 0) return -1;
+  for (uint64_t left = e->size; left;) {
+    size_t want = left < CHUNK ? left : CHUNK;
+    if (pread_all(p->fd, buf, want, off) != 0) return -1;
+    sha256_update(&h, buf, want);
+    if (write_all(fd, buf, want) != 0) return -1;
     off += (off_t)want;
     left -= want;
   }
+  uint8_t digest[32];
+  sha256_final(&h, digest);
+  if (memcmp(digest, e->sha256, 32) != 0) die("%s inside %s fails its SHA-256 check: the file is damaged; copy it again", e->name, p->path);
   return 0;
 }
 
 int piece_matches(int fd, const struct onefile_entry *e) {
+  static char buf[CHUNK];
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size) return 0;
-  if (e->size == 0) return 1;
-  void *m = mmap(NULL, e->size, PROT_READ, MAP_SHARED, fd, 0);
-  if (m == MAP_FAILED) return 0;
+  struct sha256 h;
+  sha256_init(&h);
+  off_t off = 0;
+  for (uint64_t left = e->size; left;) {
+    size_t want = left < CHUNK ? left : CHUNK;
+    if (pread_all(fd, buf, want, off) != 0) return 0;
+    sha256_update(&h, buf, want);
+    off += (off_t)want;
+    left -= want;
+  }
   uint8_t digest[32];
-  sha256(m, e->size, digest);
-  munmap(m, e->size);
+  sha256_final(&h, digest);
   return memcmp(digest, e->sha256, 32) == 0;
 }

@@ -19,7 +19,10 @@ void payload_open(struct payload *p);
 const struct onefile_entry *payload_find(const struct payload *p, enum piece_kind kind, const char *name);
 /* The piece's bytes in fresh anonymous memory, verified against its SHA-256 (munmap when done). */
 void *payload_read(const struct payload *p, const struct onefile_entry *e);
-/* Copies the piece into `fd` (a memfd or a new file) from this executable. */
+/*
+ * Copies the piece into `fd` (a memfd or a new file) through a small buffer, hashing exactly the
+ * bytes written: returns 0, or -1 with errno on an I/O error; dies when the SHA-256 does not match.
+ */
 int payload_copy(const struct payload *p, const struct onefile_entry *e, int fd);
 /* 1 when `fd`'s whole content (exactly e->size bytes) has e's SHA-256. */
 int piece_matches(int fd, const struct onefile_entry *e);
