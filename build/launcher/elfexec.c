@@ -142,6 +142,32 @@ void load_interp(const void *file, size_t size, struct image *out) {
   fill_image(eh, ph, bias, out);
 }
 
+/* The protection of the program's segment holding `addr` (0 if none). */
+static int prot_at(const struct image *prog, uintptr_t addr) {
+  const ElfW(Phdr) *ph = (const void *)prog->phdr;
+  for (size_t i = 0; i < prog->phnum; i++)
+    if (ph[i].p_type == PT_LOAD && DOWN(prog->bias + ph[i].p_vaddr) <= addr && addr < UP(prog->bias + ph[i].p_vaddr + ph[i].p_memsz))
+      return prot_of(ph[i].p_flags);
+  return 0;
+}
+
+/*
+ * Writes `len` bytes at `dst` inside the program's mapped (read-only) image: each page is made
+ * writable (copy-on-write: only these pages become private copies) and given back its segment's
+ * own protection, so the rest stays clean and read-only (the agent's idle trim drops such pages).
+ */
+static void write_image(const struct image *prog, char *dst, const char *src, size_t len) {
+  for (uintptr_t page = DOWN(dst); page < (uintptr_t)dst + len; page += PAGE) {
+    int prot = prot_at(prog, page);
+    if (!prot) die("the program's string table lies outside its segments: the file is damaged");
+    if (!(prot & PROT_WRITE) && mprotect((void *)page, PAGE, prot | PROT_WRITE) != 0) die("mprotect the program's string table: %s", strerror(errno));
+    uintptr_t from = page > (uintptr_t)dst ? page : (uintptr_t)dst;
+    uintptr_t to = page + PAGE < (uintptr_t)dst + len ? page + PAGE : (uintptr_t)dst + len;
+    memcpy((void *)from, src + (from - (uintptr_t)dst), to - from);
+    if (!(prot & PROT_WRITE)) mprotect((void *)page, PAGE, prot);
+  }
+}
+
 void patch_needed(const struct image *prog, const char *(*resolve)(const char *, void *), void *ctx) {
   const ElfW(Phdr) *ph = (const void *)prog->phdr;
   ElfW(Dyn) *dyn = NULL;
@@ -155,21 +181,14 @@ void patch_needed(const struct image *prog, const char *(*resolve)(const char *,
     if (d->d_tag == DT_STRSZ) strsz = d->d_un.d_val;
   }
   if (!strtab || !strsz) die("the program has no dynamic string table: the file is damaged");
-  /* The string table sits in a read-only segment: make its pages writable (copy-on-write) for a moment. */
-  int prot = PROT_READ;
-  for (size_t i = 0; i < prog->phnum; i++)
-    if (ph[i].p_type == PT_LOAD && prog->bias + ph[i].p_vaddr <= (uintptr_t)strtab && (uintptr_t)strtab < prog->bias + ph[i].p_vaddr + ph[i].p_memsz)
-      prot = prot_of(ph[i].p_flags);
-  uintptr_t s = DOWN(strtab), e = UP(strtab + strsz);
-  if (mprotect((void *)s, e - s, prot | PROT_WRITE) != 0) die("mprotect the program's string table: %s", strerror(errno));
   size_t prefix = strlen(NEEDED_PLACEHOLDER_PREFIX), patched = 0;
   for (ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
     if (d->d_tag != DT_NEEDED || d->d_un.d_val >= strsz) continue;
     char *name = strtab + d->d_un.d_val;
     if (strncmp(name, NEEDED_PLACEHOLDER_PREFIX, prefix) != 0) continue;
-    size_t room = strlen(name) + 1;
+    size_t room = strnlen(name, strsz - d->d_un.d_val) + 1;
     char *end = strchr(name + prefix, '@');
-    if (!end || room != NEEDED_PLACEHOLDER_SIZE) die("malformed library placeholder in the program: the file is damaged");
+    if (!end || room != NEEDED_PLACEHOLDER_SIZE || d->d_un.d_val + room > strsz) die("malformed library placeholder in the program: the file is damaged");
     char soname[64];
     size_t n = (size_t)(end - name) - prefix;
     if (n == 0 || n >= sizeof soname) die("malformed library placeholder in the program: the file is damaged");
@@ -178,11 +197,11 @@ void patch_needed(const struct image *prog, const char *(*resolve)(const char *,
     const char *path = resolve(soname, ctx);
     if (!path) die("the program needs %s, which the payload does not carry: the file is damaged", soname);
     if (strlen(path) >= room) die("the path %s is longer than %zu bytes; set ATTUNE_AGENT_CACHE_DIR to a shorter directory", path, room - 1);
-    memset(name, 0, room);
-    memcpy(name, path, strlen(path));
+    char value[NEEDED_PLACEHOLDER_SIZE] = { 0 };
+    memcpy(value, path, strlen(path));
+    write_image(prog, name, value, room);
     patched++;
   }
-  mprotect((void *)s, e - s, prot);
   if (!patched) die("the program carries no library placeholders: it was not built for this launcher");
 }
 

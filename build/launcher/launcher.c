@@ -108,18 +108,21 @@ int main(int argc, char **argv, char **envp) {
   const char *verify = getenv("ATTUNE_AGENT_VERIFY");
   if (verify && !strcmp(verify, "full")) verify_program(&p, prog);
 
-  static struct unpacked u; /* large: not on the stack the program will use */
-  unpack(&p, &u);
+  /* Large: neither on the stack the program will use nor in the bss it would keep; unmapped below. */
+  struct unpacked *up = mmap(NULL, sizeof *up, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (up == MAP_FAILED) die("cannot allocate: %s", strerror(errno));
+  unpack(&p, up);
 
   struct image interp, program;
   void *ld_bytes = payload_read(&p, ld);
   load_interp(ld_bytes, ld->size, &interp);
   munmap(ld_bytes, ld->size);
   map_program(p.fd, (off_t)prog->offset, p.path, &program);
-  struct resolve_ctx ctx = { &p, &u };
+  struct resolve_ctx ctx = { &p, up };
   patch_needed(&program, resolve, &ctx);
 
-  char **env = agent_env(envp, &p, &u);
+  char **env = agent_env(envp, &p, up);
+  munmap(up, sizeof *up);
   close(p.fd); /* the mappings keep the file; the memfds stay open (close-on-exec) for the loader */
   start_program(&program, &interp, argv, env, auxv);
 }
