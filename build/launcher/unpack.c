@@ -61,6 +61,10 @@ static int unpack_memory(const struct payload *p, struct unpacked *u) {
     if (payload_copy(p, e, fd) != 0) return fmt(u->reason, sizeof u->reason, "copy %s into memory: %s", e->name, strerror(errno)), -1;
     if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
       return fmt(u->reason, sizeof u->reason, "seal the memfd of %s: %s", e->name, strerror(errno)), -1;
+    /* A security policy may forbid mapping shared memory as code (SELinux execute on tmpfs): then the disk. */
+    void *m = mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) return fmt(u->reason, sizeof u->reason, "%s in memory cannot be mapped as code: %s", e->name, strerror(errno)), -1;
+    munmap(m, 4096);
     fmt(u->paths[i], sizeof u->paths[i], "/proc/self/fd/%d", fd);
     struct stat a, b;
     if (stat(u->paths[i], &a) != 0) return fmt(u->reason, sizeof u->reason, "%s: %s (is /proc mounted?)", u->paths[i], strerror(errno)), -1;
