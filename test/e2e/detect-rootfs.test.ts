@@ -1,5 +1,5 @@
 /**
- * `--detect-only` of the built portable executable against root filesystems with real host
+ * `--detect-only` of the built one file (dist/attune-agent) against root filesystems with real host
  * interpreters, none at all, and fake ones that hang or print garbage. No which(1) in any of them.
  */
 import { after, before, test } from 'node:test';
@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { build, type BuildResult } from '../../build/build.ts';
 import {
-  AGENT, NONROOT, REAL_INTERPRETERS, addFakeInterpreter, addHostBinary, createWorkspace, describeRun, installAgent,
+  AGENT, NONROOT, REAL_INTERPRETERS, addFakeInterpreter, addHostBinary, addHostFile, createWorkspace, describeRun,
   processesUnder, runInRoot, type RootFs, type RunOptions,
 } from '../helpers/rootfs.ts';
 
@@ -27,7 +27,7 @@ before(async () => {
   assert.equal(process.getuid?.(), 0, 'e2e root-filesystem tests need root (chroot, mknod, mount namespaces): run them as root or in a privileged CI container');
   built = await build({ log: () => {} });
   interpreters = ws.make('interpreters');
-  installAgent(interpreters.dir, built.portableAgentDir);
+  addHostFile(interpreters.dir, built.executable, AGENT);
 });
 after(() => ws.dispose());
 
@@ -78,7 +78,7 @@ test('text report lists each interpreter like Attune does', async () => {
   assert.equal(r.code, 0, describeRun(r));
   assert.match(r.stdout, /^Detected 5 runtime\(s\):$/m);
   assert.match(r.stdout, /^ {2}✓ python {5}\/usr\/bin\/python3 \(\d+\.\d+\.\d+\)$/m);
-  assert.match(r.stdout, /^ {2}✓ java {7}\/usr\/bin\/java \(\d+\.\d+\.\d+\)$/m);
+  assert.match(r.stdout, /^ {2}✓ java {7}\/usr\/bin\/java \(\d+\.\d+\.\d+(\.\d+)?\)$/m); // 17.0.21.1: Debian's OpenJDK has four parts now
   assert.match(r.stdout, /^ATTUNE_WORKER_RUNTIMES=shell,python,node,java,perl$/m);
 });
 
@@ -97,7 +97,7 @@ for (const filter of ['python,shell', 'python3,bash']) {
 
 test('a root without interpreters reports none and what to install, exit 0', async () => {
   const root = ws.make('scratch');
-  installAgent(root.dir, built.portableAgentDir);
+  addHostFile(root.dir, built.executable, AGENT);
   const r = await runInRoot(root.dir, [AGENT, '--detect-only']);
   assert.equal(r.code, 0, describeRun(r));
   assert.match(r.stdout, /^No runtimes detected!$/m);
@@ -117,7 +117,7 @@ async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean>
 
 test('hanging python3 and node and a ruby printing garbage are reported within one probe timeout', async () => {
   const root = ws.make('scratch', 'fakes');
-  installAgent(root.dir, built.portableAgentDir);
+  addHostFile(root.dir, built.executable, AGENT);
   addHostBinary(root.dir, '/usr/bin/bash', '/bin/bash'); // a well-behaved probe alongside
   addFakeInterpreter(root.dir, 'python3', 'hang');
   addFakeInterpreter(root.dir, 'node', 'hang');

@@ -113,6 +113,9 @@ test('read-only root: with /proc and nothing writable (memory), without /proc bu
   const disk = await runContainer(root.dir, [BIN, '--version'], { user: NONROOT, readOnlyRoot: true, mounts: tmpfs });
   assert.equal(disk.code, 0, show(disk));
   assert.equal(disk.stdout, `${VERSION}\n`);
+  const diskDetect = await runContainer(root.dir, [BIN, '--detect-only'], { user: NONROOT, readOnlyRoot: true, mounts: tmpfs });
+  assert.equal(diskDetect.code, 0, show(diskDetect));
+  assert.match(diskDetect.stdout, /^ATTUNE_WORKER_RUNTIMES=shell$/m);
 
   const none = await runContainer(root.dir, [BIN, '--version'], { user: NONROOT, readOnlyRoot: true });
   assert.equal(none.code, 127, show(none));
