@@ -63,7 +63,7 @@ export function stageContext(dir: string, oneFile: string, epoch = sourceEpoch()
   for (const variant of ['rootfs-binary', 'rootfs-init'] as const) {
     const rootfs = join(dir, variant);
     mkdirSync(join(rootfs, dirname(IMAGE_AGENT_PATH)), { recursive: true });
-    place(oneFile, join(rootfs, IMAGE_AGENT_PATH), 0o555);
+    place(oneFile, join(rootfs, IMAGE_AGENT_PATH), 0o555, true);
     mkdirSync(join(rootfs, 'etc'));
     const passwd = ['root:x:0:0:root:/root:/sbin/nologin', `nonroot:x:${NONROOT_UID}:${NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin`];
     const group = ['root:x:0:', `nonroot:x:${NONROOT_UID}:`];
@@ -71,7 +71,7 @@ export function stageContext(dir: string, oneFile: string, epoch = sourceEpoch()
     writeFileSync(join(rootfs, 'etc', 'group'), group.join('\n') + '\n');
     if (variant === 'rootfs-init') {
       mkdirSync(join(rootfs, 'bin'));
-      place(BUSYBOX_SOURCE, join(rootfs, 'bin', 'busybox'), 0o555);
+      place(BUSYBOX_SOURCE, join(rootfs, 'bin', 'busybox'), 0o555, false); // the system's file: never link it (its mode and mtime would change)
       for (const applet of INIT_APPLETS) symlinkSync('busybox', join(rootfs, 'bin', applet));
     }
   }
@@ -79,9 +79,10 @@ export function stageContext(dir: string, oneFile: string, epoch = sourceEpoch()
   return dir;
 }
 
-/** Hard link (same file system) or copy, with a fixed mode. */
-function place(src: string, dst: string, mode: number): void {
+/** A build output is hard-linked where possible (no 111 MB copy); anything else is copied. Then the fixed mode. */
+function place(src: string, dst: string, mode: number, ownOutput: boolean): void {
   try {
+    if (!ownOutput) throw new Error('copy');
     linkSync(src, dst);
   } catch {
     copyFileSync(src, dst);
