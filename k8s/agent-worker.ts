@@ -23,14 +23,17 @@ export const WAIT_FOR_RABBITMQ =
 
 export const AGENT_VERSION = '0.6.0';
 export const AGENT_INIT_IMAGE = `attune-agent-init:${AGENT_VERSION}`;
+/** Where the worker mounts the agent volume (Attune's path; any path works for the one file). */
 export const AGENT_DIR = '/opt/attune/agent';
+/** Where the agent images carry the one file. */
+export const IMAGE_AGENT_PATH = '/usr/local/bin/attune-agent';
 export const HEALTH_PORT = 9464;
 export const NONROOT = 65532;
 
 /** What a user sets per agent worker (Attune's `agentWorkers[]`). */
 export interface AgentWorkerValues {
   name: string;
-  /** The user's image: any Linux x86_64 image; the agent is copied in by the agent-loader init container. */
+  /** The user's image: any Linux x86_64 image; the agent (one file) is copied in by the agent-loader init container. */
   image: string;
   replicas?: number;
   /** → ATTUNE_WORKER_RUNTIMES (comma-joined); unset = whatever the agent detects in the image. */
@@ -120,12 +123,13 @@ export function agentWorkerDeployment(w: AgentWorkerValues, p: Platform = DEFAUL
   const small: IResourceRequirements = { requests: { cpu: '10m', memory: '32Mi' }, limits: { memory: '128Mi' } };
   const initContainers: IContainer[] = [
     {
-      // No shell in this image: the agent copies itself (mode 0555/0444) and runs the copy once, so a
-      // noexec volume or a wrong architecture fails here, loudly, instead of in the worker.
+      // The agent copies itself (one file, 0555) and runs the copy once, fully verified, so a noexec
+      // volume, a wrong architecture or a damaged copy fails here, loudly, instead of in the worker.
+      // (Attune's own loader line, `/bin/sh -ec 'cp /usr/local/bin/attune-agent …'`, works with this image too.)
       name: 'agent-loader',
       image: p.agentInitImage,
       imagePullPolicy: 'IfNotPresent',
-      command: [`${AGENT_DIR}/attune-agent`, 'install', '/mnt/agent-bin'],
+      command: [IMAGE_AGENT_PATH, 'install', '/mnt/agent-bin'],
       resources: { requests: { cpu: '10m', memory: '64Mi' }, limits: { memory: '256Mi' } },
       securityContext: RESTRICTED,
       volumeMounts: [{ name: 'agent-bin', mountPath: '/mnt/agent-bin' }],

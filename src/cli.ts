@@ -29,8 +29,8 @@ export function parseCommandLine(argv: readonly string[]): CliCommand {
     });
   program
     .command('install <dir>')
-    .description('copy the agent (portable folder) into <dir>, e.g. an init container\'s shared volume, and check it runs there')
-    .option('--source <dir>', 'folder to copy from (default: the folder this executable runs from)')
+    .description('copy the agent (one file) to <dir>/attune-agent, e.g. an init container\'s shared volume, and check it runs there')
+    .option('--source <file>', 'the one file to copy (default: the file this agent runs from)')
     .action((dir: string, opts: { source?: string }) => {
       result = { kind: 'install', dir, source: opts.source };
     });

@@ -1,38 +1,42 @@
 /**
- * `attune-agent install <dir>`: the init-container step, with no shell in the image.
+ * `attune-agent install <dir>`: the init-container step, with no shell needed in the image.
  *
- * Copies the portable folder (by default the folder this executable runs from: `lib/`, `tini-static`,
- * `LICENSES/` and the executable) into `<dir>`, typically a volume shared with the worker container
- * that mounts it read-only at /opt/attune/agent. Files are 0444 (0555 for executables) and
- * sub-directories 0555: readable everywhere, because a single executable application reads its own
- * file at start (0311 would not do). Each file is written under a temporary name and renamed into
- * place, so re-installing into a persistent volume (compose upgrades) never rewrites a file that a
- * running worker has mapped (no ETXTBSY, no torn binaries).
+ * Copies the one file (by default the file this agent runs from; `--source <file>` names another)
+ * to `<dir>/attune-agent`, typically a volume shared with the worker container, which may mount it
+ * read-only anywhere (Attune mounts it at /opt/attune/agent). The file is written under a
+ * temporary name, made 0555 and renamed into place, so re-installing into a persistent volume
+ * (compose upgrades) never rewrites a file that a running worker has mapped (no ETXTBSY, no torn
+ * binary). 0555, not 0111: the launcher reads its own file at start.
  *
  * Then the copy is checked: byte-for-byte against the source (a full disk or a broken volume), its
- * ELF machine against this CPU, and finally it is RUN once with `--version` from `<dir>`, so a
- * `noexec` mount, a wrong architecture or a broken copy fails the init container loudly (exit 5)
- * instead of leaving the worker crash-looping with an obscure error. A noexec mount is also found
- * up front in /proc/self/mountinfo, before 115 MB are copied.
+ * ELF machine against this CPU, and finally it is RUN once with `--version` and
+ * ATTUNE_AGENT_VERIFY=full (the launcher then also checks the SHA-256 of the Node program inside),
+ * so a `noexec` mount, a wrong architecture or a damaged copy fails the init container loudly
+ * (exit 5) instead of leaving the worker crash-looping with an obscure error. A noexec mount is also
+ * found up front in /proc/self/mountinfo, before 115 MB are copied.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
-  accessSync, constants, chmodSync, copyFileSync, createReadStream, existsSync, lstatSync, mkdirSync, openSync, readSync, closeSync,
-  readFileSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync, symlinkSync,
+  accessSync, constants, chmodSync, copyFileSync, createReadStream, existsSync, mkdirSync, openSync, readSync, closeSync,
+  readFileSync, realpathSync, renameSync, rmSync, statSync,
 } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { EXIT } from './exit-codes.ts';
+import { launcher } from './launcher.ts';
 
-/** The folder every worker mounts the agent at: the portable executable's ELF interpreter lives below it. */
+/** Where Attune's workers mount the agent volume (any other path works as well). */
 export const CONTRACT_DIR = '/opt/attune/agent';
 const EXECUTABLE = 'attune-agent';
-const LOADER = 'lib/ld-linux-x86-64.so.2';
+/** The one file ends with a 64-byte footer that starts with this (build/launcher/onefile.h). */
+const ONEFILE_MAGIC = 'ATTUNE-ONEFILE/1';
+const ONEFILE_FOOTER_SIZE = 64;
 const RUN_CHECK_TIMEOUT_MS = 60_000;
 
 export interface InstallOptions {
   targetDir: string;
-  sourceDir?: string;
+  /** The one file to copy (default: the one this agent runs from); a directory means `<dir>/attune-agent`. */
+  source?: string;
   /** Where messages go (default: stdout for progress, stderr for the error). */
   out?: (line: string) => void;
   err?: (line: string) => void;
@@ -45,9 +49,9 @@ export async function installAgent(opts: InstallOptions): Promise<number> {
   const out = opts.out ?? ((l: string) => process.stdout.write(l + '\n'));
   const err = opts.err ?? ((l: string) => process.stderr.write(l + '\n'));
   try {
-    const r = await install(opts.targetDir, opts.sourceDir);
-    out(`attune-agent install: installed attune-agent ${r.version} into ${r.target} (${r.files} files, ${(r.bytes / 1e6).toFixed(1)} MB); the copy runs there.`);
-    if (r.target !== CONTRACT_DIR) out(`attune-agent install: mount this volume at ${CONTRACT_DIR} in the worker container (read-only is fine) and run ${CONTRACT_DIR}/${EXECUTABLE}.`);
+    const r = await install(opts.targetDir, opts.source);
+    out(`attune-agent install: installed attune-agent ${r.version} as ${r.file} (${(r.bytes / 1e6).toFixed(1)} MB); the copy runs there.`);
+    if (r.target !== CONTRACT_DIR) out(`attune-agent install: mount this volume in the worker container (read-only is fine; Attune uses ${CONTRACT_DIR}) and run its ${EXECUTABLE}.`);
     return EXIT.OK;
   } catch (e) {
     if (!(e instanceof InstallError)) throw e;
@@ -56,36 +60,54 @@ export async function installAgent(opts: InstallOptions): Promise<number> {
   }
 }
 
-export interface InstallResult { target: string; version: string; files: number; bytes: number }
+export interface InstallResult { target: string; file: string; version: string; bytes: number }
 
-export async function install(targetDir: string, sourceDir?: string): Promise<InstallResult> {
-  const source = resolveSource(sourceDir);
+export async function install(targetDir: string, source?: string): Promise<InstallResult> {
+  const from = resolveSource(source);
   const target = resolve(targetDir);
-  prepareTarget(target, source);
+  const file = join(target, EXECUTABLE);
+  prepareTarget(target, from);
 
   const noexec = mountOf(target);
   if (noexec?.options.includes('noexec')) throw new InstallError(noexecMessage(target, noexec.mountPoint));
 
-  const entries = listEntries(source);
-  let bytes = 0;
-  for (const e of entries) bytes += e.size;
-  copyTree(source, target, entries);
-  await verifyCopy(source, target, entries);
-  checkMachine(join(target, EXECUTABLE));
-  const version = await runCopy(target);
-  return { target, version, files: entries.filter((e) => e.kind === 'file').length, bytes };
+  const bytes = statSync(from).size;
+  copyFile(from, file, target);
+  await verifyCopy(from, file);
+  checkMachine(file);
+  const version = await runCopy(file);
+  return { target, file, version, bytes };
 }
 
 // ───────────────────────────── source and target ─────────────────────────────
 
-function resolveSource(sourceDir: string | undefined): string {
-  const dir = sourceDir !== undefined ? resolve(sourceDir) : dirname(realpathSync(process.execPath));
-  const hint = sourceDir !== undefined
-    ? 'pass the portable folder (the one holding attune-agent, lib/ and tini-static)'
-    : `this executable (${process.execPath}) is not inside a portable folder; run the one in ${CONTRACT_DIR} (the agent-init image), or pass --source <portable folder>`;
-  if (!isFile(join(dir, EXECUTABLE))) throw new InstallError(`${dir} holds no ${EXECUTABLE}: ${hint}`);
-  if (!isFile(join(dir, LOADER))) throw new InstallError(`${dir} holds no ${LOADER}, so it is not a portable folder: ${hint}`);
-  return dir;
+/** A one file carries its payload footer at the end (a plain SEA or a portable folder's executable does not). */
+export function isOneFile(path: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(path, 'r');
+    const size = statSync(path).size;
+    if (size < ONEFILE_FOOTER_SIZE) return false;
+    const buf = Buffer.alloc(16);
+    readSync(fd, buf, 0, 16, size - ONEFILE_FOOTER_SIZE);
+    return buf.toString('latin1') === ONEFILE_MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function resolveSource(source: string | undefined): string {
+  let file = source !== undefined ? resolve(source) : (launcher?.self ?? process.execPath);
+  if (source !== undefined && isDirectory(file)) file = join(file, EXECUTABLE);
+  if (!isFile(file)) throw new InstallError(`${file} does not exist or is not a file: pass the agent's one file (--source <file>)`);
+  if (!isOneFile(file)) {
+    throw new InstallError(source !== undefined
+      ? `${file} is not the one-file agent (it carries no payload): pass dist/attune-agent or /usr/local/bin/attune-agent of the agent images`
+      : `this executable (${file}) is not the one-file agent, so it cannot be copied alone; run the one of the agent-init image (/usr/local/bin/attune-agent), or pass --source <file>`);
+  }
+  return file;
 }
 
 function prepareTarget(target: string, source: string): void {
@@ -100,75 +122,33 @@ function prepareTarget(target: string, source: string): void {
   } catch (e) {
     throw new InstallError(`cannot write into ${target}: ${describeErrno(e)}${hintFor(e, target)}`);
   }
-  if (realpathSync(target) === realpathSync(source)) {
-    throw new InstallError(`${target} is the folder this agent runs from; mount the shared volume somewhere else in the init container (e.g. /mnt/agent-bin)`);
+  const dst = join(target, EXECUTABLE);
+  if (existsSync(dst) && realpathSync(dst) === realpathSync(source)) {
+    throw new InstallError(`${dst} is the file this agent runs from; install into another directory (e.g. the shared volume at /mnt/agent-bin)`);
   }
-}
-
-interface Entry { rel: string; kind: 'dir' | 'file' | 'symlink'; mode: number; size: number }
-
-/** Sorted, parents before children. */
-function listEntries(root: string): Entry[] {
-  const out: Entry[] = [];
-  const walk = (rel: string): void => {
-    for (const name of readdirSync(join(root, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(join(root, r));
-      if (st.isDirectory()) {
-        out.push({ rel: r, kind: 'dir', mode: 0o555, size: 0 });
-        walk(r);
-      } else if (st.isSymbolicLink()) {
-        out.push({ rel: r, kind: 'symlink', mode: 0, size: 0 });
-      } else if (st.isFile()) {
-        out.push({ rel: r, kind: 'file', mode: st.mode & 0o111 ? 0o555 : 0o444, size: st.size });
-      }
-    }
-  };
-  walk('');
-  return out;
 }
 
 // ───────────────────────────── copy ─────────────────────────────
 
-function copyTree(source: string, target: string, entries: readonly Entry[]): void {
-  const tmpSuffix = `.attune-install-${process.pid}`;
-  const dirs = entries.filter((e) => e.kind === 'dir');
+function copyFile(source: string, dst: string, target: string): void {
+  const tmp = `${dst}.attune-install-${process.pid}`;
   const step = (what: string, path: string, fn: () => void): void => {
     try {
       fn();
     } catch (e) {
+      rmSync(tmp, { force: true });
       throw new InstallError(`cannot ${what} ${path}: ${describeErrno(e)}${hintFor(e, target)}`);
     }
   };
-  // Directories first, writable while we fill them (an earlier install left them 0555).
-  for (const d of dirs) {
-    const p = join(target, d.rel);
-    if (existsSync(p) && !lstatSync(p).isDirectory()) step('replace', p, () => rmSync(p, { recursive: true, force: true }));
-    // Not recursive (parents come first): recursive mkdir reports EROFS as ENOENT.
-    if (!existsSync(p)) step('create', p, () => mkdirSync(p));
-    step('make writable', p, () => chmodSync(p, 0o755));
-  }
-  // The executable last: a half-finished install never has a new executable with old libraries.
-  const files = entries.filter((e) => e.kind !== 'dir');
-  files.sort((a, b) => Number(a.rel === EXECUTABLE) - Number(b.rel === EXECUTABLE));
-  for (const f of files) {
-    const src = join(source, f.rel);
-    const dst = join(target, f.rel);
-    const tmp = dst + tmpSuffix;
-    step('write', tmp, () => {
-      rmSync(tmp, { force: true });
-      if (f.kind === 'symlink') symlinkSync(readlinkSync(src), tmp);
-      else {
-        copyFileSync(src, tmp);
-        chmodSync(tmp, f.mode);
-      }
-    });
-    step('rename into', dst, () => {
-      if (existsSync(dst) && lstatSync(dst).isDirectory()) rmSync(dst, { recursive: true, force: true });
-      renameSync(tmp, dst);
-    });
-  }
-  for (const d of [...dirs].reverse()) step('set the mode of', join(target, d.rel), () => chmodSync(join(target, d.rel), d.mode));
+  step('write', tmp, () => {
+    rmSync(tmp, { force: true });
+    copyFileSync(source, tmp);
+    chmodSync(tmp, 0o555);
+  });
+  step('rename into', dst, () => {
+    if (existsSync(dst) && statSync(dst).isDirectory()) rmSync(dst, { recursive: true, force: true });
+    renameSync(tmp, dst);
+  });
 }
 
 async function sha256(path: string): Promise<string> {
@@ -177,18 +157,14 @@ async function sha256(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-async function verifyCopy(source: string, target: string, entries: readonly Entry[]): Promise<void> {
-  for (const f of entries) {
-    if (f.kind !== 'file') continue;
-    const dst = join(target, f.rel);
-    let same: boolean;
-    try {
-      same = statSync(dst).size === f.size && (await sha256(dst)) === (await sha256(join(source, f.rel)));
-    } catch (e) {
-      throw new InstallError(`cannot read back ${dst}: ${describeErrno(e)}`);
-    }
-    if (!same) throw new InstallError(`the copy ${dst} differs from ${join(source, f.rel)}: the volume lost data (full, or a broken file system)`);
+async function verifyCopy(source: string, dst: string): Promise<void> {
+  let same: boolean;
+  try {
+    same = statSync(dst).size === statSync(source).size && (await sha256(dst)) === (await sha256(source));
+  } catch (e) {
+    throw new InstallError(`cannot read back ${dst}: ${describeErrno(e)}`);
   }
+  if (!same) throw new InstallError(`the copy ${dst} differs from ${source}: the volume lost data (full, or a broken file system)`);
 }
 
 // ───────────────────────────── checks ─────────────────────────────
@@ -214,25 +190,22 @@ export function checkMachine(exe: string): void {
 }
 
 /**
- * Runs `<target>/attune-agent --version`. Where the contract folder exists (the agent-init image,
- * whose own agent sits there) the copy is executed directly, as the worker will; elsewhere (an
- * install on a host) through the copy's own loader, since the ELF interpreter path is absolute.
+ * Runs `<dir>/attune-agent --version` as the worker will: the one file needs nothing beside it, so
+ * the copy is executed directly. ATTUNE_AGENT_VERIFY=full makes its launcher check every byte.
  */
-async function runCopy(target: string): Promise<string> {
-  const exe = join(target, EXECUTABLE);
-  const direct = existsSync(join(CONTRACT_DIR, LOADER)) || target === CONTRACT_DIR;
-  const argv = direct ? [exe, '--version'] : [join(target, LOADER), exe, '--version'];
+async function runCopy(exe: string): Promise<string> {
+  const argv = [exe, '--version'];
   const r = await runBounded(argv, RUN_CHECK_TIMEOUT_MS);
   const how = `\`${argv.join(' ')}\``;
+  const target = resolve(exe, '..');
   if (r.spawnError) {
     const code = r.spawnError.code;
     if (code === 'EACCES' || code === 'EPERM') {
       const m = mountOf(target);
       if (m?.options.includes('noexec')) throw new InstallError(noexecMessage(target, m.mountPoint));
-      throw new InstallError(`cannot execute ${argv[0]} (${code}): the volume at ${target} does not allow running programs (a noexec mount, or a security policy such as SELinux/AppArmor); mount it without noexec`);
+      throw new InstallError(`cannot execute ${exe} (${code}): the volume at ${target} does not allow running programs (a noexec mount, or a security policy such as SELinux/AppArmor); mount it without noexec`);
     }
-    if (code === 'ENOEXEC') throw new InstallError(`${argv[0]} cannot be executed on this machine (ENOEXEC: wrong architecture or a broken copy)`);
-    if (code === 'ENOENT') throw new InstallError(`${argv[0]} cannot be started (ENOENT: its ELF interpreter ${CONTRACT_DIR}/${LOADER} is missing or the copy is broken)`);
+    if (code === 'ENOEXEC') throw new InstallError(`${exe} cannot be executed on this machine (ENOEXEC: wrong architecture or a broken copy)`);
     throw new InstallError(`cannot start ${how}: ${r.spawnError.message}`);
   }
   const output = (r.stdout + r.stderr).trim().slice(0, 2000);
@@ -251,8 +224,8 @@ interface Bounded { code: number | null; signal: NodeJS.Signals | null; stdout: 
 
 function runBounded(argv: readonly string[], timeoutMs: number): Promise<Bounded> {
   return new Promise((resolvePromise) => {
-    // An empty environment: NODE_OPTIONS & co. of the init container must not change the verdict.
-    const child = spawn(argv[0], argv.slice(1), { env: {}, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Only the full check: NODE_OPTIONS & co. of the init container must not change the verdict.
+    const child = spawn(argv[0], argv.slice(1), { env: { ATTUNE_AGENT_VERIFY: 'full' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
@@ -338,6 +311,14 @@ function describeErrno(e: unknown): string {
 function isFile(p: string): boolean {
   try {
     return statSync(p).isFile();
+  } catch {
+    return false;
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
   } catch {
     return false;
   }

@@ -3,6 +3,7 @@
  * Everything past the command line is imported lazily: `--version` must not evaluate config (yaml),
  * detection, pg or amqplib (bench/: evaluating them eagerly cost ~10 ms of a ~70 ms start).
  */
+import './launcher.ts'; // first: takes the launcher's variables out of the environment
 import { parseCommandLine } from './cli.ts';
 import { EXIT } from './exit-codes.ts';
 import { AGENT_BINARY_NAME, AGENT_VERSION } from './version.ts';
@@ -22,7 +23,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
   if (cmd.kind === 'install') {
     const { installAgent } = await import('./install.ts');
-    return installAgent({ targetDir: cmd.dir, sourceDir: cmd.source });
+    return installAgent({ targetDir: cmd.dir, source: cmd.source });
   }
 
   const { loadConfig, loadDetectConfig, ConfigError } = await import('./config/index.ts');

@@ -9,11 +9,13 @@
  * Node-API addon (build/native/attune-native.c) beside the executable; without it the runner falls
  * back to socket pairs and the agent logs once at start what that breaks.
  *
- * Lookup: $ATTUNE_AGENT_PIPES (a path, or `off`), else `lib/attune-pipes.node` next to the
- * executable (the portable folder and dist/ both have it); when run from source (tests), ./dist/lib.
+ * Lookup: $ATTUNE_AGENT_PIPES (a path, or `off`), else the copy the one file's launcher unpacked
+ * (src/launcher.ts), else `lib/attune-pipes.node` next to the executable (the portable folder and
+ * dist/ have it); when run from source (tests), ./dist/lib.
  */
 import { closeSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { launcher } from '../launcher.ts';
 
 declare const __AGENT_VERSION__: string | undefined;
 
@@ -61,7 +63,7 @@ function candidates(env: NodeJS.ProcessEnv): string[] {
   const fromEnv = env[PIPES_ENV];
   if (fromEnv !== undefined && fromEnv !== '') return [fromEnv];
   const exeDir = dirname(process.execPath);
-  const list = [join(exeDir, 'lib', PIPES_ADDON)];
+  const list = [...(launcher?.addon ? [launcher.addon] : []), join(exeDir, 'lib', PIPES_ADDON)];
   if (typeof __AGENT_VERSION__ !== 'string') list.push(join(process.cwd(), 'dist', 'lib', PIPES_ADDON));
   return list;
 }

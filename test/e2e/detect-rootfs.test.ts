@@ -1,5 +1,5 @@
 /**
- * `--detect-only` of the built portable executable against root filesystems with real host
+ * `--detect-only` of the built one file (dist/attune-agent) against root filesystems with real host
  * interpreters, none at all, and fake ones that hang or print garbage. No which(1) in any of them.
  */
 import { after, before, test } from 'node:test';
@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { build, type BuildResult } from '../../build/build.ts';
 import {
-  AGENT, NONROOT, REAL_INTERPRETERS, addFakeInterpreter, addHostBinary, createWorkspace, describeRun, installAgent,
+  AGENT, NONROOT, REAL_INTERPRETERS, addFakeInterpreter, addHostBinary, addHostFile, createWorkspace, describeRun,
   processesUnder, runInRoot, type RootFs, type RunOptions,
 } from '../helpers/rootfs.ts';
 import { waitFor } from '../helpers/wait.ts';
@@ -27,7 +27,7 @@ before(async () => {
   assert.equal(process.getuid?.(), 0, 'e2e root-filesystem tests need root (chroot, mknod, mount namespaces): run them as root or in a privileged CI container');
   built = await build({ log: () => {} });
   interpreters = ws.make('interpreters');
-  installAgent(interpreters.dir, built.portableAgentDir);
+  addHostFile(interpreters.dir, built.executable, AGENT);
 });
 after(() => ws.dispose());
 
@@ -97,7 +97,7 @@ for (const filter of ['python,shell', 'python3,bash']) {
 
 test('a root without interpreters reports none and what to install, exit 0', async () => {
   const root = ws.make('scratch');
-  installAgent(root.dir, built.portableAgentDir);
+  addHostFile(root.dir, built.executable, AGENT);
   const r = await runInRoot(root.dir, [AGENT, '--detect-only']);
   assert.equal(r.code, 0, describeRun(r));
   assert.match(r.stdout, /^No runtimes detected!$/m);
@@ -108,7 +108,7 @@ test('a root without interpreters reports none and what to install, exit 0', asy
 
 test('hanging python3 and node and a ruby printing garbage are reported within one probe timeout', async () => {
   const root = ws.make('scratch', 'fakes');
-  installAgent(root.dir, built.portableAgentDir);
+  addHostFile(root.dir, built.executable, AGENT);
   addHostBinary(root.dir, '/usr/bin/bash', '/bin/bash'); // a well-behaved probe alongside
   addFakeInterpreter(root.dir, 'python3', 'hang');
   addFakeInterpreter(root.dir, 'node', 'hang');

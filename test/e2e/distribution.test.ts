@@ -1,90 +1,41 @@
 /**
  * The init-container pattern, simulated with mount namespaces and chroot (what a kubelet or Docker
- * does, minus the image pull): the agent-init image's root filesystem (the same files
- * build/image.ts stages for Dockerfile.agent: the portable folder at /opt/attune/agent plus
- * /etc/passwd, no shell) runs `attune-agent install /mnt/agent-bin` into an empty volume, as uid
- * 65532 with a read-only root. That volume is then mounted read-only at /opt/attune/agent into
- * OTHER root filesystems (busybox-only, musl, Debian-like with interpreters), again non-root with a
- * read-only root, where `--detect-only` reports that root's interpreters and a worker registers
- * with PostgreSQL and RabbitMQ and runs dispatched actions end to end. A noexec volume fails the
- * install step with a message that says so.
+ * does, minus the image pull). The agent-init image's root filesystem (the files build/image.ts
+ * stages for Dockerfile.agent: the one file at /usr/local/bin/attune-agent, a static busybox
+ * /bin/sh with cp and chmod, /etc/passwd) fills an empty volume in two ways, as uid 65532 with a
+ * read-only root: with ATTUNE'S OWN loader command line (`/bin/sh -ec 'cp … && chmod +x …'`, the
+ * volume mounted at /opt/attune/agent), and with `attune-agent install /mnt/agent-bin`. That volume
+ * is then mounted read-only at /opt/attune/agent into OTHER root filesystems (busybox-only, musl,
+ * Debian-like with interpreters), again non-root with a read-only root, where `--detect-only`
+ * reports that root's interpreters and a worker registers with PostgreSQL and RabbitMQ and runs
+ * dispatched actions end to end. A noexec volume fails the install step with a message that says so.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomInt, randomUUID } from 'node:crypto';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { build, type BuildResult } from '../../build/build.ts';
-import { stageContext, NONROOT_UID } from '../../build/image.ts';
-import { listTree } from '../../build/files.ts';
+import { IMAGE_AGENT_PATH, INIT_APPLETS, stageContext, NONROOT_UID } from '../../build/image.ts';
 import { AGENT, AGENT_DIR, NONROOT, addDevNodes, addHostBinary, createWorkspace, processesUnder } from '../helpers/rootfs.ts';
+import { containerArgs, runContainer, show, type Mount } from '../helpers/container.ts';
 import { createTestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested } from '../helpers/amqp.ts';
 import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent } from '../harness/platform.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const VOLUME_MOUNT = '/mnt/agent-bin';
+/** Attune's loader step (its compose init-agent and chart agent-loader), for our file. */
+const ATTUNE_LOADER = `cp ${IMAGE_AGENT_PATH} ${AGENT_DIR}/attune-agent && chmod +x ${AGENT_DIR}/attune-agent && ${AGENT_DIR}/attune-agent --version`;
 const ws = createWorkspace('distribution');
 let built: BuildResult;
-/** The agent-init image's root filesystem. */
+/** The agent-init and agent-binary images' root filesystems. */
 let initRoot: string;
-/** The shared volume (an emptyDir), filled by the install step in the first test. */
+let binaryRoot: string;
+/** The shared volume (an emptyDir), filled by Attune's loader command line in the first test. */
 let volume: string;
-
-// ───────────────────────────── a tiny container runtime ─────────────────────────────
-
-interface Mount { path: string; host?: string; ro?: boolean; noexec?: boolean }
-interface ContainerOptions {
-  user?: { uid: number; gid: number };
-  env?: Record<string, string>;
-  /** Bind mounts (`host`) or fresh tmpfs (no `host`); mount points must exist in the root. */
-  mounts?: Mount[];
-  readOnlyRoot?: boolean;
-  proc?: boolean;
-}
-
-function q(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
-}
-
-/** argv for /usr/bin/unshare: a private mount namespace, the mounts, a read-only root, then env -i + chroot. */
-function containerArgs(root: string, argv: readonly string[], o: ContainerOptions): string[] {
-  const steps = [`mount --bind ${q(root)} ${q(root)}`];
-  for (const m of o.mounts ?? []) {
-    const at = q(join(root, m.path));
-    const flags = [m.ro ? 'ro' : 'rw', ...(m.noexec ? ['noexec'] : ['exec']), 'nosuid', 'nodev'].join(',');
-    if (m.host !== undefined) steps.push(`mount --bind ${q(m.host)} ${at}`, `mount -o remount,bind,${flags} ${at}`);
-    else steps.push(`mount -t tmpfs -o mode=1777,size=256m,${flags} tmpfs ${at}`);
-  }
-  if (o.proc) steps.push(`mount -t proc proc ${q(join(root, '/proc'))}`);
-  if (o.readOnlyRoot) steps.push(`mount -o remount,bind,ro ${q(root)}`);
-  steps.push('exec /usr/bin/env -i "$@"');
-  const env = Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`);
-  const user = o.user ? [`--userspec=${o.user.uid}:${o.user.gid}`] : [];
-  return ['--mount', '--propagation', 'private', '/bin/sh', '-ec', steps.join('\n'), 'sh', ...env, '/usr/sbin/chroot', ...user, root, ...argv];
-}
-
-interface Run { code: number | null; stdout: string; stderr: string }
-
-function runContainer(root: string, argv: readonly string[], o: ContainerOptions = {}, timeoutMs = 60_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('/usr/bin/unshare', containerArgs(root, argv, o), { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-const show = (r: Run): string => `exit ${r.code}\n--- stdout ---\n${r.stdout}\n--- stderr ---\n${r.stderr}`;
 
 function sha(path: string): string {
   return createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -106,43 +57,71 @@ function workerMounts(extra: Mount[] = []): Mount[] {
 before(async () => {
   assert.equal(process.getuid?.(), 0, 'e2e root-filesystem tests need root (chroot, mount namespaces): run them as root or in a privileged CI container');
   built = await build({ log: () => {} });
-  initRoot = join(stageContext(join(ws.dir, 'agent-init-context'), built.portableAgentDir), 'rootfs');
-  // What the container runtime adds to every container: /dev nodes, and the volume's mount point.
-  addDevNodes(initRoot);
-  mkdirSync(join(initRoot, 'proc'));
+  const context = stageContext(join(ws.dir, 'agent-context'), built.executable);
+  initRoot = join(context, 'rootfs-init');
+  binaryRoot = join(context, 'rootfs-binary');
+  // What the container runtime adds to every container: /dev nodes, /proc, and the volumes' mount points.
+  for (const r of [initRoot, binaryRoot]) {
+    addDevNodes(r);
+    mkdirSync(join(r, 'proc'));
+  }
   mkdirSync(join(initRoot, VOLUME_MOUNT), { recursive: true });
+  mkdirSync(join(initRoot, AGENT_DIR), { recursive: true });
   volume = emptyVolume('agent-bin');
 });
 after(() => ws.dispose());
 
-test('agent-init install step: no shell in the image, uid 65532, read-only root → the folder lands in the empty volume and runs there', async () => {
-  for (const sh of ['bin/sh', 'bin/busybox', 'usr/bin/sh', 'bin/cp']) assert.ok(!existsSync(join(initRoot, sh)), `the init image must not need /${sh}`);
-  const r = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, mounts: [{ path: VOLUME_MOUNT, host: volume }] });
+test('the images: agent-binary holds the one file only (no shell); agent-init adds a static busybox /bin/sh with cp and chmod', () => {
+  const files = (root: string) => {
+    const out: string[] = [];
+    const walk = (rel: string) => {
+      for (const n of readdirSync(join(root, rel)).sort()) {
+        const r = `${rel}/${n}`;
+        const st = lstatSync(join(root, r));
+        if (st.isDirectory()) walk(r);
+        else out.push(st.isSymbolicLink() ? `${r} -> ${readlinkSync(join(root, r))}` : r);
+      }
+    };
+    walk('');
+    return out.filter((f) => !f.startsWith('/dev/'));
+  };
+  assert.deepEqual(files(binaryRoot), ['/etc/group', '/etc/passwd', IMAGE_AGENT_PATH]);
+  assert.deepEqual(files(initRoot), ['/bin/busybox', ...INIT_APPLETS.map((a) => `/bin/${a} -> busybox`), '/etc/group', '/etc/passwd', IMAGE_AGENT_PATH].sort());
+  assert.equal(sha(join(binaryRoot, IMAGE_AGENT_PATH)), sha(built.executable));
+  assert.equal(statSync(join(initRoot, IMAGE_AGENT_PATH)).mode & 0o7777, 0o555);
+  const headers = spawnSync('readelf', ['-lW', join(initRoot, 'bin', 'busybox')], { encoding: 'utf8' }).stdout;
+  assert.match(headers, /^\s+LOAD/m);
+  assert.doesNotMatch(headers, /INTERP|DYNAMIC/, 'the init image\'s shell is static: it needs no libc');
+});
+
+test("Attune's loader command line in the agent-init image (/bin/sh -ec 'cp … && chmod +x …'), uid 65532, read-only root → the one file in the volume, and it runs there", async () => {
+  const r = await runContainer(initRoot, ['/bin/sh', '-ec', ATTUNE_LOADER], { user: NONROOT, readOnlyRoot: true, proc: true, mounts: [{ path: AGENT_DIR, host: volume }] });
   assert.equal(r.code, 0, show(r));
-  assert.match(r.stdout, new RegExp(`^attune-agent install: installed attune-agent ${VERSION.replace(/\./g, '\\.')} into ${VOLUME_MOUNT} \\(\\d+ files, [\\d.]+ MB\\); the copy runs there\\.$`, 'm'));
-  assert.equal(r.stderr, '');
-
-  const source = built.portableAgentDir;
-  assert.deepEqual(listTree(volume), listTree(source), 'the volume holds exactly the portable folder');
-  for (const rel of listTree(source)) {
-    const st = statSync(join(volume, rel));
-    const executable = (statSync(join(source, rel)).mode & 0o111) !== 0;
-    assert.equal(st.mode & 0o7777, executable ? 0o555 : 0o444, `${rel} mode`);
-    assert.equal(st.uid, NONROOT_UID, `${rel} owner`);
-  }
-  for (const d of ['lib', 'LICENSES']) assert.equal(statSync(join(volume, d)).mode & 0o7777, 0o555, `${d}/ mode`);
-  assert.equal(sha(join(volume, 'attune-agent')), sha(join(source, 'attune-agent')));
-
-  // A second run (compose re-creates init-agent on every `up`; an upgrade) replaces the files in place.
-  const again = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, mounts: [{ path: VOLUME_MOUNT, host: volume }] });
-  assert.equal(again.code, 0, show(again));
-  assert.deepEqual(listTree(volume), listTree(source), 'no temporary files are left behind');
+  assert.equal(r.stdout, `${VERSION}\n`);
+  assert.deepEqual(readdirSync(volume), ['attune-agent'], 'the volume holds the one file and nothing else');
+  assert.equal(sha(join(volume, 'attune-agent')), sha(built.executable));
+  assert.equal(statSync(join(volume, 'attune-agent')).uid, NONROOT_UID);
   assert.deepEqual(processesUnder(initRoot), []);
 });
 
-test('agent-init install into a noexec volume fails loudly (exit 5) and says noexec, with or without /proc', async () => {
+test('agent-init default command (attune-agent install /mnt/agent-bin), uid 65532, read-only root → the one file lands in the empty volume and runs there; again over it', async () => {
+  const vol = emptyVolume('agent-bin-install');
+  for (let round = 0; round < 2; round++) {
+    const r = await runContainer(initRoot, [IMAGE_AGENT_PATH, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, proc: true, mounts: [{ path: VOLUME_MOUNT, host: vol }] });
+    assert.equal(r.code, 0, show(r));
+    assert.match(r.stdout, new RegExp(`^attune-agent install: installed attune-agent ${VERSION.replace(/\./g, '\\.')} as ${VOLUME_MOUNT}/attune-agent \\([\\d.]+ MB\\); the copy runs there\\.$`, 'm'));
+    assert.equal(r.stderr, '');
+    assert.deepEqual(readdirSync(vol), ['attune-agent'], 'no temporary files are left behind');
+    assert.equal(statSync(join(vol, 'attune-agent')).mode & 0o7777, 0o555);
+    assert.equal(sha(join(vol, 'attune-agent')), sha(built.executable));
+  }
+});
+
+test('agent-init install into a noexec volume fails loudly (exit 5) and says noexec, with /proc, and without (cache in a tmpfs /tmp)', async () => {
   for (const proc of [true, false]) {
-    const r = await runContainer(initRoot, [AGENT, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, proc, mounts: [{ path: VOLUME_MOUNT, noexec: true }] });
+    const mounts: Mount[] = [{ path: VOLUME_MOUNT, noexec: true }, ...(proc ? [] : [{ path: '/tmp' }])];
+    if (!proc) mkdirSync(join(initRoot, 'tmp'), { recursive: true });
+    const r = await runContainer(initRoot, [IMAGE_AGENT_PATH, 'install', VOLUME_MOUNT], { user: NONROOT, readOnlyRoot: true, proc, mounts });
     assert.equal(r.code, 5, `proc=${proc}: ${show(r)}`);
     assert.match(r.stderr, /^attune-agent install: error: .*noexec/m, `proc=${proc}`);
     // With /proc the mount table names the mount; without it, running the copy is what catches it.
@@ -166,7 +145,7 @@ const DETECT_CASES = [
 
 for (const c of DETECT_CASES) {
   test(`the installed volume at ${AGENT_DIR} (read-only) in a ${c.kind} root, uid 65532, read-only root: --detect-only reports that root's interpreters`, async () => {
-    assert.ok(readdirSync(volume).includes('attune-agent'), 'the install test fills the volume first');
+    assert.deepEqual(readdirSync(volume), ['attune-agent'], "Attune's loader test fills the volume first");
     const root = ws.make(c.kind);
     assert.deepEqual(readdirSync(join(root.dir, AGENT_DIR)), [], 'the root has no agent of its own: only the volume brings it');
     const r = await runContainer(root.dir, [AGENT, '--detect-only', '--json'], { user: NONROOT, readOnlyRoot: true, proc: true, mounts: workerMounts() });
@@ -188,7 +167,7 @@ for (const c of DETECT_CASES) {
 }
 
 test('worker from the installed volume in a Debian-like root (uid 65532, read-only root) registers and runs dispatched actions end to end', async (t) => {
-  assert.ok(readdirSync(volume).includes('attune-agent'), 'the install test fills the volume first');
+  assert.deepEqual(readdirSync(volume), ['attune-agent'], "Attune's loader test fills the volume first");
   const db = await createTestDatabase('e2e_distribution');
   t.after(() => db.drop());
   const base = randomInt(100_000, 1_000_000) * 1000; // ids unique on the shared broker (see agent-executions)
@@ -201,7 +180,7 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
 
   // A pack of our own: bash builtins only (the root has no coreutils) and node. whoami.sh writes to
   // its stdout by path (/proc/self/fd/1: this root has no /dev/stdout link): that works only with real
-  // pipes, i.e. with the folder's lib/attune-pipes.node loaded.
+  // pipes, i.e. with the pipes addon the one file carries loaded.
   const packs = join(ws.dir, 'packs');
   mkdirSync(join(packs, 'distpack', 'actions'), { recursive: true });
   writeFileSync(join(packs, 'distpack', 'actions', 'whoami.sh'), '#!/bin/bash\nread -r -d "" params\nprintf \'{"uid":%s,"params":%s}\' "$EUID" "$params" > /proc/self/fd/1\n');
@@ -279,47 +258,48 @@ function stageCommand(stage: string): { entrypoint: string[]; cmd: string[]; use
   return { entrypoint: JSON.parse(grab('ENTRYPOINT') || '[]'), cmd: JSON.parse(grab('CMD') || '[]'), user: grab('USER') };
 }
 
-test('compose recipe: the override parses, wires init-agent → worker like Attune\'s stack, and runs service by service (simulated)', async () => {
+test('compose recipe: agent-ts-init → agent-ts-worker-ruby as the override wires them, run service by service (simulated; the merge itself: distribution-compose.test.ts)', async () => {
   const { parse } = await import('yaml');
   const { OPTIONS, envNameFor } = await import('../../src/config/options.ts');
   const compose = parse(interpolate(readFileSync(COMPOSE_FILE, 'utf8'))) as { services: Record<string, ComposeService>; volumes: Record<string, unknown> };
-  const init = compose.services['init-agent'];
-  const worker = compose.services['worker-ruby'];
-  assert.ok(init && worker, 'services init-agent and worker-ruby');
+  const init = compose.services['agent-ts-init'];
+  const worker = compose.services['agent-ts-worker-ruby'];
+  assert.ok(init && worker, 'services agent-ts-init and agent-ts-worker-ruby');
   assert.equal(init.image, `attune-agent-init:${VERSION}`);
   const initCmd = stageCommand('agent-init');
-  assert.deepEqual([...initCmd.entrypoint, ...initCmd.cmd], [AGENT, 'install', VOLUME_MOUNT], 'the image default command compose relies on');
-  assert.deepEqual(init.volumes, [`agent_bin:${VOLUME_MOUNT}`]);
+  assert.deepEqual([...initCmd.entrypoint, ...initCmd.cmd], [IMAGE_AGENT_PATH, 'install', VOLUME_MOUNT], 'the image default command compose relies on');
+  assert.deepEqual(init.volumes, [`agent_ts_bin:${VOLUME_MOUNT}`]);
   assert.deepEqual(worker.entrypoint, [AGENT]);
-  assert.deepEqual(worker.depends_on?.['init-agent'], { condition: 'service_completed_successfully' });
+  assert.deepEqual(worker.depends_on?.['agent-ts-init'], { condition: 'service_completed_successfully' });
   // Docker's default stop timeout (10 s) would SIGKILL the agent mid-drain: the recipe covers the
   // drain (shutdown_timeout + kill_grace_period) with room for the final writes and message flush.
   assert.equal(worker.stop_grace_period, '60s');
   const drainS = ['worker.shutdown_timeout', 'worker.kill_grace_period'].reduce((n, k) => n + Number(OPTIONS.find((o) => o.key === k)!.default), 0);
   assert.ok(60 >= drainS + 15, `stop_grace_period 60 s vs drain ${drainS} s`);
   const mounts = new Map(worker.volumes!.map((v) => { const [src, dst, mode] = v.split(':'); return [dst, { src, ro: mode === 'ro' }]; }));
-  assert.deepEqual(mounts.get(AGENT_DIR), { src: 'agent_bin', ro: true });
+  assert.deepEqual(mounts.get(AGENT_DIR), { src: 'agent_ts_bin', ro: true });
   assert.deepEqual(mounts.get('/opt/attune/packs'), { src: 'packs_data', ro: true });
   for (const d of ['/opt/attune/runtime_envs', '/opt/attune/artifacts']) assert.equal(mounts.get(d)?.ro, false, d);
-  assert.equal(mounts.get('/opt/attune/config.yaml')?.src, './config.docker.yaml');
-  for (const [dst, { src }] of mounts) if (!src.startsWith('.') && !src.startsWith('/')) assert.ok(src in compose.volumes, `named volume ${src} (${dst}) is declared`);
+  assert.equal(mounts.get('/opt/attune/config/config.yaml')?.src, './config.docker.yaml');
   const env = worker.environment!;
   assert.equal(env.ATTUNE_WORKER_TYPE, 'container');
+  assert.equal(env.ATTUNE_CONFIG, '/opt/attune/config/config.yaml');
   const known = new Set(OPTIONS.flatMap((o) => [envNameFor(o.key), ...(o.alsoEnv ? [o.alsoEnv] : [])]));
   for (const k of Object.keys(env).filter((x) => x.startsWith('ATTUNE__'))) assert.ok(known.has(k), `${k} is an agent option`);
   assert.equal(env.ATTUNE__PACKS_BASE_DIR, '/opt/attune/packs');
 
   // Simulation: named volumes are host folders; Docker copies the image's /mnt/agent-bin ownership
-  // (65532, 0755: NOT world-writable) into the fresh agent_bin volume.
+  // (65532, 0755: NOT world-writable) into the fresh agent_ts_bin volume.
   const vols: Record<string, string> = {};
-  for (const name of Object.keys(compose.volumes)) vols[name] = emptyVolume(`compose-${name}`);
-  chmodSync(vols.agent_bin, 0o755);
-  chownSync(vols.agent_bin, NONROOT_UID, NONROOT_UID);
+  for (const name of ['agent_ts_bin', 'packs_data', 'runtime_envs', 'artifacts_data']) vols[name] = emptyVolume(`compose-${name}`);
+  chmodSync(vols.agent_ts_bin, 0o755);
+  chownSync(vols.agent_ts_bin, NONROOT_UID, NONROOT_UID);
   const [uid, gid] = initCmd.user.split(':').map(Number);
   const initRun = await runContainer(initRoot, [...initCmd.entrypoint, ...initCmd.cmd], {
-    user: { uid, gid }, readOnlyRoot: init.read_only, mounts: [{ path: VOLUME_MOUNT, host: vols.agent_bin }],
+    user: { uid, gid }, readOnlyRoot: init.read_only, proc: true, mounts: [{ path: VOLUME_MOUNT, host: vols.agent_ts_bin }],
   });
   assert.equal(initRun.code, 0, show(initRun));
+  assert.deepEqual(readdirSync(vols.agent_ts_bin), ['attune-agent']);
 
   // The worker (ruby:3.3-slim stands in as a Debian root with ruby; it runs as root like that image).
   const root = ws.make('interpreters');
@@ -329,20 +309,21 @@ test('compose recipe: the override parses, wires init-agent → worker like Attu
   const workerMountsList: Mount[] = [...(worker.tmpfs ?? []).map((path) => ({ path }))];
   for (const [dst, { src, ro }] of mounts) {
     const host = src.startsWith('.') ? configFile : vols[src];
-    if (dst.endsWith('.yaml')) writeFileSync(join(root.dir, dst), ''); // a file bind needs a file to mount on
-    else mkdirSync(join(root.dir, dst), { recursive: true });
+    if (dst.endsWith('.yaml')) {
+      mkdirSync(join(root.dir, dst, '..'), { recursive: true });
+      writeFileSync(join(root.dir, dst), ''); // a file bind needs a file to mount on
+    } else mkdirSync(join(root.dir, dst), { recursive: true });
     workerMountsList.push({ path: dst, host, ro });
   }
-  // `docker compose run --rm worker-ruby --detect-only --json`: the service's entrypoint, env and mounts.
+  // `docker compose run --rm agent-ts-worker-ruby --detect-only --json`: the service's entrypoint, env and mounts.
   const r = await runContainer(root.dir, [...worker.entrypoint!, '--detect-only', '--json'], { env, readOnlyRoot: worker.read_only, proc: true, mounts: workerMountsList });
   assert.equal(r.code, 0, show(r));
   const report = JSON.parse(r.stdout) as Report;
   assert.deepEqual(report.runtimes.map((x) => x.name).sort(), ['ruby', 'shell']);
   assert.match(report.runtimes.find((x) => x.name === 'ruby')!.version ?? '', /^3\.\d+\.\d+/);
 
-  // docker run --rm -v agent_bin:/opt/attune/agent:ro ruby:3.3-slim /opt/attune/agent/attune-agent --detect-only
-  const plain = await runContainer(root.dir, [AGENT, '--detect-only'], { proc: true, mounts: [{ path: AGENT_DIR, host: vols.agent_bin, ro: true }] });
+  // docker run --rm -v agent_ts_bin:/opt/attune/agent:ro ruby:3.3-slim /opt/attune/agent/attune-agent --detect-only
+  const plain = await runContainer(root.dir, [AGENT, '--detect-only'], { proc: true, mounts: [{ path: AGENT_DIR, host: vols.agent_ts_bin, ro: true }] });
   assert.equal(plain.code, 0, show(plain));
   assert.match(plain.stdout, /^ {2}✓ ruby +\/usr\/bin\/ruby \(3\.\d+\.\d+\)$/m);
 });
-

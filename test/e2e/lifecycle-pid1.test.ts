@@ -1,12 +1,13 @@
 /**
- * PID 1: the BUILT agent as the init of a fresh PID namespace (`unshare --pid --fork --mount-proc`),
- * laid out like the portable folder (attune-agent with tini-static beside it). At start it re-executes
- * itself under tini (src/native/pid1.ts): tini stays PID 1 and reaps the orphans of 200 actions that each
- * leave background grandchildren behind (one escapes into its own session and exits later, one stays
- * in the action's group and is killed with it). Afterwards the namespace holds 0 zombies, and SIGTERM
- * to PID 1 (what `docker stop` / the kubelet send) stops the agent cleanly: exit 0, row inactive.
+ * PID 1: the BUILT one file, alone in its directory, as the init of a fresh PID namespace
+ * (`unshare --pid --fork --mount-proc`). Its launcher (build/launcher/init.c) forks before starting
+ * Node and stays PID 1: it reaps the orphans of 60 actions that each leave background grandchildren
+ * behind (one escapes into its own session and exits later, one stays in the action's group and is
+ * killed with it). Afterwards the namespace holds 0 zombies, and SIGTERM to PID 1 (what
+ * `docker stop` / the kubelet send) is forwarded: the agent drains and exits 0, row inactive, and
+ * PID 1 exits with the agent's status.
  *
- * Control: the same agent with ATTUNE_AGENT_TINI=off (Node itself as PID 1) leaves zombies — so the
+ * Control: the same file with ATTUNE_AGENT_TINI=off (Node itself as PID 1) leaves zombies — so the
  * zombie count above is a real measurement, not a check that cannot fail.
  */
 import { after, before, test } from 'node:test';
@@ -22,7 +23,7 @@ import { AGENT_EXECUTABLE, createExecution, insertAction, seedCoreRuntimes, star
 import { waitFor } from '../helpers/wait.ts';
 
 const PACK = 'pid1pack';
-const TINI = new URL('../../dist/portable/opt/attune/agent/tini-static', import.meta.url).pathname;
+const ACTIONS = 60;
 let db: TestDatabase;
 let mq: ChannelModel;
 let work: string;
@@ -116,23 +117,26 @@ async function runOrphans(a: NsAgent, n: number): Promise<{ orphansSeen: number 
 }
 
 before(async () => {
-  assert.ok(existsSync(AGENT_EXECUTABLE) && existsSync(TINI), 'dist/attune-agent and the portable tini-static are built (npm run build)');
+  assert.ok(existsSync(AGENT_EXECUTABLE), 'dist/attune-agent is built (npm run build)');
   db = await createTestDatabase('e2e_pid1');
   const base = randomInt(100_000, 1_000_000) * 1000;
   await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-pid1-'));
-  // The portable layout: tini-static beside the executable.
+  // The one file alone in its directory.
   bin = join(work, 'agent');
   mkdirSync(bin);
   place(AGENT_EXECUTABLE, join(bin, 'attune-agent'));
-  place(TINI, join(bin, 'tini-static'));
   const actions = join(work, 'packs', PACK, 'actions');
   mkdirSync(actions, { recursive: true });
   // A grandchild in its own session that exits later on its own, and one left in the action's group.
   writeFileSync(join(actions, 'orphan.sh'), `#!/bin/bash\nsetsid sleep 0.$((RANDOM % 5 + 3)) </dev/null >/dev/null 2>&1 &\nsleep 30 </dev/null >/dev/null 2>&1 &\necho ok\n`);
   chmodSync(join(actions, 'orphan.sh'), 0o755);
   await insertAction(db.pool, PACK, { ref: `${PACK}.orphan`, entrypoint: 'orphan.sh', runtime: 'shell' }, runtimeIds);
+  // Still running when SIGTERM comes: the drain must let it finish.
+  writeFileSync(join(actions, 'slow.sh'), '#!/bin/bash\nsleep 1.5\necho drained\n');
+  chmodSync(join(actions, 'slow.sh'), 0o755);
+  await insertAction(db.pool, PACK, { ref: `${PACK}.slow`, entrypoint: 'slow.sh', runtime: 'shell' }, runtimeIds);
   mq = await connectTest('e2e-pid1');
 });
 
@@ -146,42 +150,57 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-test('agent as PID 1 of a fresh PID namespace: re-exec under tini, 200 orphan-leaving actions → 0 zombies, SIGTERM → exit 0 (control without tini: zombies)', async (t) => {
-  const [withTini, control] = await Promise.all([
+function vmRssKb(pid: number): number {
+  return Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+}
+
+test(`the one file as PID 1 of a fresh PID namespace: its launcher stays init, ${ACTIONS} orphan-leaving actions → 0 zombies, SIGTERM → drained, exit 0 (control without init: zombies)`, async (t) => {
+  assert.deepEqual(readdirSync(bin), ['attune-agent'], 'nothing beside the one file');
+  const [withInit, control] = await Promise.all([
     launch(`e2e-pid1-${tag}`, {}),
     launch(`e2e-pid1-control-${tag}`, { ATTUNE_AGENT_TINI: 'off' }),
   ]);
-  // The drop-in entrypoint became `tini-static -s -g -- attune-agent`: tini is PID 1, the agent its child.
+  // PID 1 is the launcher (the same file, small: no Node inside); its only child runs the agent.
   const exe = (pid: number) => readlinkSync(`/proc/${pid}/exe`);
-  assert.equal(exe(withTini.init), join(bin, 'tini-static'));
-  const agentPid = children(withTini.init);
+  const maps = (pid: number) => readFileSync(`/proc/${pid}/maps`, 'utf8');
+  assert.equal(exe(withInit.init), join(bin, 'attune-agent'));
+  const agentPid = children(withInit.init);
   assert.equal(agentPid.length, 1);
   assert.equal(exe(agentPid[0]), join(bin, 'attune-agent'));
-  assert.equal(exe(control.init), join(bin, 'attune-agent'), 'control: Node itself is PID 1');
-  assert.ok(control.proc.logs.some((l) => l.level === 'warn' && /PID 1.*zombies/.test(String(l.msg))), 'without tini the agent warns');
+  assert.ok(vmRssKb(withInit.init) < 4096, `init holds only the launcher: VmRSS ${vmRssKb(withInit.init)} kB`);
+  assert.doesNotMatch(maps(withInit.init), /memfd:attune-agent/, 'the init forked before anything was unpacked');
+  assert.match(maps(agentPid[0]), /memfd:attune-agent:libc\.so\.6/, 'the agent runs on the unpacked libraries');
+  assert.match(maps(control.init), /memfd:attune-agent:libc\.so\.6/, 'control: Node itself is PID 1');
+  assert.ok(control.proc.logs.some((l) => l.level === 'warn' && /PID 1.*zombies/.test(String(l.msg))), 'without an init the agent warns');
 
-  const [main] = await Promise.all([runOrphans(withTini, 200), runOrphans(control, 20)]);
+  const [main] = await Promise.all([runOrphans(withInit, ACTIONS), runOrphans(control, 20)]);
   assert.ok(main.orphansSeen > 0, 'orphans were reparented to the namespace init while the actions ran');
-  t.diagnostic(`live orphans seen under tini at one time: up to ${main.orphansSeen}`);
+  t.diagnostic(`live orphans seen under the launcher at one time: up to ${main.orphansSeen}`);
 
   // The session-escaped grandchildren exit 0.3-0.7 s after their action: wait until none is alive.
-  await waitFor('the grandchildren exited', () => namespaceProcesses(withTini.init).every((p) => p.comm !== 'sleep' || p.state === 'Z'), { timeoutMs: 10_000 });
+  await waitFor('the grandchildren exited', () => namespaceProcesses(withInit.init).every((p) => p.comm !== 'sleep' || p.state === 'Z'), { timeoutMs: 10_000 });
   await waitFor('control grandchildren exited', () => namespaceProcesses(control.init).every((p) => p.comm !== 'sleep' || p.state === 'Z'), { timeoutMs: 10_000 });
-  // tini reaps an orphan as soon as it exits; Node as PID 1 never does.
-  await waitFor('tini to reap the last orphans', () => namespaceProcesses(withTini.init).every((p) => p.state !== 'Z'), { timeoutMs: 5_000 }).catch(() => undefined);
-  const zombies = namespaceProcesses(withTini.init).filter((p) => p.state === 'Z');
+  // The init reaps an orphan as soon as it exits; Node as PID 1 never does.
+  await waitFor('the init to reap the last orphans', () => namespaceProcesses(withInit.init).every((p) => p.state !== 'Z'), { timeoutMs: 5_000 }).catch(() => undefined);
+  const zombies = namespaceProcesses(withInit.init).filter((p) => p.state === 'Z');
   const controlZombies = namespaceProcesses(control.init).filter((p) => p.state === 'Z');
-  t.diagnostic(`zombies: ${zombies.length} under tini after 200 actions; ${controlZombies.length} with Node as PID 1 after 20`);
+  t.diagnostic(`zombies: ${zombies.length} under the launcher after ${ACTIONS} actions; ${controlZombies.length} with Node as PID 1 after 20`);
   assert.deepEqual(zombies, [], 'no zombie in the namespace');
   assert.ok(controlZombies.length >= 20, `control: Node as PID 1 leaves the orphans as zombies (${controlZombies.length})`);
 
-  // SIGTERM to PID 1 (tini forwards it to the agent); unshare reports the namespace init's exit status.
-  process.kill(withTini.init, 'SIGTERM');
+  // SIGTERM to PID 1 while an action runs: the launcher forwards it to the agent's group, the agent
+  // drains (the action completes), and unshare reports PID 1's exit status.
+  const slow = await createExecution(db.pool, { actionRef: `${PACK}.slow`, workerId: withInit.workerId });
+  await publishExecutionRequested(mq, withInit.workerId, { execution_id: slow, action_ref: `${PACK}.slow` });
+  await waitFor('the slow action runs', async () => (await db.pool.query(`SELECT status::text AS s FROM execution WHERE id = $1`, [slow])).rows[0].s === 'running', { timeoutMs: 15_000 });
+  process.kill(withInit.init, 'SIGTERM');
   process.kill(control.init, 'SIGTERM');
-  const [exit, controlExit] = await Promise.all([withTini.proc.exited, control.proc.exited]);
-  assert.equal(exit.code, 0, `exit (stderr: ${withTini.proc.stderr.join('')})`);
+  const [exit, controlExit] = await Promise.all([withInit.proc.exited, control.proc.exited]);
+  assert.equal(exit.code, 0, `exit (stderr: ${withInit.proc.stderr.join('')})`);
   assert.equal(controlExit.code, 0);
-  assert.ok(withTini.proc.logs.some((l) => l.msg === 'worker deregistered (status inactive)'));
-  const { rows } = await db.pool.query(`SELECT status::text AS status FROM worker WHERE id = $1`, [withTini.workerId]);
+  assert.ok(withInit.proc.logs.some((l) => l.msg === 'worker deregistered (status inactive)'), 'the agent drained and deregistered');
+  const { rows } = await db.pool.query(`SELECT status::text AS status FROM worker WHERE id = $1`, [withInit.workerId]);
   assert.equal(rows[0].status, 'inactive');
+  const drained = (await db.pool.query(`SELECT status::text AS status, result FROM execution WHERE id = $1`, [slow])).rows[0] as { status: string; result: { stdout?: string } };
+  assert.equal(drained.status, 'completed', `the running action finished during the drain: ${JSON.stringify(drained.result)}`);
 });

@@ -22,6 +22,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, posix } from 'node:path';
+import { oldGlibcTree } from './old-glibc.ts';
 
 export const AGENT_DIR = '/opt/attune/agent';
 /** The portable executable's path inside a root filesystem. */
@@ -46,7 +47,9 @@ export type RootFsKind =
   /** distroless/base-like: glibc (loader, libc, libm, libdl, libpthread) + busybox, no libstdc++/libgcc_s. */
   | 'glibc-no-libstdcxx'
   /** Debian-like merged /usr with real bash, perl, python3, java and node (Node 24) copied from the host; no which(1). */
-  | 'interpreters';
+  | 'interpreters'
+  /** An older Debian's glibc (2.31, libstdc++ of GCC 10; test/helpers/old-glibc.ts) with its ld.so.cache, plus busybox. */
+  | 'glibc-old';
 
 export interface RootFs { kind: RootFsKind; dir: string }
 
@@ -240,8 +243,33 @@ export function buildRootFs(kind: RootFsKind, dir: string): RootFs {
     case 'interpreters':
       buildInterpreters(dir);
       break;
+    case 'glibc-old':
+      buildOldGlibc(dir);
+      break;
   }
   return { kind, dir };
+}
+
+/** Debian 11's libraries at their own paths, an /etc/ld.so.cache made for them, and busybox. */
+function buildOldGlibc(dir: string): void {
+  const tree = oldGlibcTree();
+  addBusybox(dir);
+  addEtc(dir, { nonroot: true });
+  // Symlinks stay symlinks (Debian 11's point into /lib/x86_64-linux-gnu, which the root has).
+  const copy = (rel: string): void => {
+    for (const name of readdirSync(join(tree, rel)).sort()) {
+      const r = `${rel}/${name}`;
+      if (/^\/usr\/lib\/x86_64-linux-gnu\/(gconv|audit)$/.test(r)) continue;
+      const st = lstatSync(join(tree, r));
+      if (st.isSymbolicLink()) addSymlink(dir, r, readlinkSync(join(tree, r)));
+      else if (st.isDirectory()) copy(r);
+      else addHostFile(dir, join(tree, r), r);
+    }
+  };
+  for (const d of ['/lib64', '/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu']) copy(d);
+  addTextFile(dir, '/etc/ld.so.conf', '/lib/x86_64-linux-gnu\n/usr/lib/x86_64-linux-gnu\n');
+  const r = spawnSync('/sbin/ldconfig', ['-r', dir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`rootfs: ldconfig -r ${dir} failed: ${r.stderr}`);
 }
 
 /** Host interpreters that `buildRootFs('interpreters')` installs, with their path inside the root. */

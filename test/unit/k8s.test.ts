@@ -132,7 +132,7 @@ for (const ex of EXAMPLES) {
     assert.deepEqual(pod.initContainers!.map((c) => c.name), ['agent-loader', 'wait-for-schema', 'wait-for-rabbitmq', 'wait-for-packs']);
     assert.equal(pod.initContainers![2].args![0], WAIT_FOR_RABBITMQ);
     const loader = pod.initContainers![0];
-    assert.deepEqual(loader.command, ['/opt/attune/agent/attune-agent', 'install', '/mnt/agent-bin']);
+    assert.deepEqual(loader.command, ['/usr/local/bin/attune-agent', 'install', '/mnt/agent-bin']);
     assert.deepEqual(loader.volumeMounts, [{ name: 'agent-bin', mountPath: '/mnt/agent-bin' }]);
     assert.match(loader.image!, /^attune-agent-init:\d+\.\d+\.\d+$/);
     assert.match(String(pod.initContainers![1].args), /to_regclass\('\$\{ATTUNE__DATABASE__SCHEMA\}\.identity'\)/);
