@@ -23,7 +23,7 @@ import {
 } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { EXIT } from './exit-codes.ts';
-import { launcher } from './launcher.ts';
+import { launcher } from './native/launcher.ts';
 
 /** Where Attune's workers mount the agent volume (any other path works as well). */
 export const CONTRACT_DIR = '/opt/attune/agent';

@@ -3,7 +3,7 @@
  * Everything past the command line is imported lazily: `--version` must not evaluate config (yaml),
  * detection, pg or amqplib (bench/: evaluating them eagerly cost ~10 ms of a ~70 ms start).
  */
-import './launcher.ts'; // first: takes the launcher's variables out of the environment
+import './native/launcher.ts'; // first: takes the launcher's variables out of the environment
 import { parseCommandLine } from './cli.ts';
 import { EXIT } from './exit-codes.ts';
 import { AGENT_BINARY_NAME, AGENT_VERSION } from './version.ts';

@@ -12,7 +12,7 @@
  *      execve (elfexec.c): the program is mapped in place, nothing is copied.
  *
  * The agent learns what the launcher did from ATTUNE_AGENT_LAUNCHER_* variables, which it removes
- * from its environment at once (src/launcher.ts): ADDON (path of attune-pipes.node), SELF (this
+ * from its environment at once (src/native/launcher.ts): ADDON (path of attune-pipes.node), SELF (this
  * file's path), UNPACK (memory, or disk:<dir>).
  *
  *   attune-agent --licenses     prints the licence notices of everything inside the file

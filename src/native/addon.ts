@@ -15,7 +15,7 @@
  */
 import { closeSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { launcher } from '../launcher.ts';
+import { launcher } from './launcher.ts';
 
 declare const __AGENT_VERSION__: string | undefined;
 

@@ -32,7 +32,7 @@ const LAYERS: Record<string, readonly string[]> = {
   // The service and the worker's life: everything below, through ports.
   worker: ['model', 'runtimes', 'backoff', 'version', 'exit-codes', 'config', 'observe', 'native', 'protocol', 'detect', 'execution', 'db', 'mq'],
   cli: ['version'],
-  install: ['exit-codes'],
+  install: ['exit-codes', 'native'],
   // The composition root, imported by nothing.
   main: ['model', 'runtimes', 'backoff', 'version', 'exit-codes', 'config', 'observe', 'native', 'protocol', 'detect', 'execution', 'db', 'mq', 'worker', 'cli', 'install'],
 };
