@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomInt, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
@@ -15,6 +15,7 @@ import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionCancelRequested, publishExecutionRequested, publishRaw, queueDepth, type Collector } from '../helpers/amqp.ts';
 import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PACKS_DIR = resolve(import.meta.dirname, '../fixtures/packs');
@@ -72,21 +73,6 @@ async function logArtifacts(executionId: number): Promise<Record<'stdout' | 'std
   return { stdout: by('stdout'), stderr: by('stderr') };
 }
 
-/** Live processes (not zombies) whose environment carries `marker`. */
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))) continue;
-      if (readFileSync(`/proc/${pid}/environ`).includes(marker)) found.push(Number(pid));
-    } catch {
-      /* gone */
-    }
-  }
-  return found;
-}
-
 function assertOneTerminalPair(f: Finished, status: string): void {
   assert.deepEqual(f.statuses, ['running', status], `status messages of execution ${f.id}`);
   assert.equal(collector.forExecution(f.id).filter((m) => m.routingKey === 'execution.completed').length, 1);
@@ -108,7 +94,7 @@ function assertOneTerminalPair(f: Finished, status: string): void {
   } else {
     assert.deepEqual(f.completion.result, f.result, 'ExecutionCompleted.result is the row result');
   }
-  assert.deepEqual(processesWith(f.marker), [], 'no process of the action is left');
+  assert.deepEqual(processesWithMarker(f.marker), [], 'no process of the action is left');
 }
 
 before(async () => {
@@ -370,7 +356,7 @@ describe('cancellation, concurrency and bad input', () => {
     assert.equal((await executionRow(db.pool, queued)).started_at, null, 'the queued execution never started');
     for (const id of fillers) await publishExecutionCancelRequested(mq, workerId, id);
     for (const id of fillers) assert.equal((await finished(id, fillMarker)).status, 'cancelled');
-    await waitFor('filler processes gone', () => processesWith(fillMarker).length === 0, { timeoutMs: 15_000 });
+    await waitFor('filler processes gone', () => processesWithMarker(fillMarker).length === 0, { timeoutMs: 15_000 });
   });
 
   test('the concurrency limit is respected', async () => {

@@ -17,6 +17,7 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
 import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
 
@@ -91,20 +92,6 @@ async function insertAction(_pack: string, def: ActionDef & { out_schema?: unkno
      VALUES ($1, (SELECT id FROM pack WHERE ref = 'testpack'), 'testpack', $1, $2, $3, $4, 'json', $5, $6)`,
     [def.ref, def.entrypoint, runtimeIds[def.runtime], def.parameter_delivery ?? 'stdin', def.output_format ?? 'text', def.out_schema === undefined ? null : JSON.stringify(def.out_schema)],
   );
-}
-
-function processesWith(marker: string): number[] {
-  const found: number[] = [];
-  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      if (/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))) continue;
-      if (readFileSync(`/proc/${pid}/environ`).includes(marker)) found.push(Number(pid));
-    } catch {
-      /* gone */
-    }
-  }
-  return found;
 }
 
 before(async () => {
@@ -225,14 +212,14 @@ describe('parameter files after a SIGKILL', () => {
   test('the directory a killed agent left is swept by the next start; a gone agent\'s leftover too', async () => {
     await insertAction('testpack', { ref: 'testpack.sleepfile', entrypoint: 'sleep.sh', runtime: 'shell', parameter_delivery: 'file' });
     const { id, marker } = await dispatch('testpack.sleepfile', { password: 'in a file' });
-    await waitFor('the action to run', async () => (await executionRow(db.pool, id)).status === 'running' && processesWith(marker).length > 0);
+    await waitFor('the action to run', async () => (await executionRow(db.pool, id)).status === 'running' && processesWithMarker(marker).length > 0);
     const left = readdirSync(tmp).filter((n) => n.startsWith('attune-exec-'));
     assert.equal(left.length, 1, `one parameter directory: ${left.join(', ')}`);
     assert.match(left[0], new RegExp(`^attune-exec-${agent.child.pid}-\\d+-${id}-[0-9a-f]{12}$`), 'named after the agent');
     agent.child.kill('SIGKILL');
     await agent.exited;
-    for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
-    await waitFor('the orphaned action to die', () => processesWith(marker).length === 0);
+    for (const pid of processesWithMarker(marker)) process.kill(pid, 'SIGKILL');
+    await waitFor('the orphaned action to die', () => processesWithMarker(marker).length === 0);
     assert.ok(existsSync(join(tmp, left[0], 'parameters.json')), 'the SIGKILL left the parameter file behind');
 
     agent = startAgent(agentEnv);
