@@ -26,6 +26,7 @@ import { resolveActionSource } from '../execution/pack-files.ts';
 import { chooseRuntimeVersion } from '../execution/runtime-version.ts';
 import { planExecution, type DetectedInterpreter, type ExecutionPlan, type PlanFacts, type PlannedFile } from '../execution/plan.ts';
 import { runProcess } from '../execution/process.ts';
+import { RuntimeEnvironments } from '../execution/environments.ts';
 import { decideOutcome, executionFailure, parseOutput, preparationFailure, type Outcome } from '../execution/outcome.ts';
 import { prepareSecretValues, redactPaths, restoreSecretValues, secretPathsFromSchema, valuesAtPaths } from '../execution/secrets.ts';
 import { executionLogPaths, writeResultJson, writeWholeLogFile } from '../execution/log-files.ts';
@@ -40,7 +41,7 @@ import type { Claim, LogArtifacts, RunResult, RunRows, SecretValues } from './po
 export type RunConfig = Pick<Config, 'packsBaseDir' | 'runtimeEnvsDir' | 'artifactsDir' | 'apiUrl' | 'defaultExecutionTimeoutMs'> & {
   security: Pick<Config['security'], 'jwtSecret' | 'encryptionKey'>;
   log: Pick<Config['log'], 'mirrorStdout' | 'mirrorStderr'>;
-  worker: Pick<Config['worker'], 'maxStdoutBytes' | 'maxStderrBytes' | 'killGracePeriodMs' | 'logRetentionPolicy' | 'logRetentionLimit'>;
+  worker: Pick<Config['worker'], 'maxStdoutBytes' | 'maxStderrBytes' | 'killGracePeriodMs' | 'logRetentionPolicy' | 'logRetentionLimit' | 'envSetupTimeoutMs'>;
 };
 
 /** Per agent: settings, what this image has, and the run's ports. */
@@ -55,6 +56,21 @@ export interface RunDeps {
   logArtifacts: LogArtifacts | null;
   /** Null: the schema has no execution_secret_value table; secret outputs cannot be stored. */
   secretValues: SecretValues | null;
+  /** The packs' runtime environments, shared by the agent's executions (one per runtime_envs_dir when absent). */
+  environments?: RuntimeEnvironments;
+}
+
+const defaultEnvironments = new Map<string, RuntimeEnvironments>();
+
+/** The agent's environments; tests that build RunDeps by hand share one per runtime_envs_dir. */
+function environmentsOf(deps: RunDeps): RuntimeEnvironments {
+  if (deps.environments) return deps.environments;
+  let e = defaultEnvironments.get(deps.config.runtimeEnvsDir);
+  if (!e) {
+    e = new RuntimeEnvironments({ setupTimeoutMs: deps.config.worker.envSetupTimeoutMs, baselineEnv: deps.baselineEnv });
+    defaultEnvironments.set(deps.config.runtimeEnvsDir, e);
+  }
+  return e;
 }
 
 export async function runExecution(claim: Claim, signal: AbortSignal, log: Logger, deps: RunDeps): Promise<RunResult> {
@@ -172,14 +188,25 @@ async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, lo
   }
   // Created only when a parameter or inline file needs it (a read-only /tmp must not break stdin actions).
   const privateDir = join(tmpdir(), parameterDirName(execution.id, randomBytes(6).toString('hex')));
-  const planned = planExecution({
+  const makePlan = () => planExecution({
     execution: restored.execution, action, runtime: rows.runtime, runtimeVersion, config, detected: deps.detected,
     baselineEnv: deps.baselineEnv, source: located.source, enforcement: rows.enforcement, tempDir: privateDir,
     facts: REAL_FACTS, nowSeconds: Math.floor(Date.now() / 1000),
   });
+  let planned = makePlan();
   if (!planned.ok) {
     const e = planned.error;
     return { failure: e.stage === 'prepare' ? preparationFailure(e.message) : executionFailure(e.message) };
+  }
+  // The pack's runtime environment (venv + its dependencies, …), made ready first (execution/environments.ts);
+  // once made, the plan is made again so the action runs the environment's interpreter.
+  if (planned.plan.environment) {
+    const ready = await environmentsOf(deps).ensure(planned.plan.environment, log.child({ execution_id: execution.id }));
+    if (!ready.ok) return { failure: executionFailure(ready.error) };
+    if (ready.created || ready.installed) {
+      planned = makePlan();
+      if (!planned.ok) return { failure: executionFailure(planned.error.message) };
+    }
   }
   const { plan } = planned;
   for (const w of plan.warnings) log.warn({ execution_id: execution.id }, w);
