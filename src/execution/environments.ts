@@ -58,7 +58,8 @@ export interface EnvironmentSpec {
 }
 
 export type EnsureResult =
-  | { ok: true; created: boolean; installed: boolean }
+  /** warm: ready at the first look (the plan made before already saw it as it is). */
+  | { ok: true; warm: boolean; created: boolean; installed: boolean }
   | { ok: false; error: string };
 
 export interface EnvironmentsOptions {
@@ -86,15 +87,15 @@ export class RuntimeEnvironments {
     const manifest = await readManifest(spec);
     const state = inspect(spec);
     const wantsDeps = manifest !== null && manifest.declares;
-    if (!state.exists && !wantsDeps) return { ok: true, created: false, installed: false };
-    if (isWarm(state, manifest)) return { ok: true, created: false, installed: false };
+    if (!state.exists && !wantsDeps) return { ok: true, warm: true, created: false, installed: false };
+    if (isWarm(state, manifest)) return { ok: true, warm: true, created: false, installed: false };
     // Executions of this agent wait for the one set-up in progress, then look again.
     for (;;) {
       const running = this.#inflight.get(spec.envDir);
       if (!running) break;
       await running;
       const again = inspect(spec);
-      if (isWarm(again, await readManifest(spec))) return { ok: true, created: false, installed: false };
+      if (isWarm(again, await readManifest(spec))) return { ok: true, warm: false, created: false, installed: false };
     }
     const work = this.#setUp(spec, log).finally(() => this.#inflight.delete(spec.envDir));
     this.#inflight.set(spec.envDir, work);
@@ -129,7 +130,7 @@ export class RuntimeEnvironments {
           if (!inst.ok) return inst;
           installed = true;
         }
-        return { ok: true, created, installed };
+        return { ok: true, warm: false, created, installed };
       } finally {
         await rm(packEnvs.at(lockName(spec)), { recursive: true, force: true }).catch(() => undefined);
       }

@@ -199,11 +199,11 @@ async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, lo
     return { failure: e.stage === 'prepare' ? preparationFailure(e.message) : executionFailure(e.message) };
   }
   // The pack's runtime environment (venv + its dependencies, …), made ready first (execution/environments.ts);
-  // once made, the plan is made again so the action runs the environment's interpreter.
+  // unless it was ready at once, the plan is made again so the action runs the environment's interpreter.
   if (planned.plan.environment) {
     const ready = await environmentsOf(deps).ensure(planned.plan.environment, log.child({ execution_id: execution.id }));
     if (!ready.ok) return { failure: executionFailure(ready.error) };
-    if (ready.created || ready.installed) {
+    if (!ready.warm) {
       planned = makePlan();
       if (!planned.ok) return { failure: executionFailure(planned.error.message) };
     }
