@@ -236,3 +236,34 @@ test('a pack without dependencies gets no environment (runs on the image\'s inte
 function readdir(dir: string): string[] {
   return (execFileSync('ls', ['-A', dir], { encoding: 'utf8' })).split('\n').filter(Boolean).sort();
 }
+
+test('a stale lock (its owner pid is dead on this host) is broken; a setup command over worker.env_setup_timeout is killed and explained', async (t) => {
+  const root = h.tempDir('env-lock');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = pythonPack(root, `${makeWheel(root, '1.0.0', 'unlocked')}\n`);
+  const envs = join(root, 'runtime_envs');
+  const dead = spawn('true');
+  await new Promise((r) => dead.on('close', r));
+  mkdirSync(join(envs, 'testpack', '.python.lock'), { recursive: true });
+  writeFileSync(join(envs, 'testpack', '.python.lock', 'owner'), JSON.stringify({ pid: dead.pid, host: (await import('node:os')).hostname(), started_ms: Date.now() }));
+  const log = capture();
+  const r = await runPython(packs, envs, log.logger);
+  assert.equal(r.status, 'completed', JSON.stringify(r.result));
+  assert.equal((r.result.data as { value: string }).value, 'unlocked');
+  assert.equal(log.ran(/breaking a stale runtime environment lock/), 1);
+
+  // A create_command that never ends, limited to 1 s: failed with the limit named, nothing left behind.
+  const slow = h.runtime('python', { execution_config: { ...catalog('core.python'), environment: { env_type: 'virtualenv', create_command: ['sh', '-c', 'sleep 30'], interpreter_path: '{env_dir}/bin/python3' } } });
+  const envs2 = join(root, 'runtime_envs_slow');
+  const base = h.config();
+  const started = Date.now();
+  const s = await h.run({
+    execution: h.execution(), action: h.action('use_dep.py', { output_format: 'json' }), runtime: slow,
+    config: { ...base, packsBaseDir: packs, runtimeEnvsDir: envs2, worker: { ...base.worker, envSetupTimeoutMs: 1000 } },
+    detected: h.detected(), baselineEnv: { PATH }, logger: log.logger,
+  });
+  assert.equal(s.status, 'failed');
+  assert.match(String(s.result.error), /pack testpack, runtime python: `sh -c sleep 30` failed \(timed out after 1 s \(worker\.env_setup_timeout\)\)/);
+  assert.ok(Date.now() - started < 15_000, 'killed at the limit, not after the sleep');
+  assert.deepEqual(readdir(join(envs2, 'testpack')), []);
+});
