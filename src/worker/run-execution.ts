@@ -88,7 +88,7 @@ export async function runExecution(claim: Claim, signal: AbortSignal, log: Logge
   let tempDir: string | null = null;
   try {
     // 1. prepare
-    const prepared = await prepare(execution, rows, deps, log);
+    const prepared = await prepare(execution, rows, deps, log, signal);
     if ('failure' in prepared) return ended(prepared.failure, logs.seal(NOTHING_WRITTEN));
     tempDir = prepared.tempDir;
     const { plan } = prepared;
@@ -165,13 +165,24 @@ export async function runExecution(claim: Claim, signal: AbortSignal, log: Logge
   }
 }
 
+/** The promise's value, or null as soon as the signal is aborted. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | null> {
+  if (signal.aborted) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(null);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e); });
+  });
+}
+
 /** A run that ended before (or without) its process: its result, and its empty log versions sealed so nothing stays pending. */
 function ended(o: Outcome, logsSealed?: Promise<void>): RunResult {
   return { status: o.status, result: o.result, logsSealed };
 }
 
 /** Step 1: the parameters, the code, the plan and its files; or why the action cannot run. */
-async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, log: Logger): Promise<{ plan: ExecutionPlan; tempDir: string | null; secretValues: unknown[] } | { failure: Outcome }> {
+async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, log: Logger, signal: AbortSignal): Promise<{ plan: ExecutionPlan; tempDir: string | null; secretValues: unknown[] } | { failure: Outcome }> {
   const { config } = deps;
   const { action } = rows;
   const restored = restoreParameters(execution, rows.secrets, config.security.encryptionKey);
@@ -201,7 +212,9 @@ async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, lo
   // The pack's runtime environment (venv + its dependencies, …), made ready first (execution/environments.ts);
   // unless it was ready at once, the plan is made again so the action runs the environment's interpreter.
   if (planned.plan.environment) {
-    const ready = await environmentsOf(deps).ensure(planned.plan.environment, log.child({ execution_id: execution.id }));
+    // A cancel (or shutdown) does not wait for the set-up: it goes on for the pack's next executions.
+    const ready = await untilAborted(environmentsOf(deps).ensure(planned.plan.environment, log.child({ execution_id: execution.id })), signal);
+    if (ready === null) return { failure: { status: 'cancelled', result: cancelledResult(cancelReasonOf(signal)), data: undefined } };
     if (!ready.ok) return { failure: executionFailure(ready.error) };
     if (!ready.warm) {
       planned = makePlan();

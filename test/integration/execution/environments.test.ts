@@ -267,3 +267,24 @@ test('a stale lock (its owner pid is dead on this host) is broken; a setup comma
   assert.ok(Date.now() - started < 15_000, 'killed at the limit, not after the sleep');
   assert.deepEqual(readdir(join(envs2, 'testpack')), []);
 });
+
+test('a cancel during the environment set-up ends the execution at once (the set-up is not waited for)', async (t) => {
+  const root = h.tempDir('env-cancel');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = pythonPack(root, 'anything==1.0\n');
+  const slow = h.runtime('python', { execution_config: { ...catalog('core.python'), environment: { env_type: 'virtualenv', create_command: ['sh', '-c', 'sleep 3'], interpreter_path: null } } });
+  const log = capture();
+  const ac = new AbortController();
+  const started = Date.now();
+  const run = h.run({
+    execution: h.execution(), action: h.action('use_dep.py', { output_format: 'json' }), runtime: slow,
+    config: { ...h.config(), packsBaseDir: packs, runtimeEnvsDir: join(root, 'runtime_envs') }, detected: h.detected(),
+    baselineEnv: { PATH }, logger: log.logger, signal: ac.signal,
+  });
+  while (log.ran(/: running `sh -c sleep 3`/) === 0) await new Promise((r) => setImmediate(r));
+  ac.abort();
+  const r = await run;
+  assert.equal(r.status, 'cancelled');
+  assert.equal(r.result.error, 'Execution cancelled by user');
+  assert.ok(Date.now() - started < 2500, 'not held until the 3 s create_command ends');
+});
