@@ -5,7 +5,11 @@
  *
  * - Made only when the pack needs one: its dependency manifest (requirements.txt, package.json)
  *   exists and declares something, or the directory exists already (then it is checked, and
- *   rebuilt when broken). A pack without dependencies runs on the image's interpreter, as before.
+ *   rebuilt when its interpreter is missing or a dangling link). A pack without dependencies runs
+ *   on the image's interpreter, as before (Attune makes a venv for it anyway, and only warns when
+ *   that fails).
+ * - An existing directory whose interpreter works is used as it is, with or without
+ *   `.attune-runtime-ready`: Attune's workers build this layout in place without that marker.
  * - Creation: `create_command` runs in a temporary sibling which, once its interpreter exists and
  *   `.attune-runtime-ready` is written, is renamed into place: a failed or killed creation leaves
  *   no half-built environment behind. Then `install_command` runs in the environment unless
@@ -119,7 +123,7 @@ export class RuntimeEnvironments {
         let state = inspect(spec);
         let created = false;
         let installed = false;
-        if (!state.ready || !state.interpreterOk) {
+        if (!state.isDir || !state.interpreterOk) {
           const made = await this.#create(packEnvs, spec, state.exists, log);
           if (!made.ok) return made;
           created = true;
@@ -161,12 +165,12 @@ export class RuntimeEnvironments {
       }
       const tmp = await openDirBelow(spec.runtimeEnvsDir, [spec.packRef, tmpName]);
       try {
-        await replaceFileIn(tmp, READY_MARKER, `${spec.envDir}\n`, 0o644);
+        await replaceFileIn(tmp, READY_MARKER, 'ready', 0o644);
       } finally {
         await tmp.close().catch(() => undefined);
       }
       if (replacing) {
-        // A broken environment (dangling interpreter link, no ready marker) is moved aside, then removed.
+        // A broken environment (no interpreter, a dangling link, not a directory) is moved aside, then removed.
         const old = `.${spec.dirName}.old-${process.pid}-${randomBytes(4).toString('hex')}`;
         await rename(packEnvs.at(spec.dirName), packEnvs.at(old)).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
         await rm(packEnvs.at(old), { recursive: true, force: true });
@@ -345,21 +349,17 @@ export function declaresDependencies(manifestFile: string, text: string): boolea
   return text.trim() !== '';
 }
 
-interface EnvState { exists: boolean; ready: boolean; interpreterOk: boolean; depsDigest: string | null }
+interface EnvState { exists: boolean; isDir: boolean; interpreterOk: boolean; depsDigest: string | null }
 
 /** What is on disk (sync: a handful of stats on the warm path). */
 function inspect(spec: EnvironmentSpec): EnvState {
   try {
-    if (!lstatSync(spec.envDir).isDirectory()) return { exists: true, ready: false, interpreterOk: false, depsDigest: null };
+    if (!lstatSync(spec.envDir).isDirectory()) return { exists: true, isDir: false, interpreterOk: false, depsDigest: null };
   } catch {
-    return { exists: false, ready: false, interpreterOk: false, depsDigest: null };
+    return { exists: false, isDir: false, interpreterOk: false, depsDigest: null };
   }
-  let ready = true;
-  try {
-    statSync(join(spec.envDir, READY_MARKER));
-  } catch {
-    ready = false;
-  }
+  // Attune's workers build the legacy layout in place and write no ready marker there: a directory
+  // whose interpreter works is an environment (ours never appear half-built: they are renamed in).
   // A dangling interpreter link (the image's python moved) fails here too.
   const interpreterOk = spec.interpreterPath === null || isExecutable(applyTemplate(spec.interpreterPath, templateVars(spec, spec.envDir, '')));
   let depsDigest: string | null = null;
@@ -368,11 +368,11 @@ function inspect(spec: EnvironmentSpec): EnvState {
   } catch {
     depsDigest = null;
   }
-  return { exists: true, ready, interpreterOk, depsDigest };
+  return { exists: true, isDir: true, interpreterOk, depsDigest };
 }
 
 function isWarm(state: EnvState, manifest: Manifest | null): boolean {
-  if (!state.exists || !state.ready || !state.interpreterOk) return false;
+  if (!state.isDir || !state.interpreterOk) return false;
   return manifest === null || !manifest.declares || state.depsDigest === manifest.sha256;
 }
 

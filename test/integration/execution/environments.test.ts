@@ -195,7 +195,7 @@ test('10 concurrent first executions in two processes sharing runtime_envs: one 
   assert.deepEqual(readdir(join(envs, 'testpack')), ['python'], 'no lock or temporary sibling left');
 });
 
-test('a broken environment (dangling interpreter link, no ready marker) is rebuilt', async (t) => {
+test('a broken environment (dangling interpreter link) is rebuilt', async (t) => {
   const root = h.tempDir('env-broken');
   t.after(() => rmSync(root, { recursive: true, force: true }));
   const packs = pythonPack(root, `${makeWheel(root, '1.0.0', 'rebuilt')}\n`);
@@ -287,4 +287,24 @@ test('a cancel during the environment set-up ends the execution at once (the set
   assert.equal(r.status, 'cancelled');
   assert.equal(r.result.error, 'Execution cancelled by user');
   assert.ok(Date.now() - started < 2500, 'not held until the 3 s create_command ends');
+});
+
+test('an environment Attune built in place (no .attune-runtime-ready, deps marker of this manifest) is used as it is', async (t) => {
+  const root = h.tempDir('env-attune');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = pythonPack(root, `${makeWheel(root, '1.0.0', 'attune-built')}\n`);
+  const envs = join(root, 'runtime_envs');
+  const envDir = join(envs, 'testpack', 'python');
+  mkdirSync(join(envs, 'testpack'), { recursive: true });
+  // What Attune's ensure_runtime_environment leaves: create_command + install_command run in place, then the checksum marker.
+  execFileSync('python3', ['-m', 'venv', '--copies', envDir]);
+  execFileSync(join(envDir, 'bin', 'python3'), ['-m', 'pip', 'install', '-q', '-r', join(packs, 'testpack', 'requirements.txt')], { env: { PATH, PIP_CONFIG_FILE: '/dev/null', PIP_DISABLE_PIP_VERSION_CHECK: '1' } });
+  const sha = execFileSync('sha256sum', [join(packs, 'testpack', 'requirements.txt')], { encoding: 'utf8' }).split(' ')[0];
+  writeFileSync(join(envDir, DEPS_MARKER), sha);
+  const log = capture();
+  const r = await runPython(packs, envs, log.logger);
+  assert.equal(r.status, 'completed', JSON.stringify(r.result));
+  assert.deepEqual(r.result.data, { value: 'attune-built', prefix: envDir });
+  assert.equal(log.ran(/: running `/), 0, 'no setup command: the environment is reused');
+  assert.ok(!existsSync(join(envDir, READY_MARKER)), 'left as Attune made it');
 });
