@@ -28,13 +28,13 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { accessSync, constants, lstatSync, readFileSync, statSync } from 'node:fs';
-import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { EnvVarSpec } from '../model.ts';
 import { applyTemplate, resolveEnvVar, type TemplateVars } from './context-env.ts';
-import { openDirBelow, replaceFileIn, type SafeDir } from './safe-fs.ts';
+import { openDirBelow, openDirFrom, replaceFileIn, type SafeDir } from './safe-fs.ts';
 
 export const READY_MARKER = '.attune-runtime-ready';
 export const DEPS_MARKER = '.attune_deps_installed';
@@ -253,7 +253,12 @@ export class RuntimeEnvironments {
       try {
         await mkdir(packEnvs.at(name), { mode: 0o755 });
         const owner: LockOwner = { pid: process.pid, host: this.#host, started_ms: Date.now() };
-        await writeFile(join(packEnvs.at(name), 'owner'), JSON.stringify(owner));
+        const lockDir = await openDirFrom(packEnvs, [name]);
+        try {
+          await replaceFileIn(lockDir, 'owner', JSON.stringify(owner), 0o644);
+        } finally {
+          await lockDir.close().catch(() => undefined);
+        }
         if (waited) log.debug({ env_dir: spec.envDir }, 'runtime environment lock acquired after waiting');
         return { ok: true };
       } catch (e) {

@@ -263,11 +263,12 @@ export function planExecution(input: PlanInput): PlanResult {
       runtimeKind: kind,
       interpreter,
       runtimeVersion,
-      environment: execConfig.environment?.create_command || execConfig.dependencies?.manifest_file ? {
+      // Like Attune: no `environment` (or env_type `none`), no set-up at all, dependencies or not.
+      environment: execConfig.environment && execConfig.environment.env_type !== 'none' ? {
         packRef, packDir: source.packDir, runtimeName, runtimeVersion, runtimeEnvsDir: input.config.runtimeEnvsDir,
         dirName: envDirName, envDir,
-        createCommand: execConfig.environment?.create_command ?? null,
-        interpreterPath: execConfig.environment?.interpreter_path ?? null,
+        createCommand: execConfig.environment.create_command ?? null,
+        interpreterPath: execConfig.environment.interpreter_path ?? null,
         manifestFile: execConfig.dependencies?.manifest_file ?? null,
         installCommand: execConfig.dependencies?.install_command ?? null,
         envVars: execConfig.env_vars ?? null,

@@ -348,4 +348,6 @@ test('environment: legacy layout {pack}/{runtime}-{version}; the environment\'s 
   assert.equal(after.argv[0], '/opt/attune/runtime_envs/demo/python-3.11/bin/python3.11');
   assert.equal(after.environment?.baseInterpreter, '/usr/bin/python3.11', 'create_command never runs the environment\'s own python');
   assert.equal(plan().environment, null, 'a runtime without environment or dependencies');
+  const none = { ...cfg('11'), environment: { env_type: 'none' } };
+  assert.equal(plan({ runtime: rt('Python', '/usr/bin/python3', { execution_config: none }) }).environment, null, 'env_type none: no set-up, as in Attune');
 });
