@@ -90,12 +90,12 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
-    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
-    import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'),
+    import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'), import('./execution/environments.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -116,6 +116,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
         const runDeps = {
           config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
+          environments: new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) }),
           logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null,
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
         };

@@ -52,6 +52,7 @@ export interface Config {
     passthroughEnv: string[];
     probeTimeoutMs: number;
     killGracePeriodMs: number;
+    envSetupTimeoutMs: number;
     healthPort: number;
     healthHost: string;
     dbRetryWindowMs: number;
@@ -123,6 +124,7 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
       passthroughEnv,
       probeTimeoutMs: n('worker.probe_timeout') * 1000,
       killGracePeriodMs: n('worker.kill_grace_period') * 1000,
+      envSetupTimeoutMs: n('worker.env_setup_timeout') * 1000,
       healthPort: n('worker.health_port'),
       healthHost: s('worker.health_host').trim() || '0.0.0.0',
       dbRetryWindowMs: n('worker.db_retry_window') * 1000,

@@ -110,6 +110,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.stream_logs', type: bool, default: true, doc: 'Compatibility only.', unused: true },
   { key: 'worker.passthrough_env', type: { kind: 'list' }, default: [], doc: 'Extra agent environment variables copied into every action (not `ATTUNE_*`).' },
   { key: 'worker.probe_timeout', type: int(1, 300), default: 5, doc: 'Seconds each interpreter version probe may take (agent extension).' },
+  { key: 'worker.env_setup_timeout', type: int(1, 86400), default: 600, doc: 'Seconds one environment setup command may take (docs/environments.md).' },
   { key: 'worker.kill_grace_period', type: int(0, 3600), default: 10, doc: 'Seconds between SIGTERM and SIGKILL of an action\'s process group (agent extension).' },
   { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of the HTTP listener serving /healthz, /readyz and /metrics (0 = off; agent extension; see docs/lifecycle.md).' },
   { key: 'worker.health_host', type: str, default: '0.0.0.0', doc: 'Address the health/metrics listener binds (agent extension).' },

@@ -17,6 +17,7 @@ import { buildChildEnv, applyTemplate, type TemplateVars } from './context-env.t
 import { escapeSingleQuoted, formatParameters, parameterFileExtension, stdinPayload, type ParameterFormat } from './params.ts';
 import { executionTokenClaims, packRefOf, signHs256 } from './jwt.ts';
 import { PACK_REF, PACK_REF_RULE, type ActionSource } from './pack-files.ts';
+import type { EnvironmentSpec } from './environments.ts';
 
 export interface PlanFacts {
   /** Exists, is a regular file (after symlinks) and is executable by the agent. */
@@ -73,6 +74,8 @@ export interface ExecutionPlan {
   runtimeKind: string;
   interpreter: string | null;
   runtimeVersion: string | null;
+  /** The pack's runtime environment (execution/environments.ts makes it ready), or null: the runtime declares none. */
+  environment: EnvironmentSpec | null;
   warnings: string[];
 }
 
@@ -130,16 +133,26 @@ export function planExecution(input: PlanInput): PlanResult {
   if (runtimeName === '' || runtimeName === '.' || runtimeName === '..' || /[/\0]/.test(runtimeName)) {
     return fail('bad-env-dir', 'prepare', `runtime name ${JSON.stringify(runtimeName)} cannot name a directory under runtime_envs_dir=${input.config.runtimeEnvsDir}; fix the runtime's name`);
   }
-  const envDir = join(input.config.runtimeEnvsDir, packRef, runtimeName);
-  const pick = (cfg: RuntimeExecutionConfig, allowDetected: boolean) =>
-    resolveInterpreter(cfg, kind, source.packDir, envDir, allowDetected ? input.detected : [], facts, pathEnv, warnings);
+  // Legacy layout (contract §5.4): `{pack}/{runtime}`, or `{pack}/{runtime}-{version}` for a chosen version.
+  let envDirName = runtimeName;
+  let envDir = join(input.config.runtimeEnvsDir, packRef, envDirName);
+  let baseInterpreter: string | null = null;
+  const pick = (cfg: RuntimeExecutionConfig, allowDetected: boolean, dir: string, notes = warnings) =>
+    resolveInterpreter(cfg, kind, source.packDir, dir, allowDetected ? input.detected : [], facts, pathEnv, notes);
 
   if (input.runtimeVersion) {
-    const v = pick(input.runtimeVersion.execution_config ?? {}, false);
+    const versionDirName = `${runtimeName}-${input.runtimeVersion.version}`;
+    const versionEnvDir = join(input.config.runtimeEnvsDir, packRef, versionDirName);
+    const versionConfig = input.runtimeVersion.execution_config ?? {};
+    const v = /^[A-Za-z0-9._+-]+$/.test(input.runtimeVersion.version) && !input.runtimeVersion.version.startsWith('.')
+      ? pick(versionConfig, false, versionEnvDir) : { interpreter: null };
     if (v.interpreter !== null) {
-      execConfig = mergeConfig(execConfig, input.runtimeVersion.execution_config ?? {});
+      execConfig = mergeConfig(execConfig, versionConfig);
       interpreter = v.interpreter;
       runtimeVersion = input.runtimeVersion.version;
+      envDirName = versionDirName;
+      envDir = versionEnvDir;
+      baseInterpreter = pick({ ...versionConfig, environment: undefined }, false, versionEnvDir, []).interpreter;
     } else {
       warnings.push(`runtime version ${input.runtimeVersion.version} of ${runtimeName}: interpreter not available here; using the runtime's default interpreter`);
     }
@@ -147,7 +160,8 @@ export function planExecution(input: PlanInput): PlanResult {
   const binary = execConfig.interpreter?.binary ?? '';
   const native = kind === NATIVE || (binary === '' && !spec);
   if (!native && interpreter === null) {
-    interpreter = pick(execConfig, true).interpreter;
+    interpreter = pick(execConfig, true, envDir).interpreter;
+    baseInterpreter = pick({ ...execConfig, environment: undefined }, true, envDir, []).interpreter;
     if (interpreter === null) {
       const wanted = basename(binary || spec?.binaries[0] || kind);
       const have = input.detected.map((d) => d.name);
@@ -249,6 +263,18 @@ export function planExecution(input: PlanInput): PlanResult {
       runtimeKind: kind,
       interpreter,
       runtimeVersion,
+      // Like Attune: no `environment` (or env_type `none`), no set-up at all, dependencies or not.
+      environment: execConfig.environment && execConfig.environment.env_type !== 'none' ? {
+        packRef, packDir: source.packDir, runtimeName, runtimeVersion, runtimeEnvsDir: input.config.runtimeEnvsDir,
+        dirName: envDirName, envDir,
+        createCommand: execConfig.environment.create_command ?? null,
+        interpreterPath: execConfig.environment.interpreter_path ?? null,
+        manifestFile: execConfig.dependencies?.manifest_file ?? null,
+        installCommand: execConfig.dependencies?.install_command ?? null,
+        envVars: execConfig.env_vars ?? null,
+        baseInterpreter,
+        interpreterBinary: execConfig.interpreter?.binary ?? '',
+      } : null,
       warnings,
     },
   };

@@ -26,6 +26,7 @@ import { resolveActionSource } from '../execution/pack-files.ts';
 import { chooseRuntimeVersion } from '../execution/runtime-version.ts';
 import { planExecution, type DetectedInterpreter, type ExecutionPlan, type PlanFacts, type PlannedFile } from '../execution/plan.ts';
 import { runProcess } from '../execution/process.ts';
+import { RuntimeEnvironments } from '../execution/environments.ts';
 import { decideOutcome, executionFailure, parseOutput, preparationFailure, type Outcome } from '../execution/outcome.ts';
 import { prepareSecretValues, redactPaths, restoreSecretValues, secretPathsFromSchema, valuesAtPaths } from '../execution/secrets.ts';
 import { executionLogPaths, writeResultJson, writeWholeLogFile } from '../execution/log-files.ts';
@@ -40,7 +41,7 @@ import type { Claim, LogArtifacts, RunResult, RunRows, SecretValues } from './po
 export type RunConfig = Pick<Config, 'packsBaseDir' | 'runtimeEnvsDir' | 'artifactsDir' | 'apiUrl' | 'defaultExecutionTimeoutMs'> & {
   security: Pick<Config['security'], 'jwtSecret' | 'encryptionKey'>;
   log: Pick<Config['log'], 'mirrorStdout' | 'mirrorStderr'>;
-  worker: Pick<Config['worker'], 'maxStdoutBytes' | 'maxStderrBytes' | 'killGracePeriodMs' | 'logRetentionPolicy' | 'logRetentionLimit'>;
+  worker: Pick<Config['worker'], 'maxStdoutBytes' | 'maxStderrBytes' | 'killGracePeriodMs' | 'logRetentionPolicy' | 'logRetentionLimit' | 'envSetupTimeoutMs'>;
 };
 
 /** Per agent: settings, what this image has, and the run's ports. */
@@ -55,6 +56,21 @@ export interface RunDeps {
   logArtifacts: LogArtifacts | null;
   /** Null: the schema has no execution_secret_value table; secret outputs cannot be stored. */
   secretValues: SecretValues | null;
+  /** The packs' runtime environments, shared by the agent's executions (one per runtime_envs_dir when absent). */
+  environments?: RuntimeEnvironments;
+}
+
+const defaultEnvironments = new Map<string, RuntimeEnvironments>();
+
+/** The agent's environments; tests that build RunDeps by hand share one per runtime_envs_dir. */
+function environmentsOf(deps: RunDeps): RuntimeEnvironments {
+  if (deps.environments) return deps.environments;
+  let e = defaultEnvironments.get(deps.config.runtimeEnvsDir);
+  if (!e) {
+    e = new RuntimeEnvironments({ setupTimeoutMs: deps.config.worker.envSetupTimeoutMs, baselineEnv: deps.baselineEnv });
+    defaultEnvironments.set(deps.config.runtimeEnvsDir, e);
+  }
+  return e;
 }
 
 export async function runExecution(claim: Claim, signal: AbortSignal, log: Logger, deps: RunDeps): Promise<RunResult> {
@@ -72,7 +88,7 @@ export async function runExecution(claim: Claim, signal: AbortSignal, log: Logge
   let tempDir: string | null = null;
   try {
     // 1. prepare
-    const prepared = await prepare(execution, rows, deps, log);
+    const prepared = await prepare(execution, rows, deps, log, signal);
     if ('failure' in prepared) return ended(prepared.failure, logs.seal(NOTHING_WRITTEN));
     tempDir = prepared.tempDir;
     const { plan } = prepared;
@@ -149,13 +165,24 @@ export async function runExecution(claim: Claim, signal: AbortSignal, log: Logge
   }
 }
 
+/** The promise's value, or null as soon as the signal is aborted. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | null> {
+  if (signal.aborted) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => resolve(null);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
+      (e: unknown) => { signal.removeEventListener('abort', onAbort); reject(e); });
+  });
+}
+
 /** A run that ended before (or without) its process: its result, and its empty log versions sealed so nothing stays pending. */
 function ended(o: Outcome, logsSealed?: Promise<void>): RunResult {
   return { status: o.status, result: o.result, logsSealed };
 }
 
 /** Step 1: the parameters, the code, the plan and its files; or why the action cannot run. */
-async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, log: Logger): Promise<{ plan: ExecutionPlan; tempDir: string | null; secretValues: unknown[] } | { failure: Outcome }> {
+async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, log: Logger, signal: AbortSignal): Promise<{ plan: ExecutionPlan; tempDir: string | null; secretValues: unknown[] } | { failure: Outcome }> {
   const { config } = deps;
   const { action } = rows;
   const restored = restoreParameters(execution, rows.secrets, config.security.encryptionKey);
@@ -172,14 +199,27 @@ async function prepare(execution: ExecutionRow, rows: RunRows, deps: RunDeps, lo
   }
   // Created only when a parameter or inline file needs it (a read-only /tmp must not break stdin actions).
   const privateDir = join(tmpdir(), parameterDirName(execution.id, randomBytes(6).toString('hex')));
-  const planned = planExecution({
+  const makePlan = () => planExecution({
     execution: restored.execution, action, runtime: rows.runtime, runtimeVersion, config, detected: deps.detected,
     baselineEnv: deps.baselineEnv, source: located.source, enforcement: rows.enforcement, tempDir: privateDir,
     facts: REAL_FACTS, nowSeconds: Math.floor(Date.now() / 1000),
   });
+  let planned = makePlan();
   if (!planned.ok) {
     const e = planned.error;
     return { failure: e.stage === 'prepare' ? preparationFailure(e.message) : executionFailure(e.message) };
+  }
+  // The pack's runtime environment (venv + its dependencies, …), made ready first (execution/environments.ts);
+  // unless it was ready at once, the plan is made again so the action runs the environment's interpreter.
+  if (planned.plan.environment) {
+    // A cancel (or shutdown) does not wait for the set-up: it goes on for the pack's next executions.
+    const ready = await untilAborted(environmentsOf(deps).ensure(planned.plan.environment, log.child({ execution_id: execution.id })), signal);
+    if (ready === null) return { failure: { status: 'cancelled', result: cancelledResult(cancelReasonOf(signal)), data: undefined } };
+    if (!ready.ok) return { failure: executionFailure(ready.error) };
+    if (!ready.warm) {
+      planned = makePlan();
+      if (!planned.ok) return { failure: executionFailure(planned.error.message) };
+    }
   }
   const { plan } = planned;
   for (const w of plan.warnings) log.warn({ execution_id: execution.id }, w);

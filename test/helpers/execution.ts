@@ -87,6 +87,7 @@ export function config(over: { artifactsDir?: string; maxStdoutBytes?: number; m
       maxStdoutBytes: over.maxStdoutBytes ?? 10 * 1024 * 1024,
       maxStderrBytes: over.maxStderrBytes ?? 10 * 1024 * 1024,
       killGracePeriodMs: over.killGracePeriodMs ?? 300,
+      envSetupTimeoutMs: 120_000,
       logRetentionPolicy: 'days',
       logRetentionLimit: 7,
     },

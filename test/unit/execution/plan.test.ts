@@ -327,3 +327,27 @@ test('runtime version choice: narrowed to the versions this worker detected, the
   assert.ok(satisfies('3.11.2', '!=3.12'));
   assert.ok(satisfies('3.11.2', '*'));
 });
+
+test('environment: legacy layout {pack}/{runtime}-{version}; the environment\'s interpreter once it exists, the image\'s for create_command', () => {
+  const cfg = (minor: string) => ({
+    interpreter: { binary: `python3.${minor}`, args: ['-u'] },
+    environment: { env_type: 'virtualenv', create_command: [`python3.${minor}`, '-m', 'venv', '{env_dir}'], interpreter_path: `{env_dir}/bin/python3.${minor}` },
+    dependencies: { manifest_file: 'requirements.txt', install_command: ['{interpreter}', '-m', 'pip', 'install', '-r', '{manifest_path}'] },
+  });
+  const v: RuntimeVersionRow = { id: 1, runtime: 1, runtime_ref: 'core.python', version: '3.11', is_default: false, available: true, execution_config: cfg('11') };
+  const before = plan({ runtimeVersion: v, facts: facts(['/usr/bin/python3', '/usr/bin/python3.11']) });
+  assert.equal(before.argv[0], '/usr/bin/python3.11');
+  assert.deepEqual(before.environment, {
+    packRef: 'demo', packDir: PACK_DIR, runtimeName: 'python', runtimeVersion: '3.11', runtimeEnvsDir: '/opt/attune/runtime_envs',
+    dirName: 'python-3.11', envDir: '/opt/attune/runtime_envs/demo/python-3.11',
+    createCommand: ['python3.11', '-m', 'venv', '{env_dir}'], interpreterPath: '{env_dir}/bin/python3.11',
+    manifestFile: 'requirements.txt', installCommand: ['{interpreter}', '-m', 'pip', 'install', '-r', '{manifest_path}'],
+    envVars: null, baseInterpreter: '/usr/bin/python3.11', interpreterBinary: 'python3.11',
+  });
+  const after = plan({ runtimeVersion: v, facts: facts(['/usr/bin/python3', '/usr/bin/python3.11', '/opt/attune/runtime_envs/demo/python-3.11/bin/python3.11']) });
+  assert.equal(after.argv[0], '/opt/attune/runtime_envs/demo/python-3.11/bin/python3.11');
+  assert.equal(after.environment?.baseInterpreter, '/usr/bin/python3.11', 'create_command never runs the environment\'s own python');
+  assert.equal(plan().environment, null, 'a runtime without environment or dependencies');
+  const none = { ...cfg('11'), environment: { env_type: 'none' } };
+  assert.equal(plan({ runtime: rt('Python', '/usr/bin/python3', { execution_config: none }) }).environment, null, 'env_type none: no set-up, as in Attune');
+});
