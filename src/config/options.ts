@@ -72,13 +72,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'API base URL handed to actions (`ATTUNE_API_URL`); default `http://{server.host}:{server.port}`.' },
 
   { key: 'security.jwt_secret', type: str, default: '', secret: true, doc: 'Shared HS256 secret for worker/execution tokens.' },
-  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Attune\'s encryption key (>= 32 chars when set): decrypts secret-backed parameters and encrypts secret outputs (`execution_secret_value`). Must equal the API\'s.' },
+  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Attune\'s encryption key (>= 32 chars; the API\'s): secret parameters and outputs (`execution_secret_value`).' },
 
   { key: 'log.level', type: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error'] }, default: 'info', alsoEnv: 'RUST_LOG',
-    doc: 'Log level. `RUST_LOG`-style values are accepted here too; `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },
+    doc: 'Log level; `RUST_LOG`-style values too (`attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },
   { key: 'log.format', type: { kind: 'enum', values: ['json', 'pretty'] }, default: 'json', doc: 'Always JSON lines on stdout; `pretty` is accepted and logs JSON (pipe through pino-pretty).' },
-  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s stdout (as JSON log lines with `execution_id`, `stream`).' },
-  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s stdout log (as JSON log lines with `execution_id`, `stream`).' },
+  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s log (JSON lines with `execution_id`, `stream`).' },
+  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s log (JSON lines with `execution_id`, `stream`).' },
 
   { key: 'packs_base_dir', type: str, default: '/opt/attune/packs', doc: 'Pack volume root.' },
   { key: 'runtime_envs_dir', type: str, default: '/opt/attune/runtime_envs', doc: 'Runtime environments (venvs, node_modules) root.' },
@@ -104,7 +104,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.task_timeout', type: int(1, 86400), default: 300, doc: 'Compatibility only (unused by Attune too).', unused: true },
   { key: 'worker.max_stdout_bytes', type: int(1024, 1024 * MiB), default: 10 * MiB, doc: 'stdout capture cap per execution.' },
   { key: 'worker.max_stderr_bytes', type: int(1024, 1024 * MiB), default: 10 * MiB, doc: 'stderr capture cap per execution.' },
-  { key: 'worker.execution_log_retention_policy', type: { kind: 'enum', values: ['days', 'hours', 'minutes', 'versions'] }, default: 'days', doc: 'Retention policy of the execution log artifacts, when the action sets none.' },
+  { key: 'worker.execution_log_retention_policy', type: { kind: 'enum', values: ['days', 'hours', 'minutes', 'versions'] }, default: 'days', doc: 'Log artifacts\' retention when the action sets none.' },
   { key: 'worker.execution_log_retention_limit', type: int(1, 100000), default: 7, doc: 'Retention limit of the execution log artifacts, when the action sets none.' },
   { key: 'worker.shutdown_timeout', type: int(0, 3600), default: 30, doc: 'Seconds the first SIGTERM lets running actions finish before cancelling them.' },
   { key: 'worker.stream_logs', type: bool, default: true, doc: 'Compatibility only.', unused: true },
@@ -114,7 +114,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.kill_grace_period', type: int(0, 3600), default: 10, doc: 'Seconds between SIGTERM and SIGKILL of an action\'s process group (agent extension).' },
   { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of the HTTP listener serving /healthz, /readyz and /metrics (0 = off; agent extension; see docs/lifecycle.md).' },
   { key: 'worker.health_host', type: str, default: '0.0.0.0', doc: 'Address the health/metrics listener binds (agent extension).' },
-  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds an execution\'s database reads/writes are retried, and a dispatch is held unacked, while the database is unreachable (agent extension).' },
+  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds database reads/writes are retried (and a dispatch held) while the database is unreachable (agent extension).' },
 ];
 
 export const OPTION_BY_KEY: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.key, o]));
