@@ -140,7 +140,10 @@ function actionProcesses(): number[] {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       if (/^[ZX]$/.test(stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3))) continue;
-      if (readFileSync(`/proc/${pid}/environ`).includes('ATTUNE_ACTION=respack.record')) found.push(Number(pid));
+      // This run's actions only (other runs of this file on the machine use the same action ref):
+      // their ATTUNE_ARTIFACTS_DIR lies under this run's work directory.
+      const environ = readFileSync(`/proc/${pid}/environ`, 'utf8');
+      if (environ.includes('ATTUNE_ACTION=respack.record') && environ.includes(`ATTUNE_ARTIFACTS_DIR=${work}/`)) found.push(Number(pid));
     } catch {
       /* gone, or not ours to read */
     }
