@@ -90,12 +90,14 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
-    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService },
+    { ResultSpool }, { writeSpooledTerminal },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
     import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'),
+    import('./worker/result-spool.ts'), import('./db/executions.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -120,6 +122,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
         };
         let trimmer: InstanceType<typeof IdleTrimmer> | null = null;
+        const spool = new ResultSpool({ dir: w.resultSpoolDir, maxFiles: w.resultSpoolMaxFiles, maxBytes: w.resultSpoolMaxBytes, agent: worker.name, log: runLog });
         const service = new ExecutionService({
           store: pgExecutionStore(pool, schema, runLog),
           run: (claim, signal, log) => runExecution(claim, signal, log, runDeps),
@@ -127,6 +130,9 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
           logger: runLog,
           maxConcurrentTasks: w.maxConcurrentTasks,
           retry: retryingDatabase(pool, w.dbRetryWindowMs, runLog, availability),
+          // A dispatch waits unacked for its claim: requeued before the queue's message TTL.
+          claimRetry: retryingDatabase(pool, dispatchHoldMs(w.dbRetryWindowMs), runLog, availability),
+          spool: { spool, write: (id, status, result) => writeSpooledTerminal(pool, id, status, result) },
           onFinished: (e) => {
             metrics?.executionFinished(e);
             trimmer?.touch();
@@ -152,7 +158,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         connection.on('connected', () => {
           if (connects++ > 0) metrics?.brokerReconnected();
         });
-        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer })];
+        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer, spool })];
       },
     });
   } finally {

@@ -114,6 +114,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of the HTTP listener serving /healthz, /readyz and /metrics (0 = off; agent extension; see docs/lifecycle.md).' },
   { key: 'worker.health_host', type: str, default: '0.0.0.0', doc: 'Address the health/metrics listener binds (agent extension).' },
   { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds an execution\'s database reads/writes are retried, and a dispatch is held unacked, while the database is unreachable (agent extension).' },
+  { key: 'worker.result_spool_dir', type: str, default: '',
+    doc: 'Directory of the durable result spool: terminal results the database could not take, written there when it returns (by any agent sharing the volume). Empty = `{artifacts_dir}/.attune-agent-spool` (agent extension; see docs/resilience.md).' },
+  { key: 'worker.result_spool_max_files', type: int(1, 1_000_000), default: 10_000, doc: 'Most results the spool holds; when full, new results are refused and logged as `LOST RESULT` (agent extension).' },
+  { key: 'worker.result_spool_max_bytes', type: int(1024 * 1024, 64 * 1024 * MiB), default: 1024 * MiB, doc: 'Most bytes the spool holds (agent extension).' },
 ];
 
 export const OPTION_BY_KEY: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.key, o]));
