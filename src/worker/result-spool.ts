@@ -84,12 +84,16 @@ export class ResultSpool {
   async #open(): Promise<SafeDir> {
     if (this.#dir) return this.#dir;
     const dir = await openDirBelow(dirname(this.path), [basename(this.path)], { create: 0o700 });
-    const st = await dir.handle.stat();
-    if (typeof process.geteuid === 'function' && st.uid !== process.geteuid()) {
-      await dir.close();
-      throw new Error(`result spool ${this.path} belongs to uid ${st.uid}, not to this agent (uid ${process.geteuid()}): set worker.result_spool_dir to a directory of the agent's user`);
+    try {
+      const st = await dir.handle.stat();
+      if (typeof process.geteuid === 'function' && st.uid !== process.geteuid()) {
+        throw new Error(`result spool ${this.path} belongs to uid ${st.uid}, not to this agent (uid ${process.geteuid()}): set worker.result_spool_dir to a directory of the agent's user`);
+      }
+      if ((st.mode & 0o777) !== 0o700) await dir.handle.chmod(0o700);
+    } catch (e) {
+      await dir.close().catch(() => undefined);
+      throw e;
     }
-    if ((st.mode & 0o777) !== 0o700) await dir.handle.chmod(0o700);
     this.#dir = dir;
     return dir;
   }
