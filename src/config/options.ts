@@ -72,13 +72,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     doc: 'API base URL handed to actions (`ATTUNE_API_URL`); default `http://{server.host}:{server.port}`.' },
 
   { key: 'security.jwt_secret', type: str, default: '', secret: true, doc: 'Shared HS256 secret for worker/execution tokens.' },
-  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Attune\'s encryption key (>= 32 chars when set): decrypts secret-backed parameters and encrypts secret outputs (`execution_secret_value`). Must equal the API\'s.' },
+  { key: 'security.encryption_key', type: str, default: '', secret: true, doc: 'Attune\'s encryption key (>= 32 chars; must equal the API\'s): decrypts secret parameters, encrypts secret outputs.' },
 
   { key: 'log.level', type: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error'] }, default: 'info', alsoEnv: 'RUST_LOG',
-    doc: 'Log level. `RUST_LOG`-style values are accepted here too; `RUST_LOG` is read when `ATTUNE__LOG__LEVEL` is unset (its default level, e.g. `attune_worker=debug,info` → info; a lone `attune_worker=debug` → debug).' },
+    doc: 'Log level; `RUST_LOG` style accepted (`attune_worker=debug,info` → info); `RUST_LOG` is read when this is unset.' },
   { key: 'log.format', type: { kind: 'enum', values: ['json', 'pretty'] }, default: 'json', doc: 'Always JSON lines on stdout; `pretty` is accepted and logs JSON (pipe through pino-pretty).' },
-  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s stdout (as JSON log lines with `execution_id`, `stream`).' },
-  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s stdout log (as JSON log lines with `execution_id`, `stream`).' },
+  { key: 'log.mirror_runtime_stdout_to_stdio', type: bool, default: false, doc: 'Copy action stdout to the agent\'s log (JSON lines with `execution_id`, `stream`).' },
+  { key: 'log.mirror_runtime_stderr_to_stdio', type: bool, default: false, doc: 'Copy action stderr to the agent\'s log (JSON lines with `execution_id`, `stream`).' },
 
   { key: 'packs_base_dir', type: str, default: '/opt/attune/packs', doc: 'Pack volume root.' },
   { key: 'runtime_envs_dir', type: str, default: '/opt/attune/runtime_envs', doc: 'Runtime environments (venvs, node_modules) root.' },
@@ -95,7 +95,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.host', type: str, default: '', doc: 'Host written to the worker row (default: the OS hostname).' },
   { key: 'worker.port', type: int(0, 65535), default: 0, doc: 'Port written to the worker row (0 = NULL).' },
   { key: 'worker.runtimes', type: { kind: 'list' }, default: [], alsoEnv: 'ATTUNE_WORKER_RUNTIMES',
-    doc: 'Runtime filter/override (`ATTUNE_WORKER_RUNTIMES`, aliases like `python3`, `bash`, `nodejs` accepted). Empty = everything detected.' },
+    doc: 'Runtime filter/override (aliases like `python3`, `bash`, `nodejs` accepted). Empty = everything detected.' },
   { key: 'worker.capabilities', type: { kind: 'map' }, default: {}, doc: 'Extra capability keys merged into `capabilities`.' },
   { key: 'worker.labels', type: { kind: 'map' }, default: {}, doc: 'Worker labels (`capabilities.labels`).' },
   { key: 'worker.taints', type: { kind: 'json' }, default: [], doc: 'Worker taints: list of `{key, value?, effect: no_schedule|prefer_no_schedule}`.' },
@@ -113,11 +113,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'worker.kill_grace_period', type: int(0, 3600), default: 10, doc: 'Seconds between SIGTERM and SIGKILL of an action\'s process group (agent extension).' },
   { key: 'worker.health_port', type: int(0, 65535), default: 0, doc: 'Port of the HTTP listener serving /healthz, /readyz and /metrics (0 = off; agent extension; see docs/lifecycle.md).' },
   { key: 'worker.health_host', type: str, default: '0.0.0.0', doc: 'Address the health/metrics listener binds (agent extension).' },
-  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds an execution\'s database reads/writes are retried, and a dispatch is held unacked, while the database is unreachable (agent extension).' },
+  { key: 'worker.db_retry_window', type: int(0, 86400), default: 300, doc: 'Seconds a run\'s database calls are retried while the database is unreachable (a dispatch waits at most 240 s unacked) (agent extension).' },
   { key: 'worker.result_spool_dir', type: str, default: '',
-    doc: 'Directory of the durable result spool: terminal results the database could not take, written there when it returns (by any agent sharing the volume). Empty = `{artifacts_dir}/.attune-agent-spool` (agent extension; see docs/resilience.md).' },
-  { key: 'worker.result_spool_max_files', type: int(1, 1_000_000), default: 10_000, doc: 'Most results the spool holds; when full, new results are refused and logged as `LOST RESULT` (agent extension).' },
-  { key: 'worker.result_spool_max_bytes', type: int(1024 * 1024, 64 * 1024 * MiB), default: 1024 * MiB, doc: 'Most bytes the spool holds (agent extension).' },
+    doc: 'Result spool; empty: `{artifacts_dir}/.attune-agent-spool`.' },
+  { key: 'worker.result_spool_max_files', type: int(1, 1_000_000), default: 10_000, doc: 'Result spool bound (files).' },
+  { key: 'worker.result_spool_max_bytes', type: int(1024 * 1024, 64 * 1024 * MiB), default: 1024 * MiB, doc: 'Result spool bound (bytes).' },
 ];
 
 export const OPTION_BY_KEY: ReadonlyMap<string, OptionSpec> = new Map(OPTIONS.map((o) => [o.key, o]));
