@@ -122,7 +122,10 @@ export class ExecutionService {
     let claim: Claim | null;
     try {
       const retry = this.#deps.claimRetry ?? this.#deps.retry;
-      claim = await retry(`claim execution ${id}`, () => this.#deps.store.claim(id, dispatchRelease(req)));
+      const claiming = retry(`claim execution ${id}`, () => this.#deps.store.claim(id, dispatchRelease(req)));
+      // A drain waits for a claim in flight too: one that commits must go on to a terminal row.
+      this.#track(claiming.then(() => undefined, () => undefined));
+      claim = await claiming;
     } catch (e) {
       this.cancellations.unregister(id);
       this.permits.release();
