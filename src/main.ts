@@ -145,7 +145,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
         const admit = databaseGate(availability, w.dbRetryWindowMs, () => !executions.cancelled, runLog);
         const executions = createExecutionsConsumer(connection, worker.id, w.maxConcurrentTasks,
-          async (p) => ((await admit(p.execution_id)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
+          async (p, _env, d) => ((await admit(p.execution_id, d.receivedAt)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
         const cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), runLog);
         // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
         metrics?.watch({

@@ -340,10 +340,11 @@ export class ExecutionService {
       // in between costs at most the messages (the row is what Attune trusts), never a second write.
       await s.spool.remove(e.name);
       left--;
-      if (w.written) {
-        log.warn({ status: r.status, spooled_at: r.written_at }, `result spool: the ${r.status} result of execution ${r.execution_id} kept since ${r.written_at} is written`);
-        const action = w.action ?? r.action;
-        this.#announce({ id: r.execution_id, action, action_ref: w.action_ref ?? r.action_ref, result: r.result }, w.previous_status ?? r.previous_status, r.status, log);
+      if (w.written || w.already) {
+        if (w.written) log.warn({ status: r.status, spooled_at: r.written_at }, `result spool: the ${r.status} result of execution ${r.execution_id} kept since ${r.written_at} is written`);
+        else log.warn({ status: r.status }, `result spool: execution ${r.execution_id} already holds this ${r.status} result (the first write committed, its answer was lost); announcing it`);
+        const previous = w.written ? (w.previous_status ?? r.previous_status) : r.previous_status;
+        this.#announce({ id: r.execution_id, action: w.action ?? r.action, action_ref: w.action_ref ?? r.action_ref, result: r.result }, previous, r.status, log);
         this.#deps.onFinished?.({ executionId: r.execution_id, status: r.status });
       } else if (w.previous_status === null) {
         log.error(`result spool: execution ${r.execution_id} no longer exists; its kept ${r.status} result is dropped`);

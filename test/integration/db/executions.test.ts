@@ -164,12 +164,15 @@ test('the spooled terminal write moves a row only from running/canceling and nev
   const done = await newExecution('cancelled', { result: JSON.stringify({ by: 'operator' }) });
   const reset = await newExecution('scheduled');
   const w = await writeSpooledTerminal(db.pool, running, 'completed', { succeeded: true, stdout: 'x' });
-  assert.deepEqual(w, { written: true, previous_status: 'running', action: ids.action, action_ref: 'mypack.hello' });
+  assert.deepEqual(w, { written: true, already: false, previous_status: 'running', action: ids.action, action_ref: 'mypack.hello' });
   assert.equal((await writeSpooledTerminal(db.pool, canceling, 'completed', { succeeded: true })).written, true);
-  assert.deepEqual((await writeSpooledTerminal(db.pool, running, 'failed', { succeeded: false })), { written: false, previous_status: 'completed', action: ids.action, action_ref: 'mypack.hello' }, 'a second replay does not write');
+  assert.deepEqual((await writeSpooledTerminal(db.pool, running, 'failed', { succeeded: false })), { written: false, already: false, previous_status: 'completed', action: ids.action, action_ref: 'mypack.hello' }, 'another result does not overwrite');
+  // The same result again: the first write committed (its answer lost); the replay must still announce it.
+  assert.deepEqual((await writeSpooledTerminal(db.pool, running, 'completed', { stdout: 'x', succeeded: true })), { written: false, already: true, previous_status: 'completed', action: ids.action, action_ref: 'mypack.hello' });
   assert.equal((await writeSpooledTerminal(db.pool, done, 'completed', {})).previous_status, 'cancelled');
   assert.equal((await writeSpooledTerminal(db.pool, reset, 'completed', {})).written, false);
-  assert.deepEqual(await writeSpooledTerminal(db.pool, 987654321, 'completed', {}), { written: false, previous_status: null, action: null, action_ref: null });
+  assert.deepEqual(await writeSpooledTerminal(db.pool, 987654321, 'completed', {}), { written: false, already: false, previous_status: null, action: null, action_ref: null });
+  assert.equal((await writeSpooledTerminal(db.pool, done, 'cancelled', { by: 'someone else' })).already, false);
   const rows = new Map((await db.pool.query('SELECT id, status::text AS status, result FROM execution WHERE id = ANY($1)', [[running, done, reset]])).rows.map((r) => [r.id, r]));
   assert.deepEqual([rows.get(running).status, rows.get(running).result], ['completed', { succeeded: true, stdout: 'x' }]);
   assert.deepEqual([rows.get(done).status, rows.get(done).result], ['cancelled', { by: 'operator' }]);

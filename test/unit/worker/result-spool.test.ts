@@ -83,6 +83,7 @@ function row(id: number, status: ExecutionStatus = 'scheduled'): ExecutionRow {
 
 function harness(dir: string, opts: { claimError?: Error; writeDown?: () => boolean }) {
   const db = new Map<number, ExecutionRow>();
+  const lostAnswer = new Set<number>();
   const messages: { kind: string; p: Record<string, unknown> }[] = [];
   const store: ExecutionStore = {
     loadExecution: async (id) => db.get(id) ?? null,
@@ -105,11 +106,12 @@ function harness(dir: string, opts: { claimError?: Error; writeDown?: () => bool
   const write = async (id: number, status: TerminalStatus): Promise<SpooledWrite> => {
     if (opts.writeDown?.()) throw new DbError('database unreachable', { retryable: true });
     const r = db.get(id);
-    if (!r) return { written: false, previous_status: null, action: null, action_ref: null };
+    if (!r) return { written: false, already: false, previous_status: null, action: null, action_ref: null };
     const prev = r.status;
-    if (prev !== 'running' && prev !== 'canceling') return { written: false, previous_status: prev, action: r.action, action_ref: r.action_ref };
+    // `lostAnswer` marks a row whose own terminal write committed with its answer lost (same status and result).
+    if (prev !== 'running' && prev !== 'canceling') return { written: false, already: prev === status && lostAnswer.has(id), previous_status: prev, action: r.action, action_ref: r.action_ref };
     r.status = status;
-    return { written: true, previous_status: prev, action: r.action, action_ref: r.action_ref };
+    return { written: true, already: false, previous_status: prev, action: r.action, action_ref: r.action_ref };
   };
   const publisher: StatusPublisher = {
     statusChanged: (p) => messages.push({ kind: 'status', p }),
@@ -120,7 +122,7 @@ function harness(dir: string, opts: { claimError?: Error; writeDown?: () => bool
     store, publisher, logger, maxConcurrentTasks: 1, retry: (_w, fn) => fn(), spool: { spool, write },
     run: async () => ({ status: 'completed', result: { succeeded: true } }),
   });
-  return { svc, db, messages, spool };
+  return { svc, db, messages, spool, lostAnswer };
 }
 
 test('ack after the claim: a claim that cannot reach the database is requeued (permit freed), a hopeless one dropped', async () => {
@@ -147,13 +149,16 @@ test('a result the database does not take is spooled; the replay writes it once,
     const h = harness(join(root, 'spool'), { writeDown: () => down });
     h.db.set(1, row(1));
     h.db.set(2, row(2));
-    assert.equal(await h.svc.onDispatch({ execution_id: 1, action_ref: 'demo.echo' }), 'ack');
-    assert.equal(await h.svc.onDispatch({ execution_id: 2, action_ref: 'demo.echo' }), 'ack');
+    h.db.set(3, row(3));
+    for (const id of [1, 2, 3]) assert.equal(await h.svc.onDispatch({ execution_id: id, action_ref: 'demo.echo' }), 'ack');
     assert.equal(await h.svc.waitIdle(5000), true);
-    assert.deepEqual(readdirSync(join(root, 'spool')).sort(), ['execution-1.json', 'execution-2.json']);
+    assert.deepEqual(readdirSync(join(root, 'spool')).sort(), ['execution-1.json', 'execution-2.json', 'execution-3.json']);
+    // Execution 3's write committed in the cut, its answer lost: the replay announces it without writing.
+    h.db.get(3)!.status = 'completed';
+    h.lostAnswer.add(3);
     assert.equal(h.db.get(1)!.status, 'running');
-    assert.deepEqual(h.messages.map((m) => [m.kind, m.p.new_status ?? m.p.status]), [['status', 'running'], ['status', 'running']], 'no terminal message before the row is written');
-    assert.equal(await h.svc.replaySpool(), 2, 'still down: both kept');
+    assert.deepEqual(h.messages.map((m) => [m.kind, m.p.new_status ?? m.p.status]), [['status', 'running'], ['status', 'running'], ['status', 'running']], 'no terminal message before the row is written');
+    assert.equal(await h.svc.replaySpool(), 3, 'still down: all kept');
     h.db.get(2)!.status = 'cancelled'; // an operator moved it meanwhile
     down = false;
     assert.equal(await h.svc.replaySpool(), 0);
@@ -161,9 +166,9 @@ test('a result the database does not take is spooled; the replay writes it once,
     assert.equal(h.db.get(1)!.status, 'completed');
     assert.equal(h.db.get(2)!.status, 'cancelled', 'the newer status stays');
     const terminal = h.messages.filter((m) => (m.p.new_status ?? m.p.status) !== 'running');
-    assert.deepEqual(terminal.map((m) => [m.kind, m.p.execution_id, m.p.previous_status ?? null]), [['status', 1, 'running'], ['completed', 1, null]]);
+    assert.deepEqual(terminal.map((m) => [m.kind, m.p.execution_id, m.p.previous_status ?? null]), [['status', 1, 'running'], ['completed', 1, null], ['status', 3, 'running'], ['completed', 3, null]]);
     assert.equal(await h.svc.replaySpool(), 0, 'a second replay writes nothing');
-    assert.equal(h.messages.filter((m) => m.kind === 'completed').length, 1);
+    assert.equal(h.messages.filter((m) => m.kind === 'completed').length, 2);
     await h.spool.close();
   } finally {
     rmSync(root, { recursive: true, force: true });
