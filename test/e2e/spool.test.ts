@@ -167,7 +167,10 @@ test('(a) database unreachable for 3 × db_retry_window during 50 dispatches: al
   const upAt = Date.now();
   await waitFor('all 50 rows terminal', async () => [...(await rows(ids)).values()].every((r) => TERMINAL.has(r.status)), { timeoutMs: 90_000 });
   const recoverMs = Date.now() - upAt;
-  await waitFor('one completion per execution', () => ids.every((id) => uniqueCompletions(id) === 1), { timeoutMs: 30_000 });
+  await waitFor('one completion per execution', () => ids.every((id) => uniqueCompletions(id) === 1), { timeoutMs: 30_000 }).catch((e: Error) => {
+    const odd = ids.filter((id) => uniqueCompletions(id) !== 1).map((id) => ({ id, completions: uniqueCompletions(id), starts: starts().get(id) ?? 0, logs: a.proc.logs.filter((l) => Number(l.execution_id) === id).map((l) => String(l.msg).slice(0, 90)) }));
+    throw new Error(`${e.message}: ${JSON.stringify(odd)}`);
+  });
   const final = await rows(ids);
   const notCompleted = ids.filter((id) => final.get(id)!.status !== 'completed').map((id) => ({ id, ...final.get(id) }));
   assert.deepEqual(notCompleted, [], 'every row completed with its real result');
