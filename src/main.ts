@@ -90,12 +90,14 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
-    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
+    { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
+    { ResultSpool }, { writeSpooledTerminal },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
     import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'), import('./execution/environments.ts'),
+    import('./worker/result-spool.ts'), import('./db/executions.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -121,6 +123,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
         };
         let trimmer: InstanceType<typeof IdleTrimmer> | null = null;
+        const spool = new ResultSpool({ dir: w.resultSpoolDir, maxFiles: w.resultSpoolMaxFiles, maxBytes: w.resultSpoolMaxBytes, agent: worker.name, log: runLog });
         const service = new ExecutionService({
           store: pgExecutionStore(pool, schema, runLog),
           run: (claim, signal, log) => runExecution(claim, signal, log, runDeps),
@@ -128,6 +131,9 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
           logger: runLog,
           maxConcurrentTasks: w.maxConcurrentTasks,
           retry: retryingDatabase(pool, w.dbRetryWindowMs, runLog, availability),
+          // A dispatch waits unacked for its claim: requeued before the queue's message TTL.
+          claimRetry: retryingDatabase(pool, dispatchHoldMs(w.dbRetryWindowMs), runLog, availability),
+          spool: { spool, write: (id, status, result) => writeSpooledTerminal(pool, id, status, result) },
           onFinished: (e) => {
             metrics?.executionFinished(e);
             trimmer?.touch();
@@ -140,7 +146,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         // While the database is known to be down a dispatch is held unacked (then requeued), never acked and dropped.
         const admit = databaseGate(availability, w.dbRetryWindowMs, () => !executions.cancelled, runLog);
         const executions = createExecutionsConsumer(connection, worker.id, w.maxConcurrentTasks,
-          async (p) => ((await admit(p.execution_id)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
+          async (p, _env, d) => ((await admit(p.execution_id, d.receivedAt)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
         const cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), runLog);
         // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
         metrics?.watch({
@@ -153,7 +159,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         connection.on('connected', () => {
           if (connects++ > 0) metrics?.brokerReconnected();
         });
-        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer })];
+        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer, spool })];
       },
     });
   } finally {

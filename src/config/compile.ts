@@ -3,6 +3,7 @@
  * reads. Durations are converted to milliseconds and named *Ms. Every error names the key, where the
  * value came from, the bad value (never for secret keys) and what is allowed.
  */
+import { join } from 'node:path';
 import { OPTIONS, envNameFor, type OptionSpec } from './options.ts';
 import { ConfigError } from './errors.ts';
 import { describeOrigin, type RawConfig, type RawValue } from './load.ts';
@@ -56,6 +57,10 @@ export interface Config {
     healthPort: number;
     healthHost: string;
     dbRetryWindowMs: number;
+    /** Resolved: `{artifactsDir}/.attune-agent-spool` when unset. */
+    resultSpoolDir: string;
+    resultSpoolMaxFiles: number;
+    resultSpoolMaxBytes: number;
   };
 }
 
@@ -128,6 +133,9 @@ export function compileConfig(raw: RawConfig): Readonly<Config> {
       healthPort: n('worker.health_port'),
       healthHost: s('worker.health_host').trim() || '0.0.0.0',
       dbRetryWindowMs: n('worker.db_retry_window') * 1000,
+      resultSpoolDir: s('worker.result_spool_dir').trim() || join(s('artifacts_dir'), '.attune-agent-spool'),
+      resultSpoolMaxFiles: n('worker.result_spool_max_files'),
+      resultSpoolMaxBytes: n('worker.result_spool_max_bytes'),
     },
   };
   validateCrossFields(cfg, raw);

@@ -31,8 +31,8 @@ function defaultText(o: OptionSpec): string {
  */
 export function renderConfigTable(): string {
   const example = 'worker.health_port';
-  const rule = `Every key can also be set as the variable \`ATTUNE__\` + the key upper-cased with \`.\` → \`__\` ` +
-    `(\`${example}\` → \`${envNameFor(example)}\`); the second column lists further variables or flags a key is read from.`;
+  const rule = `Every key is also the variable \`ATTUNE__\` + the key upper-cased, \`.\` → \`__\` ` +
+    `(\`${example}\` → \`${envNameFor(example)}\`); column 2 lists other variables or flags a key is read from; (ext.) marks keys Attune does not have.`;
   // Keys accepted only so that one Attune config.yaml serves every service: named once, after the table.
   const rows = OPTIONS.filter((o) => !o.unused).map((o) => {
     const also = [...(o.alsoEnv ? ['`' + o.alsoEnv + '`'] : []), ...(o.flag ? ['`' + o.flag + '`'] : [])].join('<br>');

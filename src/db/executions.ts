@@ -230,3 +230,43 @@ async function updateTerminal(db: Queryable, id: number, status: TerminalStatus,
   ));
   return { row: rows[0] as Omit<TerminalWrite, 'result'> | undefined, jsonLength: json?.length ?? 0 };
 }
+
+export interface SpooledWrite {
+  /** True when this call wrote the result; false when the row had moved on (or is gone). */
+  written: boolean;
+  /** The row's status before the call (null: no such row). */
+  previous_status: ExecutionStatus | null;
+  /**
+   * Not written because the row already holds exactly this status and result: the first terminal
+   * write committed but its answer was lost in a cut (the run gave up and spooled it). Its messages
+   * were never published.
+   */
+  already: boolean;
+  action: number | null;
+  action_ref: string | null;
+}
+
+/**
+ * The terminal write of a result kept in the result spool (worker/result-spool.ts), possibly long
+ * after the run and by another agent: unlike writeTerminal it is conditional, and moves the row only
+ * from `running` (or `canceling`: a cancel requested while the result waited) to the terminal
+ * status. A row that is terminal already (an operator, Attune's supervisor, an earlier replay) or
+ * was reset to an executor status keeps what it has: the answer says what was there, and whether
+ * the row already holds this very result (`already`).
+ */
+export async function writeSpooledTerminal(db: Queryable, id: number, status: TerminalStatus, result: unknown): Promise<SpooledWrite> {
+  const json = result === undefined ? null : JSON.stringify(result);
+  const { rows } = await db.query<{ written: boolean; already: boolean; previous_status: ExecutionStatus; action: number | null; action_ref: string }>(prepared('write-spooled-terminal',
+    `WITH prev AS (SELECT id, status, action, action_ref, result FROM execution WHERE id = $1 FOR UPDATE),
+          upd AS (UPDATE execution e SET status = $2::execution_status_enum, result = $3::jsonb, updated = now()
+                    FROM prev WHERE e.id = prev.id AND prev.status IN ('running', 'canceling')
+                  RETURNING e.id)
+     SELECT EXISTS (SELECT 1 FROM upd) AS written,
+            (prev.status = $2::execution_status_enum AND prev.result IS NOT DISTINCT FROM $3::jsonb) AS already,
+            prev.status AS previous_status, prev.action, prev.action_ref FROM prev`,
+    [id, status, json],
+  ));
+  collectAfterLargeRelease(json?.length ?? 0);
+  const r = rows[0];
+  return r ? r : { written: false, already: false, previous_status: null, action: null, action_ref: null };
+}

@@ -25,13 +25,14 @@ export function recoveryMessage(worker: { id: number; name: string }, cancelling
     : `attune-agent restarted while this execution was running (worker ${worker.name}, id ${worker.id}); the action's outcome is unknown. Re-run the execution if it is safe.`;
 }
 
-export async function recoverInterruptedExecutions(db: Queryable, worker: { id: number; name: string }): Promise<RecoveredExecution[]> {
+/** `keep`: executions whose result waits in the result spool (worker/result-spool.ts): the replay writes those. */
+export async function recoverInterruptedExecutions(db: Queryable, worker: { id: number; name: string }, keep: readonly number[] = []): Promise<RecoveredExecution[]> {
   const failed = { succeeded: false, error: recoveryMessage(worker, false) };
   const cancelled = { succeeded: false, cancelled: true, error: recoveryMessage(worker, true) };
   const { rows } = await db.query<RecoveredExecution>(
     `WITH stale AS (
        SELECT id, status FROM execution
-        WHERE worker = $1 AND status IN ('running', 'canceling')
+        WHERE worker = $1 AND status IN ('running', 'canceling') AND NOT (id = ANY($4::bigint[]))
         FOR UPDATE
      )
      UPDATE execution e
@@ -42,7 +43,7 @@ export async function recoverInterruptedExecutions(db: Queryable, worker: { id: 
        FROM stale
       WHERE e.id = stale.id
       RETURNING e.id, e.action, e.action_ref, stale.status AS previous_status, e.status, e.result`,
-    [worker.id, JSON.stringify(failed), JSON.stringify(cancelled)],
+    [worker.id, JSON.stringify(failed), JSON.stringify(cancelled), keep],
   );
   return rows.sort((a, b) => a.id - b.id);
 }

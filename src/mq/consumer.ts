@@ -26,6 +26,8 @@ export interface DeliveryInfo {
   exchange: string;
   routingKey: string;
   consumerTag: string;
+  /** When this consumer received it (ms since the epoch): how long it has been held unacked. */
+  receivedAt: number;
 }
 
 export interface ConsumerOptions<P> {
@@ -62,6 +64,7 @@ interface Session {
 interface Pending {
   session: Session;
   msg: ConsumeMessage;
+  receivedAt: number;
 }
 
 export class QueueConsumer<P> {
@@ -229,7 +232,7 @@ export class QueueConsumer<P> {
       return;
     }
     this.stats.delivered++;
-    this.#buffer.push({ session, msg });
+    this.#buffer.push({ session, msg, receivedAt: Date.now() });
     void this.#pump();
   }
 
@@ -250,7 +253,7 @@ export class QueueConsumer<P> {
     }
   }
 
-  async #handle({ session, msg }: Pending): Promise<void> {
+  async #handle({ session, msg, receivedAt }: Pending): Promise<void> {
     const decoded = decodeMessage(msg.content, this.#o.decodePayload, this.#o.decodeOptions);
     if (!decoded.ok) {
       this.stats.undecodable++;
@@ -268,6 +271,7 @@ export class QueueConsumer<P> {
       exchange: msg.fields.exchange,
       routingKey: msg.fields.routingKey,
       consumerTag: msg.fields.consumerTag,
+      receivedAt,
     };
     let disposition: Disposition;
     try {

@@ -13,6 +13,7 @@ import type { IdleTrimmer } from './idle-trim.ts';
 import type { MqConnection } from '../mq/connection.ts';
 import type { ConfirmPublisher } from '../mq/publisher.ts';
 import type { QueueConsumer } from '../mq/consumer.ts';
+import type { ResultSpool } from './result-spool.ts';
 
 /** What this service does with a queue consumer (mq/consumer.ts). */
 type Consumer = Pick<QueueConsumer<unknown>, 'start' | 'cancel' | 'close' | 'consuming'>;
@@ -26,6 +27,8 @@ export interface ExecutionsParts {
   cancels: Consumer;
   /** Null when idle trimming is off. */
   trimmer: IdleTrimmer | null;
+  /** The result spool the service replays (worker/result-spool.ts); absent in tests without one. */
+  spool?: ResultSpool;
 }
 
 export class ExecutionsAgentService implements AgentService {
@@ -43,6 +46,12 @@ export class ExecutionsAgentService implements AgentService {
     await connection.start({ retryWindowMs: config.database.connectTimeoutMs });
     log.info({ broker: connection.safeUrl }, 'connected to RabbitMQ; worker queues declared');
     service.announceRecovered(ctx.recovered);
+    // Results kept by an earlier run (this agent's, or another agent's on the same volume): written
+    // and announced before new work; what the database does not take yet is retried every 5 s.
+    if (this.#p.spool) {
+      const left = await service.startSpoolReplay();
+      log.info({ spool_dir: this.#p.spool.path, kept: left }, left > 0 ? `result spool: ${left} results wait for the database` : 'result spool checked');
+    }
     await this.#p.executions.start();
     await this.#p.cancels.start();
     log.info({ max_concurrent_tasks: config.worker.maxConcurrentTasks }, 'consuming execution dispatches');
@@ -67,7 +76,11 @@ export class ExecutionsAgentService implements AgentService {
     }
     await cancels.close().catch(() => undefined);
     await executions.close().catch(() => undefined);
+    service.stopSpoolReplay();
+    const kept = this.#p.spool ? await service.replaySpool().catch(() => this.#p.spool!.size) : 0;
+    if (kept > 0) log.warn({ spool_dir: this.#p.spool!.path, kept }, `result spool: ${kept} results still wait for the database; the next agent on this volume writes them`);
     await flushAndClose(publisher, log);
+    await this.#p.spool?.close();
     await connection.close();
   }
 

@@ -25,6 +25,7 @@ import { formatTarget } from '../db/errors.ts';
 import { registerDetectedRuntimes } from '../db/runtimes.ts';
 import { buildCapabilities, deregisterWorker, registerWorker, resolveWorkerName, type RegisteredWorker } from '../db/registration.ts';
 import { recoverInterruptedExecutions, type RecoveredExecution } from '../db/recovery.ts';
+import { spooledExecutionIds } from './result-spool.ts';
 import { Heartbeat } from '../db/heartbeat.ts';
 
 export interface AgentContext {
@@ -190,7 +191,9 @@ export async function runWorker(config: Readonly<Config>, opts: WorkerDeps): Pro
 
     let recovered: RecoveredExecution[] = [];
     try {
-      recovered = await recoverInterruptedExecutions(pool, worker);
+      // A run whose result waits in the spool is not "left in flight": the replay writes its real result.
+      const spooled = await spooledExecutionIds(config.worker.resultSpoolDir).catch(() => []);
+      recovered = await recoverInterruptedExecutions(pool, worker, spooled);
       for (const r of recovered) log.warn({ execution_id: r.id, action_ref: r.action_ref, status: r.status }, 'finished an execution left in flight by a previous run of this worker');
     } catch (e) {
       log.error({ err: dbError(pool, e, 'recovering interrupted executions').message }, 'could not recover executions left running; continuing');

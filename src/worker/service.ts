@@ -5,13 +5,17 @@
  * real servers.
  *
  * One execution, in four steps (docs/attune-compat.md §5.1–5.2 and #deliberate-differences):
- *   1. onDispatch, the consumer's handler: duplicate check, permit → ack;
+ *   1. onDispatch, the consumer's handler: duplicate check, permit, then
  *   2. claim: the store's one statement moves the row to `running` and reads what the run needs;
- *      a refused claim says why (release mismatch → failed, canceling → cancelled, else skipped);
+ *      only once it committed (or was definitively refused) is the dispatch acked. A claim the
+ *      database cannot answer within the claim window hands the dispatch back (nack, requeue)
+ *      before the queue's message TTL; a redelivery finds the row `running` and is not run again.
+ *      A refused claim says why (release mismatch → failed, canceling → cancelled, else skipped);
  *   3. run (worker/run-execution.ts): plan → process → outcome, one RunResult;
  *   4. finish: one terminal row (the log artifacts sealed meanwhile) → one status change +
- *      completion pair carrying the REAL outcome.
- * Every failure after the ack ends in a terminal row whose `result.error` says what went wrong.
+ *      completion pair carrying the REAL outcome. A result the database cannot take goes to the
+ *      durable result spool (worker/result-spool.ts), replayed when the database answers.
+ * Every failure after the ack ends in a terminal row (or a spooled one) whose `result.error` says what went wrong.
  */
 import type { Logger } from 'pino';
 import { isTerminalStatus, type DispatchRelease, type ExecutionRow, type TerminalStatus } from '../model.ts';
@@ -21,6 +25,8 @@ import type { RecoveredExecution } from '../db/recovery.ts';
 import type { Claim, Clock, ExecutionStore, RunResult, StatusPublisher } from './ports.ts';
 import { Permits } from './permits.ts';
 import { Cancellations } from './cancellations.ts';
+import type { ResultSpool } from './result-spool.ts';
+import type { SpooledWrite } from '../db/executions.ts';
 
 export type AckDecision = 'ack' | 'nack-requeue' | 'nack-drop';
 
@@ -52,6 +58,13 @@ export interface ServiceDeps {
   maxConcurrentTasks: number;
   /** Retries a database call until it succeeds or the window is over (database outages). */
   retry: Retry;
+  /**
+   * The claim's retry: shorter than `retry` so that a dispatch held for it goes back to the queue
+   * well before the queue's 300 s message TTL (default: `retry`).
+   */
+  claimRetry?: Retry;
+  /** Where results the database cannot take are kept, and their conditional write (absent: logged as lost). */
+  spool?: { spool: ResultSpool; write: (id: number, status: TerminalStatus, result: Record<string, unknown>) => Promise<SpooledWrite> };
   now?: Clock;
   onFinished?: (e: FinishedEvent) => void;
 }
@@ -77,8 +90,9 @@ export class ExecutionService {
   }
 
   /**
-   * Consumer handler for `worker.{id}.executions`. Resolves when the dispatch is claimed (permit
-   * taken → ack) or refused; the run itself continues in the background.
+   * Consumer handler for `worker.{id}.executions`. Resolves when the claim committed (→ ack) or was
+   * definitively refused (→ ack), or could not reach the database (→ nack, requeue); the run
+   * itself continues in the background.
    */
   async onDispatch(req: DispatchRequest): Promise<AckDecision> {
     const id = req.execution_id;
@@ -105,8 +119,28 @@ export class ExecutionService {
       return 'ack';
     }
     this.#queued.delete(id);
+    let claim: Claim | null;
+    try {
+      const retry = this.#deps.claimRetry ?? this.#deps.retry;
+      const claiming = retry(`claim execution ${id}`, () => this.#deps.store.claim(id, dispatchRelease(req)));
+      // A drain waits for a claim in flight too: one that commits must go on to a terminal row.
+      this.#track(claiming.then(() => undefined, () => undefined));
+      claim = await claiming;
+    } catch (e) {
+      this.cancellations.unregister(id);
+      this.permits.release();
+      const err = e as Error & { retryable?: boolean };
+      if (err.retryable === false) {
+        log.error({ err: err.message }, `the claim of execution ${id} failed and retrying cannot help: dispatch dropped (nack, no requeue); the row stays as it is`);
+        return 'nack-drop';
+      }
+      // Not acked: RabbitMQ keeps the dispatch; its redelivery finds the row `running` if this claim
+      // did commit after all (the store recognises its own claim), else claims it then.
+      log.warn({ err: err.message }, `the claim of execution ${id} did not get through: dispatch handed back to the queue (nack, requeue)`);
+      return 'nack-requeue';
+    }
     this.#track(
-      this.#execute(req, ac.signal, log).finally(() => {
+      this.#execute(req, claim, ac.signal, log).finally(() => {
         this.cancellations.unregister(id);
         this.permits.release();
       }),
@@ -154,11 +188,9 @@ export class ExecutionService {
     return this.#deps.now?.() ?? new Date();
   }
 
-  async #execute(req: DispatchRequest, signal: AbortSignal, log: Logger): Promise<void> {
-    const { store } = this.#deps;
+  async #execute(req: DispatchRequest, claim: Claim | null, signal: AbortSignal, log: Logger): Promise<void> {
     const id = req.execution_id;
-    // Load and claim in one round trip; when the claim is refused the row says why.
-    const claim = await this.#deps.retry(`claim execution ${id}`, () => store.claim(id, dispatchRelease(req)));
+    // Loaded and claimed in one round trip (onDispatch); when the claim is refused the row says why.
     if (!claim) {
       log.error(`unknown execution ${id}: no row in the execution table (deleted, or ATTUNE__DATABASE__SCHEMA points at another schema); dispatch dropped`);
       this.#deps.onFinished?.({ executionId: id, status: 'skipped' });
@@ -211,16 +243,25 @@ export class ExecutionService {
 
   async #finish(execution: ExecutionRow, previous: string, status: TerminalStatus, result: Record<string, unknown>, log: Logger, facts: Partial<RunResult> = {}): Promise<void> {
     const id = execution.id;
-    let written: { action: number | null; action_ref: string; result: unknown };
-    try {
-      [written] = await Promise.all([
-        this.#deps.retry(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result)),
-        facts.logsSealed,
-      ]);
-    } catch (e) {
-      log.error({ err: e, status }, `LOST RESULT: could not write the ${status} result of execution ${id}; the row stays ${previous}`);
+    const [write] = await Promise.allSettled([
+      this.#deps.retry(`write the ${status} result of execution ${id}`, () => this.#deps.store.writeTerminal(id, status, result)),
+      facts.logsSealed,
+    ]);
+    if (write.status === 'rejected') {
+      const spool = this.#deps.spool?.spool;
+      const kept = spool
+        ? await spool.put({ execution_id: id, status, result, action: execution.action ?? null, action_ref: execution.action_ref, previous_status: previous })
+        : false;
+      if (kept) {
+        log.error({ err: (write.reason as Error).message, status, spool_dir: spool!.path },
+          `RESULT SPOOLED: the database did not take the ${status} result of execution ${id}; it is kept in the result spool and written (then announced) when the database answers`);
+        this.#armReplay();
+      } else if (!spool) {
+        log.error({ err: write.reason, status }, `LOST RESULT: could not write the ${status} result of execution ${id}; the row stays ${previous}`);
+      }
       return;
     }
+    const written = write.value;
     this.#announce({ id, ...written }, previous, status, log);
     log.info({ status, exit_code: result.exit_code, duration_ms: result.duration_ms, runtime: facts.runtime }, `execution ${id} ${status}`);
     this.#deps.onFinished?.({
@@ -228,6 +269,91 @@ export class ExecutionService {
       durationMs: typeof result.duration_ms === 'number' ? result.duration_ms : undefined,
       stdoutTruncated: facts.stdoutTruncated, stderrTruncated: facts.stderrTruncated,
     });
+  }
+
+  #replayTimer: NodeJS.Timeout | null = null;
+  #replaying: Promise<number> | null = null;
+  #replayIntervalMs = 5_000;
+
+  /**
+   * Write the spooled results (oldest first) and announce each one written. Conditional: a row that
+   * moved on meanwhile (terminal, reset) keeps its status, and the file is dropped. Stops at the
+   * first database failure (the next pass retries). Resolves to the number of files left.
+   */
+  replaySpool(): Promise<number> {
+    this.#replaying ??= this.#replayOnce().finally(() => {
+      this.#replaying = null;
+    });
+    return this.#replaying;
+  }
+
+  /** Replay now, then every `intervalMs` while the spool holds results (until stopSpoolReplay). */
+  startSpoolReplay(intervalMs = 5_000): Promise<number> {
+    this.#replayIntervalMs = intervalMs;
+    return this.#replayAndRearm();
+  }
+
+  stopSpoolReplay(): void {
+    if (this.#replayTimer) clearTimeout(this.#replayTimer);
+    this.#replayTimer = null;
+    this.#replayIntervalMs = 0;
+  }
+
+  async #replayAndRearm(): Promise<number> {
+    const left = await this.replaySpool().catch((e: Error) => {
+      this.#log.error({ err: e.message }, 'result spool: replay failed; retrying later');
+      return 1;
+    });
+    if (left > 0) this.#armReplay();
+    return left;
+  }
+
+  #armReplay(): void {
+    if (this.#replayTimer || this.#replayIntervalMs <= 0 || !this.#deps.spool) return;
+    this.#replayTimer = setTimeout(() => {
+      this.#replayTimer = null;
+      void this.#replayAndRearm();
+    }, this.#replayIntervalMs);
+    this.#replayTimer.unref();
+  }
+
+  async #replayOnce(): Promise<number> {
+    const s = this.#deps.spool;
+    if (!s) return 0;
+    const entries = await s.spool.list();
+    let left = entries.length;
+    for (const e of entries) {
+      const r = await s.spool.read(e.name);
+      if (!r) {
+        left--;
+        continue;
+      }
+      const log = this.#log.child({ execution_id: r.execution_id, spool_file: e.name, spooled_by: r.agent });
+      let w: SpooledWrite;
+      try {
+        w = await s.write(r.execution_id, r.status, r.result);
+      } catch (err) {
+        log.warn({ err: (err as Error).message, left }, `result spool: the database does not take results yet; ${left} kept, retrying in ${this.#replayIntervalMs} ms`);
+        return left;
+      }
+      // The row is written (or will never be): the file goes before the messages, so that a crash
+      // in between costs at most the messages (the row is what Attune trusts), never a second write.
+      await s.spool.remove(e.name);
+      left--;
+      if (w.written || w.already) {
+        if (w.written) log.warn({ status: r.status, spooled_at: r.written_at }, `result spool: the ${r.status} result of execution ${r.execution_id} kept since ${r.written_at} is written`);
+        else log.warn({ status: r.status }, `result spool: execution ${r.execution_id} already holds this ${r.status} result (the first write committed, its answer was lost); announcing it`);
+        const previous = w.written ? (w.previous_status ?? r.previous_status) : r.previous_status;
+        this.#announce({ id: r.execution_id, action: w.action ?? r.action, action_ref: w.action_ref ?? r.action_ref, result: r.result }, previous, r.status, log);
+        this.#deps.onFinished?.({ executionId: r.execution_id, status: r.status });
+      } else if (w.previous_status === null) {
+        log.error(`result spool: execution ${r.execution_id} no longer exists; its kept ${r.status} result is dropped`);
+      } else {
+        log.warn({ row_status: w.previous_status, spooled_status: r.status },
+          `result spool: execution ${r.execution_id} is already ${w.previous_status}; its kept ${r.status} result is dropped (a newer status is never overwritten)`);
+      }
+    }
+    return left;
   }
 
   /** The status change to a terminal status and its completion: the pair Attune reads an outcome from. */

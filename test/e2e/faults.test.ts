@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -217,7 +217,7 @@ test('the execution row locked by another session at the claim, released within 
   console.log(`# fault row lock at claim (released after one lock_timeout): 1 dispatch, 1 terminal row, 0 duplicates; terminal ${recovered} ms after the lock was released`);
 });
 
-test('the execution row locked past the bound during the run: the run gives up on its terminal write within the bound with a clear error and frees its permit', async () => {
+test('the execution row locked past the bound during the run: the run gives up on its terminal write within the bound, spools the result and frees its permit; the spool writes it once the lock is gone', async () => {
   const stuck = await create('faults.quick', { s: 1 });
   const nextOne = await create('faults.quick');
   await dispatchExisting([stuck, nextOne]); // one permit: nextOne waits for stuck's
@@ -231,7 +231,8 @@ test('the execution row locked past the bound during the run: the run gives up o
     const gaveUpAfter = Date.now() - lockedAt;
     assert.match(String(gaveUp.err), /database\.lock_timeout \(1 s\) for a lock another session holds/);
     // Logged right after the give-up line (the next stdout chunk may not be read yet).
-    await waitFor('the LOST RESULT line', () => logsOf(stuck, /LOST RESULT/).length === 1, { timeoutMs: 5_000 });
+    await waitFor('the RESULT SPOOLED line', () => logsOf(stuck, /RESULT SPOOLED/).length === 1, { timeoutMs: 5_000 });
+    assert.deepEqual(readdirSync(join(agent.artifacts, '.attune-agent-spool')).filter((f) => f === `execution-${stuck}.json`), [`execution-${stuck}.json`]);
     // The action takes ~1 s after the lock is taken; then at most the contention bound.
     assert.ok(gaveUpAfter < 1000 + CONTENTION_BOUND_MS + 2000, `gave up ${gaveUpAfter} ms after the lock was taken`);
     // The permit is free: the next dispatch runs and ends while the lock is still held.
@@ -239,16 +240,23 @@ test('the execution row locked past the bound during the run: the run gives up o
     const permitFreedAfter = Date.now() - lockedAt;
     assert.equal(await status(nextOne), 'completed');
     assert.equal(await status(stuck), 'running', 'the locked row could not be written');
+    assert.equal(completions(stuck).length, 0, 'no completion before the row is written');
+    await other.query('ROLLBACK');
+    const releasedAt = Date.now();
+    await waitFor('the spooled result written once the lock is gone', () => isTerminal(stuck), { timeoutMs: 15_000 });
+    const writtenAfter = Date.now() - releasedAt;
+    assert.equal(await status(stuck), 'completed');
+    await waitFor('its completion', () => completions(stuck).length === 1);
     const dups = duplicates([stuck, nextOne]);
     assert.deepEqual(dups, { runs: 0, completions: 0 });
-    console.log(`# fault row lock during the run (held > bound): 2 dispatches, 1 terminal row (the locked one stays running: its result is lost until the result spool lands), `
+    console.log(`# fault row lock during the run (held > bound): 2 dispatches, 2 terminal rows (the locked one from the result spool, ${writtenAfter} ms after the lock went), `
       + `0 duplicates; gave up ${gaveUpAfter} ms after the lock (bound: action 1 s + ${CONTENTION_BOUND_MS} ms); next run ended ${permitFreedAfter} ms after the lock`);
   } finally {
     await other.query('ROLLBACK');
   }
 });
 
-test('the execution row locked past the bound at the claim: the claim gives up within the bound, the next dispatch runs', async () => {
+test('the execution row locked past the bound at the claim: the claim gives up within the bound and requeues the dispatch, the next dispatch runs, the blocked one runs once the lock is gone', async () => {
   const blocked = await create('faults.quick');
   const nextOne = await create('faults.quick');
   const other = await otherSession();
@@ -261,10 +269,22 @@ test('the execution row locked past the bound at the claim: the claim gives up w
     const gaveUpAfter = Date.now() - sent;
     assert.match(String(gaveUp.err), /lock_timeout/);
     assert.ok(gaveUpAfter < CONTENTION_BOUND_MS + 2000, `${gaveUpAfter} ms`);
+    await agent.proc.waitForLog('the dispatch handed back', (l) => Number(l.execution_id) === blocked && /handed back to the queue \(nack, requeue\)/.test(String(l.msg)));
     await waitFor('the next run', () => isTerminal(nextOne), { timeoutMs: 15_000 });
     assert.equal(await status(nextOne), 'completed');
-    assert.equal(starts().get(blocked), undefined, 'the blocked execution never ran');
-    console.log(`# fault row lock at claim (held > bound): 2 dispatches, 1 terminal row (the locked one stays scheduled: its dispatch was acked before the claim — ack-after-claim is not done yet), `
+    assert.equal(starts().get(blocked), undefined, 'the blocked execution has not run while its row is locked');
+    assert.equal(await status(blocked), 'scheduled');
+    await other.query('ROLLBACK');
+    const releasedAt = Date.now();
+    await waitFor('the blocked execution, redelivered, runs once the lock is gone', () => isTerminal(blocked), { timeoutMs: 20_000 });
+    const ranAfter = Date.now() - releasedAt;
+    assert.equal(await status(blocked), 'completed');
+    assert.equal(starts().get(blocked), 1);
+    await waitFor('its completion', () => completions(blocked).length === 1);
+    const requeues = logsOf(blocked, /handed back to the queue \(nack, requeue\)/).length;
+    const dups = duplicates([blocked, nextOne]);
+    assert.deepEqual(dups, { runs: 0, completions: 0 });
+    console.log(`# fault row lock at claim (held > bound): 2 dispatches, 2 terminal rows (the locked one requeued ${requeues}× unacked, then run ${ranAfter} ms after the lock went), `
       + `0 duplicates; claim gave up ${gaveUpAfter} ms after dispatch (3 × lock_timeout + 0.75 s backoff = ${CONTENTION_BOUND_MS} ms, plus delivery)`);
   } finally {
     await other.query('ROLLBACK');

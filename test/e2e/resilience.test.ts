@@ -277,25 +277,23 @@ describe('database outages', () => {
     }
   });
 
-  test('outage longer than db_retry_window: the lost result is logged with its execution id, dispatches are not lost, the agent keeps serving', async () => {
+  test('outage longer than db_retry_window: the result is spooled and written when the database returns, dispatches are not lost, the agent keeps serving', async () => {
     const [lost] = await dispatch(B, 1, 1);
     await waitFor('the action process started', () => starts().get(lost) === 1, { timeoutMs: 15_000 });
     B.dbProxy.goDown();
-    const entry = await B.proc.waitForLog('the lost result to be logged', (l) => l.execution_id === lost && /LOST RESULT/.test(String(l.msg)), { timeoutMs: 15_000 });
+    const entry = await B.proc.waitForLog('the result to be spooled', (l) => l.execution_id === lost && /RESULT SPOOLED/.test(String(l.msg)), { timeoutMs: 15_000 });
     assert.equal(entry.level, 'error');
+    assert.equal(completions(lost).length, 0, 'no completion for a result that is not in the database yet');
     const [heldBack] = await dispatch(B, 1, 0.1);
     await B.proc.waitForLog('the dispatch to be held back', (l) => l.execution_id === heldBack && /database unreachable/.test(String(l.msg)), { timeoutMs: 10_000 });
     // After the window (db_retry_window) the held dispatch goes back to the queue: not acked, not dropped.
     await B.proc.waitForLog('the held dispatch to go back to the queue', (l) => l.execution_id === heldBack && /handed back to the queue \(nack, requeue\)/.test(String(l.msg)), { timeoutMs: 10_000 });
     B.dbProxy.up();
     const [after] = await dispatch(B, 1, 0.1);
-    await waitFor('the held-back and the new execution complete', () => completions(heldBack).length === 1 && completions(after).length === 1, { timeoutMs: 30_000 });
-    await assertExactlyOnce([heldBack, after], 'after a long db outage');
+    await waitFor('the spooled, the held-back and the new execution complete', () => [lost, heldBack, after].every((id) => completions(id).length === 1), { timeoutMs: 30_000 });
+    await assertExactlyOnce([lost, heldBack, after], 'after a long db outage');
     assert.equal(B.proc.child.exitCode, null, 'the agent is still running');
-    // The lost one: its action ran once; its row could not be written (it stays running until a restart recovers it).
-    assert.equal(starts().get(lost), 1);
-    assert.equal((await db.pool.query(`SELECT status FROM execution WHERE id = $1`, [lost])).rows[0].status, 'running');
-    assert.equal(completions(lost).length, 0, 'no completion for a result that is not in the database');
+    assert.ok(B.proc.logs.some((l) => l.execution_id === lost && /result spool: the completed result of execution \d+ kept since .* is written/.test(String(l.msg))), 'written from the spool');
     assert.deepEqual(actionProcesses(), [], 'no action process left behind by the outages');
   });
 });

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';
 import { createPool } from '../../../src/db/pool.ts';
 import { registerWorker } from '../../../src/db/registration.ts';
-import { EXECUTION_COLUMNS, claimWithContext, listRuntimeVersions, loadExecution, loadRuntime, writeTerminal } from '../../../src/db/executions.ts';
+import { EXECUTION_COLUMNS, claimWithContext, listRuntimeVersions, loadExecution, loadRuntime, writeSpooledTerminal, writeTerminal } from '../../../src/db/executions.ts';
 import { currentStatus, loadAction } from '../../helpers/db-reads.ts';
 
 let db: TestDatabase;
@@ -156,4 +156,25 @@ test('writeTerminal writes status + result and returns what the completion messa
   assert.equal(await writeTerminal(db.pool, 999_999, 'completed', {}), null);
   const arr = await writeTerminal(db.pool, id, 'completed', [1, 2]);
   assert.deepEqual(arr?.result, [1, 2], 'a top-level array is stored as JSON, not a PG array');
+});
+
+test('the spooled terminal write moves a row only from running/canceling and never over a newer status', async () => {
+  const running = await newExecution('running');
+  const canceling = await newExecution('canceling');
+  const done = await newExecution('cancelled', { result: JSON.stringify({ by: 'operator' }) });
+  const reset = await newExecution('scheduled');
+  const w = await writeSpooledTerminal(db.pool, running, 'completed', { succeeded: true, stdout: 'x' });
+  assert.deepEqual(w, { written: true, already: false, previous_status: 'running', action: ids.action, action_ref: 'mypack.hello' });
+  assert.equal((await writeSpooledTerminal(db.pool, canceling, 'completed', { succeeded: true })).written, true);
+  assert.deepEqual((await writeSpooledTerminal(db.pool, running, 'failed', { succeeded: false })), { written: false, already: false, previous_status: 'completed', action: ids.action, action_ref: 'mypack.hello' }, 'another result does not overwrite');
+  // The same result again: the first write committed (its answer lost); the replay must still announce it.
+  assert.deepEqual((await writeSpooledTerminal(db.pool, running, 'completed', { stdout: 'x', succeeded: true })), { written: false, already: true, previous_status: 'completed', action: ids.action, action_ref: 'mypack.hello' });
+  assert.equal((await writeSpooledTerminal(db.pool, done, 'completed', {})).previous_status, 'cancelled');
+  assert.equal((await writeSpooledTerminal(db.pool, reset, 'completed', {})).written, false);
+  assert.deepEqual(await writeSpooledTerminal(db.pool, 987654321, 'completed', {}), { written: false, already: false, previous_status: null, action: null, action_ref: null });
+  assert.equal((await writeSpooledTerminal(db.pool, done, 'cancelled', { by: 'someone else' })).already, false);
+  const rows = new Map((await db.pool.query('SELECT id, status::text AS status, result FROM execution WHERE id = ANY($1)', [[running, done, reset]])).rows.map((r) => [r.id, r]));
+  assert.deepEqual([rows.get(running).status, rows.get(running).result], ['completed', { succeeded: true, stdout: 'x' }]);
+  assert.deepEqual([rows.get(done).status, rows.get(done).result], ['cancelled', { by: 'operator' }]);
+  assert.equal(rows.get(reset).status, 'scheduled');
 });

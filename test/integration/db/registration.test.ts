@@ -207,3 +207,15 @@ test('recovery finishes only this worker\'s running/canceling executions and say
     await listener.end();
   }
 });
+
+test('recovery leaves executions whose result waits in the result spool to the replay', async () => {
+  const me = await registerWorker(db.pool, reg('recovering-with-spool'));
+  const ins = async () => (await db.pool.query(`INSERT INTO execution (action_ref, worker, status) VALUES ('core.echo', $1, 'running') RETURNING id`, [me.id])).rows[0].id as number;
+  const spooled = await ins();
+  const lost = await ins();
+  const recovered = await recoverInterruptedExecutions(db.pool, me, [spooled]);
+  assert.deepEqual(recovered.map((r) => r.id), [lost]);
+  const status = async (id: number) => (await db.pool.query('SELECT status::text AS s FROM execution WHERE id = $1', [id])).rows[0].s;
+  assert.equal(await status(spooled), 'running', 'kept for the spool replay');
+  assert.equal(await status(lost), 'failed');
+});
