@@ -71,6 +71,10 @@ async function main(argv: readonly string[]): Promise<number> {
     const w = ensureInit(argv);
     if (w) warnings.push(w);
   }
+  // Every credential is read: from here on no action (same uid) can reach them (native/harden.ts).
+  const { hardenProcess } = await import('./native/harden.ts');
+  const hardened = hardenProcess();
+  if (!hardened.ok) warnings.push(hardened.warning);
   const { pipesStatus } = await import('./native/addon.ts');
   const pipes = pipesStatus();
   if (!pipes.available) {
