@@ -1,6 +1,6 @@
 /*
  * attune-native.c, shipped as lib/attune-pipes.node (the name the agent and its operators know; the
- * file is named for all it does): six Node-API functions for running actions the way the Rust agent
+ * file is named for all it does): seven Node-API functions for running actions the way the Rust agent
  * does and for giving memory back while idle. Loaded by src/native/addon.ts.
  *
  * pipe() -> [readFd, writeFd]: a real pipe (O_CLOEXEC on both ends). Node/libuv give a child's
@@ -40,6 +40,9 @@
  *   - every descriptor >= 3 gets FD_CLOEXEC (close_range), so nothing inherited reaches an action.
  *   Throws when prctl fails; environBytes is -1 when /proc/self/stat cannot be read (no /proc: then
  *   no other process can read /proc/<agent>/environ either).
+ *
+ * inheritable(fd): clears FD_CLOEXEC; the tini re-exec hands the agent's environment to its new
+ *   self through a pipe that way (src/native/env-handoff.ts), so tini's own environment stays empty.
  *
  * Only glibc symbols older than Node 24's own floor (glibc 2.28) are required.
  */
@@ -455,6 +458,23 @@ napi_fail:
   return NULL;
 }
 
+/* inheritable(fd): clears FD_CLOEXEC, so the descriptor survives execve (src/native/env-handoff.ts). */
+static napi_value inheritable(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc != 1 || napi_get_value_int32(env, arg, &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "inheritable(fd: number)");
+    return NULL;
+  }
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) {
+    throw_errno(env, errno, "fcntl(F_SETFD)");
+    return NULL;
+  }
+  return NULL;
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
@@ -464,7 +484,8 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 NAPI_MODULE_INIT() {
   if (!export_fn(env, exports, "pipe", make_pipe) || !export_fn(env, exports, "spawn", spawn_action) ||
       !export_fn(env, exports, "wait", wait_action) || !export_fn(env, exports, "releaseMemory", release_memory) ||
-      !export_fn(env, exports, "keepLargeAllocationsMapped", keep_large_allocations_mapped) || !export_fn(env, exports, "harden", harden))
+      !export_fn(env, exports, "keepLargeAllocationsMapped", keep_large_allocations_mapped) || !export_fn(env, exports, "harden", harden) ||
+      !export_fn(env, exports, "inheritable", inheritable))
     return NULL;
   return exports;
 }

@@ -42,6 +42,8 @@ export interface NativeAddon {
   keepLargeAllocationsMapped?(): boolean;
   /** Not dumpable, initial environment block zeroed, fds >= 3 close-on-exec (harden.ts). */
   harden?(): HardenReport;
+  /** Clears FD_CLOEXEC on fd (env-handoff.ts). */
+  inheritable?(fd: number): void;
 }
 
 export interface HardenReport {
@@ -116,6 +118,7 @@ function load(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: Pipe
     if (typeof releaseMemory === 'function') addon.releaseMemory = releaseMemory;
     if (typeof keepLargeAllocationsMapped === 'function') addon.keepLargeAllocationsMapped = keepLargeAllocationsMapped;
     if (typeof mod.exports.harden === 'function') addon.harden = mod.exports.harden;
+    if (typeof mod.exports.inheritable === 'function') addon.inheritable = mod.exports.inheritable;
     return { addon, status: { available: true, path } };
   } catch (e) {
     return { addon: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };

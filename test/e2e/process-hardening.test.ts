@@ -170,7 +170,7 @@ describe('a hostile action looks for the agent\'s credentials in every ancestor'
     test(`${label}: none in environ, cmdline, open files${run.uid === 0 ? '' : ', memory'}; the action holds fds 0-2 only`, async (t) => {
       const name = `e2e-hardening-${run.pid1 ? 'pid1' : 'plain'}-${run.uid}-${tag}`;
       const { report, agent } = await probeUnder(name, run.uid, run.pid1);
-      t.diagnostic(JSON.stringify(report.ancestors.map((a) => ({ pid: a.pid, comm: a.comm, environ: a.environ, fds: a.fds, mem: a.mem.read ? `${a.mem.bytes} bytes` : a.mem.error }))));
+      t.diagnostic(JSON.stringify(report.ancestors.map((a) => ({ pid: a.pid, comm: a.comm, environ: a.environ, fds: a.fds, mem: a.mem.read ? { bytes: a.mem.bytes, hits: a.mem.hits } : a.mem.error }))));
       assert.equal(report.uid, run.uid);
       assert.deepEqual(report.own_fds, [0, 1, 2], 'the action inherited nothing but stdin, stdout, stderr');
       // Who was searched: the agent, and under a namespace its init, PID 1.
