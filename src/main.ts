@@ -4,12 +4,15 @@
  * detection, pg or amqplib (bench/: evaluating them eagerly cost ~10 ms of a ~70 ms start).
  */
 import './native/launcher.ts'; // first: takes the launcher's variables out of the environment
+import { takeEnvironment } from './native/env-handoff.ts';
 import { parseCommandLine } from './cli.ts';
 import { EXIT } from './exit-codes.ts';
 import { AGENT_BINARY_NAME, AGENT_VERSION } from './version.ts';
 import type { Config } from './config/index.ts';
 
 async function main(argv: readonly string[]): Promise<number> {
+  // Under the tini re-exec (native/pid1.ts) the environment comes through a pipe, not from tini.
+  const handoffWarning = takeEnvironment(process.env);
   const cmd = parseCommandLine(argv);
   if (cmd.kind === 'exit') {
     (cmd.stream === 'stdout' ? process.stdout : process.stderr).write(cmd.output);
@@ -65,12 +68,16 @@ async function main(argv: readonly string[]): Promise<number> {
   if (typeof config === 'number') return config;
 
   // PID 1 (container entrypoint): become `tini -s -g -- attune-agent …` so orphans are reaped (native/pid1.ts).
-  const warnings: string[] = [...config.warnings];
+  const warnings: string[] = [...config.warnings, ...(handoffWarning ? [handoffWarning] : [])];
   if (process.pid === 1) {
     const { ensureInit } = await import('./native/pid1.ts');
     const w = ensureInit(argv);
     if (w) warnings.push(w);
   }
+  // Every credential is read: from here on no action (same uid) can reach them (native/harden.ts).
+  const { hardenProcess } = await import('./native/harden.ts');
+  const hardened = hardenProcess();
+  if (!hardened.ok) warnings.push(hardened.warning);
   const { pipesStatus } = await import('./native/addon.ts');
   const pipes = pipesStatus();
   if (!pipes.available) {

@@ -9,6 +9,7 @@
 #include "util.h"
 #include <errno.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -39,7 +40,22 @@ static __attribute__((noreturn)) void supervise(pid_t agent) {
   }
 }
 
-void become_init(void) {
+/*
+ * The kernel copied the environment strings one after the other into a single block at the top of
+ * the stack (what /proc/<pid>/environ reads): from the first string to the end of the last one.
+ */
+static void drop_environment(char **envp) {
+  char *lo = NULL, *hi = NULL;
+  for (char **e = envp; *e; e++) {
+    char *end = *e + strlen(*e) + 1;
+    if (!lo || *e < lo) lo = *e;
+    if (end > hi) hi = end;
+  }
+  if (lo) memset(lo, 0, (size_t)(hi - lo));
+  envp[0] = NULL;
+}
+
+void become_init(char **envp) {
   sigset_t all, old;
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, &old);
@@ -47,6 +63,8 @@ void become_init(void) {
   if (pid < 0) die("fork the agent under its init (this process is PID 1): %s", strerror(errno));
   if (pid > 0) {
     setpgid(pid, pid); /* also here: a signal may come before the child has run */
+    drop_environment(envp);
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     supervise(pid);
   }
   /* The agent: a process group of its own (the target of forwarded signals), in the foreground of a terminal if any. */

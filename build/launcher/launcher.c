@@ -4,6 +4,8 @@
  * distroless, scratch - at any path, as any uid, from a read-only mount.
  *
  * At start it:
+ *   0. closes every descriptor >= 3 it inherited: nothing the caller left open reaches the agent
+ *      or, through it, an action (the agent needs none; its own are all created later);
  *   1. as PID 1, forks and stays the init (init.c): reaps orphans, forwards signals;
  *   2. reads the payload table at the end of its own file and checks its SHA-256 (payload.c);
  *   3. puts the bundled glibc libraries and the pipes addon where the dynamic loader can open
@@ -90,13 +92,14 @@ static char **agent_env(char **envp, const struct payload *p, const struct unpac
 }
 
 int main(int argc, char **argv, char **envp) {
+  close_inherited_fds();
   char **e = envp;
   while (*e) e++;
   const ElfW(auxv_t) *auxv = (const void *)(e + 1);
   int notices = argc == 2 && (!strcmp(argv[1], "--licenses") || !strcmp(argv[1], "--licences"));
 
   const char *tini = getenv("ATTUNE_AGENT_TINI");
-  if (getpid() == 1 && !notices && !(tini && !strcmp(tini, "off"))) become_init();
+  if (getpid() == 1 && !notices && !(tini && !strcmp(tini, "off"))) become_init(envp);
 
   struct payload p;
   payload_open(&p);

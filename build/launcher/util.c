@@ -3,7 +3,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 
 void die(const char *f, ...) {
   char msg[2048];
@@ -58,4 +64,13 @@ void fmt(char *buf, size_t size, const char *f, ...) {
   int n = vsnprintf(buf, size, f, ap);
   va_end(ap);
   if (n < 0 || (size_t)n >= size) die("a path is too long (%d bytes): %.80s…", n, buf);
+}
+
+void close_inherited_fds(void) {
+  if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return;
+  /* Kernels before 5.9: every possible descriptor. */
+  struct rlimit rl;
+  long max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY ? (long)rl.rlim_cur : 65536;
+  if (max > 1 << 20) max = 1 << 20;
+  for (long fd = 3; fd < max; fd++) close((int)fd);
 }

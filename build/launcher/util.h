@@ -15,5 +15,7 @@ int write_all(int fd, const void *buf, size_t len);
 void hex(const uint8_t *bytes, size_t n, char *out);
 /* snprintf into buf; dies when it does not fit (paths are bounded by PATH_MAX anyway). */
 __attribute__((format(printf, 3, 4))) void fmt(char *buf, size_t size, const char *f, ...);
+/* close_range(3, ~0): the descriptors a caller left open never reach the agent nor its actions. */
+void close_inherited_fds(void);
 
 #endif

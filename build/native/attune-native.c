@@ -1,6 +1,6 @@
 /*
  * attune-native.c, shipped as lib/attune-pipes.node (the name the agent and its operators know; the
- * file is named for all it does): five Node-API functions for running actions the way the Rust agent
+ * file is named for all it does): seven Node-API functions for running actions the way the Rust agent
  * does and for giving memory back while idle. Loaded by src/native/addon.ts.
  *
  * pipe() -> [readFd, writeFd]: a real pipe (O_CLOEXEC on both ends). Node/libuv give a child's
@@ -29,11 +29,27 @@
  *   is used again faults back in from there. Only mappings that are not writable and hold no
  *   private (copied-on-write) page are touched, so nothing but a clean copy of the file is dropped.
  *
+ * harden() -> { dumpable, environBytes, cloexecFds }: called once the configuration is read, before
+ *   any action can start (src/native/harden.ts). The agent's secrets then stay out of reach of the
+ *   actions, which run as the same uid:
+ *   - PR_SET_DUMPABLE 0: /proc/<agent>/{environ,mem,maps,fd,...} become root's, and a same-uid
+ *     process can no longer ptrace the agent or read its memory (/proc/self stays the agent's own);
+ *   - the initial environment block (the kernel's copy at the top of the stack, which is what
+ *     /proc/<agent>/environ shows, even to root) is zeroed, after every environ entry still
+ *     pointing into it was copied to the heap: getenv and process.env keep working;
+ *   - every descriptor >= 3 gets FD_CLOEXEC (close_range), so nothing inherited reaches an action.
+ *   Throws when prctl fails; environBytes is -1 when /proc/self/stat cannot be read (no /proc: then
+ *   no other process can read /proc/<agent>/environ either).
+ *
+ * inheritable(fd): clears FD_CLOEXEC; the tini re-exec hands the agent's environment to its new
+ *   self through a pipe that way (src/native/env-handoff.ts), so tini's own environment stays empty.
+ *
  * Only glibc symbols older than Node 24's own floor (glibc 2.28) are required.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -42,6 +58,8 @@
 #include <string.h>
 #include <malloc.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <node_api.h>
@@ -351,6 +369,112 @@ static napi_value keep_large_allocations_mapped(napi_env env, napi_callback_info
   return result;
 }
 
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+extern char **environ;
+
+/* [start, end) of the initial environment block: fields 50 and 51 of /proc/self/stat (man 5 proc). */
+static int environ_block(unsigned long *start, unsigned long *end) {
+  FILE *f = fopen("/proc/self/stat", "re");
+  if (f == NULL) return -1;
+  char buf[4096];
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  char *p = strrchr(buf, ')'); /* the command name (field 2) may hold spaces and parentheses */
+  if (p == NULL) return -1;
+  p++;
+  unsigned long v = 0;
+  for (int field = 3; field <= 51; field++) { /* field 3 is the state letter, the rest are numbers */
+    while (*p == ' ') p++;
+    if (*p == 0) return -1;
+    char *next = p;
+    v = strtoul(p, &next, 10);
+    if (field == 3) next = p + 1;
+    if (field == 50) *start = v;
+    p = next;
+    if (*p != ' ' && *p != '\n' && *p != 0) return -1;
+  }
+  *end = v;
+  return *start != 0 && *end > *start ? 0 : -1;
+}
+
+/* Copies every environ entry lying in the block to the heap, then zeroes the block. Bytes zeroed, or -1. */
+static long scrub_environ_block(void) {
+  unsigned long start = 0, end = 0;
+  if (environ_block(&start, &end) != 0) return -1;
+  for (char **e = environ; e != NULL && *e != NULL; e++) {
+    unsigned long at = (unsigned long)*e;
+    if (at < start || at >= end) continue;
+    char *copy = strdup(*e);
+    if (copy == NULL) return -1;
+    *e = copy;
+  }
+  memset((void *)start, 0, end - start);
+  return (long)(end - start);
+}
+
+/* FD_CLOEXEC on every descriptor >= 3; how many were open (close_range does not say: -1). */
+static int cloexec_from_3(void) {
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return -1;
+  DIR *d = opendir("/proc/self/fd"); /* kernels before 5.11 */
+  if (d == NULL) return 0;
+  int n = 0, own = dirfd(d);
+  struct dirent *de;
+  while ((de = readdir(d)) != NULL) {
+    int fd = atoi(de->d_name);
+    if (fd < 3 || fd == own) continue;
+    int flags = fcntl(fd, F_GETFD);
+    if (flags >= 0 && fcntl(fd, F_SETFD, flags | FD_CLOEXEC) == 0) n++;
+  }
+  closedir(d);
+  return n;
+}
+
+static napi_value harden(napi_env env, napi_callback_info info) {
+  (void)info;
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    throw_errno(env, errno, "prctl(PR_SET_DUMPABLE, 0)");
+    return NULL;
+  }
+  long scrubbed = scrub_environ_block();
+  int cloexec = cloexec_from_3();
+  napi_value result, v;
+  CHECK(napi_create_object(env, &result));
+  CHECK(napi_get_boolean(env, prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0, &v));
+  CHECK(napi_set_named_property(env, result, "dumpable", v));
+  CHECK(napi_create_double(env, (double)scrubbed, &v));
+  CHECK(napi_set_named_property(env, result, "environBytes", v));
+  CHECK(napi_create_int32(env, cloexec, &v));
+  CHECK(napi_set_named_property(env, result, "cloexecFds", v));
+  return result;
+napi_fail:
+  napi_throw_error(env, NULL, "attune-pipes: cannot build the result");
+  return NULL;
+}
+
+/* inheritable(fd): clears FD_CLOEXEC, so the descriptor survives execve (src/native/env-handoff.ts). */
+static napi_value inheritable(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value arg;
+  int32_t fd;
+  if (napi_get_cb_info(env, info, &argc, &arg, NULL, NULL) != napi_ok || argc != 1 || napi_get_value_int32(env, arg, &fd) != napi_ok) {
+    napi_throw_type_error(env, NULL, "inheritable(fd: number)");
+    return NULL;
+  }
+  int flags = fcntl(fd, F_GETFD);
+  if (flags < 0 || fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) != 0) {
+    throw_errno(env, errno, "fcntl(F_SETFD)");
+    return NULL;
+  }
+  return NULL;
+}
+
 static int export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb) {
   napi_value fn;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, cb, NULL, &fn) == napi_ok &&
@@ -360,7 +484,8 @@ static int export_fn(napi_env env, napi_value exports, const char *name, napi_ca
 NAPI_MODULE_INIT() {
   if (!export_fn(env, exports, "pipe", make_pipe) || !export_fn(env, exports, "spawn", spawn_action) ||
       !export_fn(env, exports, "wait", wait_action) || !export_fn(env, exports, "releaseMemory", release_memory) ||
-      !export_fn(env, exports, "keepLargeAllocationsMapped", keep_large_allocations_mapped))
+      !export_fn(env, exports, "keepLargeAllocationsMapped", keep_large_allocations_mapped) || !export_fn(env, exports, "harden", harden) ||
+      !export_fn(env, exports, "inheritable", inheritable))
     return NULL;
   return exports;
 }

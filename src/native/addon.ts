@@ -40,6 +40,19 @@ export interface NativeAddon {
   releaseMemory?(filePages: boolean): number;
   /** mallopt(M_MMAP_THRESHOLD, 128 KiB): big blocks go back to the kernel when freed (memory.ts). */
   keepLargeAllocationsMapped?(): boolean;
+  /** Not dumpable, initial environment block zeroed, fds >= 3 close-on-exec (harden.ts). */
+  harden?(): HardenReport;
+  /** Clears FD_CLOEXEC on fd (env-handoff.ts). */
+  inheritable?(fd: number): void;
+}
+
+export interface HardenReport {
+  /** PR_GET_DUMPABLE after the call: false. */
+  dumpable: boolean;
+  /** Bytes of the initial environment block zeroed; -1 when /proc/self/stat was unreadable. */
+  environBytes: number;
+  /** Descriptors marked close-on-exec by the fallback walk; -1 when close_range did them all. */
+  cloexecFds: number;
 }
 
 export type PipesStatus =
@@ -68,6 +81,26 @@ function candidates(env: NodeJS.ProcessEnv): string[] {
   return list;
 }
 
+/**
+ * The addon's harden(), also when ATTUNE_AGENT_PIPES=off (that switch is about how actions are
+ * started, not about protecting the agent's secrets): null only when no addon file can be loaded.
+ */
+export function hardenFunction(): { harden: () => HardenReport } | { reason: string } {
+  const addon = nativeAddon();
+  if (addon?.harden) return { harden: addon.harden };
+  if (process.env[PIPES_ENV] !== 'off') return { reason: pipesStatus().available ? `${PIPES_ADDON} has no harden()` : (pipesStatus() as { reason: string }).reason };
+  const path = candidates({}).find((p) => existsSync(p));
+  if (path === undefined) return { reason: `${PIPES_ADDON} not found` };
+  try {
+    const mod = { exports: {} as Partial<NativeAddon> };
+    process.dlopen(mod, path);
+    const fn = mod.exports.harden;
+    return typeof fn === 'function' ? { harden: fn } : { reason: `${path} has no harden()` };
+  } catch (e) {
+    return { reason: `cannot load ${path}: ${(e as Error).message}` };
+  }
+}
+
 function load(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: PipesStatus } {
   if (env[PIPES_ENV] === 'off') return { addon: null, status: { available: false, reason: `${PIPES_ENV}=off` } };
   const tried = candidates(env);
@@ -84,6 +117,8 @@ function load(env: NodeJS.ProcessEnv): { addon: NativeAddon | null; status: Pipe
     const addon: NativeAddon = typeof spawn === 'function' && typeof wait === 'function' && env[NATIVE_SPAWN_ENV] !== 'off' ? { pipe, spawn, wait } : { pipe };
     if (typeof releaseMemory === 'function') addon.releaseMemory = releaseMemory;
     if (typeof keepLargeAllocationsMapped === 'function') addon.keepLargeAllocationsMapped = keepLargeAllocationsMapped;
+    if (typeof mod.exports.harden === 'function') addon.harden = mod.exports.harden;
+    if (typeof mod.exports.inheritable === 'function') addon.inheritable = mod.exports.inheritable;
     return { addon, status: { available: true, path } };
   } catch (e) {
     return { addon: null, status: { available: false, reason: `cannot load ${path}: ${(e as Error).message}` } };

@@ -11,6 +11,8 @@
  * group; actions run in groups of their own, so they never get the container's signal directly),
  * and exits with the agent's exit code (128+n when a signal ended it). The environment marker
  * ATTUNE_AGENT_INIT=tini makes the re-executed agent skip this step, so there is never a loop.
+ * tini's own environment holds nothing else: the agent's environment (its credentials) travels to
+ * the re-executed agent through a pipe (env-handoff.ts), so /proc/1/environ shows none of it.
  *
  * tini is looked up as `$ATTUNE_AGENT_TINI` (a path, or `off` to disable the re-exec), then
  * `tini-static` beside the executable (the portable folder ships it). Without it (e.g. the plain
@@ -18,6 +20,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { ENV_FD_ENV, ENV_LEAK_ENV, handEnvironmentOver } from './env-handoff.ts';
 
 export const INIT_MARKER_ENV = 'ATTUNE_AGENT_INIT';
 export const TINI_PATH_ENV = 'ATTUNE_AGENT_TINI';
@@ -71,13 +74,18 @@ export function ensureInit(argv: readonly string[]): string | null {
   const plan = planPid1({ pid: process.pid, execPath: process.execPath, argv, env: process.env, exists: existsSync });
   if (plan.kind === 'none') return null;
   if (plan.kind === 'warn') return plan.message;
+  // tini's environment: the marker and the pipe holding the agent's (env-handoff.ts).
+  let env = plan.env;
+  const handoff = handEnvironmentOver(plan.env);
+  if ('fd' in handoff) env = { [INIT_MARKER_ENV]: plan.env[INIT_MARKER_ENV], [ENV_FD_ENV]: String(handoff.fd) };
+  else env = { ...plan.env, [ENV_LEAK_ENV]: handoff.reason }; // the re-executed agent warns (takeEnvironment)
   try {
     // process.execve is experimental in Node 24 and would print an ExperimentalWarning right before
     // the image is replaced; the agent's stderr is not the place for it.
     const emit = process.emitWarning;
     process.emitWarning = (() => undefined) as typeof process.emitWarning;
     try {
-      process.execve!(plan.file, plan.args, plan.env);
+      process.execve!(plan.file, plan.args, env);
     } finally {
       process.emitWarning = emit;
     }

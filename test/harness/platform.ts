@@ -112,13 +112,14 @@ export interface AgentProcess {
 export const AGENT_EXECUTABLE = new URL('../../dist/attune-agent', import.meta.url).pathname;
 
 /** Start the built agent (dist/attune-agent) with a clean environment plus `env`. */
-export function startAgent(env: Record<string, string>, args: string[] = [], opts: { executable?: string; cwd?: string } = {}): AgentProcess {
+/** `inherit`: descriptors of this process handed to the agent as fds 3, 4, … (a caller's leaks). */
+export function startAgent(env: Record<string, string>, args: string[] = [], opts: { executable?: string; cwd?: string; inherit?: number[] } = {}): AgentProcess {
   const exe = opts.executable ?? AGENT_EXECUTABLE;
   if (!existsSync(exe)) throw new Error(`${exe} is missing: run npm run build`);
   const child = spawn(exe, args, {
     // ATTUNE_AGENT_PIPES=off passes through: the control run of the real-pipes test.
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/root', ...pick(process.env, 'ATTUNE_AGENT_PIPES'), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['ignore', 'pipe', 'pipe', ...(opts.inherit ?? [])],
     cwd: opts.cwd,
   });
   const logs: Record<string, unknown>[] = [];
