@@ -381,7 +381,8 @@ function isWarm(state: EnvState, manifest: Manifest | null): boolean {
   return manifest === null || !manifest.declares || state.depsDigest === manifest.sha256;
 }
 
-function isExecutable(path: string): boolean {
+/** A regular file (after links) this process may execute. */
+export function isExecutable(path: string): boolean {
   try {
     if (!statSync(path).isFile()) return false;
     accessSync(path, constants.X_OK);

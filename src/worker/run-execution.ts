@@ -12,7 +12,6 @@
  * result whose `error` names it. Secrets decide: a parameter that cannot be restored fails the run
  * before it starts, an output that cannot be stored encrypted is never written in clear.
  */
-import { accessSync, constants, statSync } from 'node:fs';
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
@@ -26,7 +25,7 @@ import { resolveActionSource } from '../execution/pack-files.ts';
 import { chooseRuntimeVersion } from '../execution/runtime-version.ts';
 import { planExecution, type DetectedInterpreter, type ExecutionPlan, type PlanFacts, type PlannedFile } from '../execution/plan.ts';
 import { runProcess } from '../execution/process.ts';
-import { RuntimeEnvironments } from '../execution/environments.ts';
+import { RuntimeEnvironments, isExecutable } from '../execution/environments.ts';
 import { decideOutcome, executionFailure, parseOutput, preparationFailure, type Outcome } from '../execution/outcome.ts';
 import { prepareSecretValues, redactPaths, restoreSecretValues, secretPathsFromSchema, valuesAtPaths } from '../execution/secrets.ts';
 import { executionLogPaths, writeResultJson, writeWholeLogFile } from '../execution/log-files.ts';
@@ -315,15 +314,7 @@ async function writePrivateFile(f: PlannedFile): Promise<void> {
 
 /** What the plan asks of this image's filesystem. */
 const REAL_FACTS: PlanFacts = {
-  isExecutableFile(path) {
-    try {
-      if (!statSync(path).isFile()) return false;
-      accessSync(path, constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  },
+  isExecutableFile: isExecutable,
   which(name, pathEnv) {
     return which.sync(name, { path: pathEnv, nothrow: true });
   },
