@@ -314,7 +314,7 @@ async function writePrivateFile(f: PlannedFile): Promise<void> {
 }
 
 /** What the plan asks of this image's filesystem. */
-const REAL_FACTS: PlanFacts = {
+export const REAL_FACTS: PlanFacts = {
   isExecutableFile(path) {
     try {
       if (!statSync(path).isFile()) return false;
