@@ -98,14 +98,14 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer, createPackTestsConsumer, createPacksConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
     { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
-    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName },
+    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName }, { findPackInstall, failRunningPackInstall },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
     import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'), import('./execution/environments.ts'),
     import('./worker/result-spool.ts'), import('./db/executions.ts'), import('./worker/pack-events.ts'), import('./worker/pack-tests.ts'),
-    import('./db/pack-runtimes.ts'),
+    import('./db/pack-runtimes.ts'), import('./db/pack-installs.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -164,7 +164,9 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         });
         const packConsumers = [
           createPacksConsumer(connection, worker.id, (env) => packEvents.onMessage(env), runLog),
-          createPackTestsConsumer(connection, worker.id, packTestsHandler(runLog), runLog),
+          createPackTestsConsumer(connection, worker.id, packTestsHandler({
+            workerId: worker.id, findInstall: (id) => findPackInstall(pool, id), failRunning: (id, m) => failRunningPackInstall(pool, id, m), log: runLog,
+          }), runLog),
         ];
         // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
         metrics?.watch({

@@ -82,7 +82,7 @@ export function createPacksConsumer(
 export function createPackTestsConsumer(
   connection: MqConnection,
   workerId: number,
-  handler: (envelope: Envelope<unknown>) => Promise<Disposition> | Disposition,
+  handler: (envelope: Envelope<unknown>, delivery: DeliveryInfo) => Promise<Disposition> | Disposition,
   logger: Logger,
 ): QueueConsumer<unknown> {
   const queue = packTestsQueue(workerId);
@@ -92,7 +92,7 @@ export function createPackTestsConsumer(
     consumerTag: packTestsConsumerTag(workerId),
     prefetch: PACK_TESTS_PREFETCH,
     decodePayload: anyPayload,
-    handler: (env) => handler(env),
+    handler,
     beforeConsume: (ch) => assertWorkerQueue(ch, workerId, queue),
     logger,
   });

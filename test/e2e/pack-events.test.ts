@@ -3,8 +3,8 @@
  * queues declared the way Attune's worker declares them BEFORE the agent starts (the agent's
  * declarations must be identical, or RabbitMQ answers 406 and the agent exits), then a
  * PackRegistered makes the pack's venv (core.python 3.11 row, a local wheel) before the first
- * execution, which runs no setup command; a PackTestRequested is consumed and logged; a
- * PackDeleted removes the pack's environments.
+ * execution, which runs no setup command; a PackTestRequested fails the running pack install
+ * (tests are not run by the agent); a PackDeleted removes the pack's environments.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -115,14 +115,21 @@ test('PackRegistered → the environment exists before the first execution, whic
   assert.equal(agent.logs.filter((l) => /: running `/.test(String(l.msg))).length, setupBefore, 'no setup command ran for the execution');
 });
 
-test('PackTestRequested is consumed (queue empty) and logged naming the pack install', async () => {
+test('PackTestRequested is consumed (queue empty): the running install is marked failed, naming why', async () => {
+  const installId = Number((await db.pool.query(
+    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id) VALUES ($1, '1.0.0', 'running', 'install', $2) RETURNING id`,
+    [PACK, workerId])).rows[0].id);
   await publishEvent('PackTestRequested', 'attune.executions', `pack.test.dispatch.worker.${workerId}`, {
-    pack_install_id: 9, pack_ref: PACK, pack_version: '1.0.0', candidate_path: null, trigger_reason: 'install',
+    pack_install_id: installId, pack_ref: PACK, pack_version: '1.0.0', candidate_path: null, trigger_reason: 'install',
     required_runtimes: [], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
   });
   const line = await agent.waitForLog('the pack test request logged', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack tests NOT RUN for pack ${PACK}`));
-  assert.equal(line.pack_install_id, 9);
+  assert.equal(line.pack_install_id, installId);
   await waitFor('worker.{id}.packtests empty', async () => (await queueDepth(mq, `worker.${workerId}.packtests`)) === 0);
+  const row = (await db.pool.query('SELECT status, error_message, finished_at FROM pack_install WHERE id = $1', [installId])).rows[0];
+  assert.equal(row.status, 'failed');
+  assert.match(row.error_message, /^Pack tests were not run: attune-agent does not run pack tests/);
+  assert.ok(row.finished_at instanceof Date);
 });
 
 test('PackDeleted → the pack\'s environments are gone', async () => {

@@ -15,7 +15,8 @@ import { MqConnection } from '../../../src/mq/connection.ts';
 import { workerTopologySetup } from '../../../src/mq/topology.ts';
 import { createPackTestsConsumer, createPacksConsumer } from '../../../src/mq/worker-consumers.ts';
 import { PackEvents } from '../../../src/worker/pack-events.ts';
-import { packTestsHandler } from '../../../src/worker/pack-tests.ts';
+import { notRunMessage, packTestsHandler } from '../../../src/worker/pack-tests.ts';
+import { failRunningPackInstall, findPackInstall } from '../../../src/db/pack-installs.ts';
 import { loadRuntimesByName } from '../../../src/db/pack-runtimes.ts';
 import { RuntimeEnvironments, DEPS_MARKER, READY_MARKER } from '../../../src/execution/environments.ts';
 import { AMQP_URL, attuneEnvelope, captureLogger, connectTest, deleteWorkerQueues, publishLikeAttune, queueDepth, randomWorkerId } from '../../helpers/amqp.ts';
@@ -67,7 +68,9 @@ async function agent() {
     loadRuntimes: (names) => loadRuntimesByName(db.pool, names), log: log.logger,
   });
   const packsConsumer = createPacksConsumer(conn, workerId, (env) => events.onMessage(env), log.logger);
-  const testsConsumer = createPackTestsConsumer(conn, workerId, packTestsHandler(log.logger), log.logger);
+  const testsConsumer = createPackTestsConsumer(conn, workerId, packTestsHandler({
+    workerId, findInstall: (id) => findPackInstall(db.pool, id), failRunning: (id, m) => failRunningPackInstall(db.pool, id, m), log: log.logger,
+  }), log.logger);
   await packsConsumer.start();
   await testsConsumer.start();
   cleanups.push(async () => {
@@ -142,17 +145,40 @@ test('PackDeleted removes that pack\'s environments only; a path leaving runtime
   assert.equal(await queueDepth(model, `worker.${a.workerId}.packs`), 0);
 });
 
-test('PackTestRequested on worker.{id}.packtests is consumed (queue empty) and logged naming the pack install', async () => {
+test('PackTestRequested: consumed (queue empty); this worker\'s running install finished as failed like Attune does, others untouched', async () => {
   const a = await agent();
-  const { body, messageId } = attuneEnvelope('PackTestRequested', {
-    pack_install_id: 42, pack_ref: 'testpack', pack_version: '1.2.0', candidate_path: null, trigger_reason: 'install',
-    required_runtimes: ['python'], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
-  }, 'executor');
-  await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${a.workerId}`, body, messageId);
-  await waitFor('the pack test request to be acked', () => a.testsConsumer.stats.acked === 1);
+  const install = async (status: string, worker: number | null) => (await db.pool.query<{ id: number }>(
+    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id, candidate_access_token_hash)
+     VALUES ('testpack', '1.2.0', $1, 'install', $2, 'hash') RETURNING id`, [status, worker])).rows[0].id;
+  const mine = await install('running', a.workerId);
+  const finished = await install('succeeded', a.workerId);
+  const other = await install('running', a.workerId + 1);
+  const publish = async (id: number) => {
+    const { body, messageId } = attuneEnvelope('PackTestRequested', {
+      pack_install_id: id, pack_ref: 'testpack', pack_version: '1.2.0', candidate_path: null, trigger_reason: 'install',
+      required_runtimes: ['python'], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
+    }, 'executor');
+    await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${a.workerId}`, body, messageId);
+  };
+  for (const id of [mine, finished, other, 999_999_999]) await publish(id);
+  await waitFor('the four pack test requests to be acked', () => a.testsConsumer.stats.acked === 4);
   assert.equal(await queueDepth(model, `worker.${a.workerId}.packtests`), 0);
-  const line = a.log.lines.find((l) => /pack tests NOT RUN for pack testpack 1\.2\.0 \(pack_install 42\)/.test(String(l.msg)));
-  assert.ok(line);
+
+  const rows = (await db.pool.query(
+    'SELECT id, status, error_message, finished_at, candidate_access_token_hash, test_execution_id, test_result FROM pack_install ORDER BY id')).rows;
+  const row = (id: number) => rows.find((r) => Number(r.id) === id);
+  assert.equal(row(mine).status, 'failed');
+  assert.equal(row(mine).error_message, notRunMessage({ pack_ref: 'testpack', pack_version: '1.2.0', pack_install_id: mine }));
+  assert.match(row(mine).error_message, /attune-agent does not run pack tests/);
+  assert.ok(row(mine).finished_at instanceof Date);
+  assert.equal(row(mine).candidate_access_token_hash, null);
+  assert.equal(row(mine).test_execution_id, null);
+  assert.equal(row(mine).test_result, null);
+  assert.deepEqual([row(finished).status, row(finished).error_message, row(finished).candidate_access_token_hash], ['succeeded', null, 'hash'], 'a finished install is left alone');
+  assert.deepEqual([row(other).status, row(other).error_message], ['running', null], 'another worker\'s attempt is left alone');
+  assert.equal(Number((await db.pool.query('SELECT count(*) FROM pack_test_execution')).rows[0].count), 0, 'no test-run row: no suite ran');
+  const line = a.log.lines.find((l) => new RegExp(`pack tests NOT RUN for pack testpack 1\\.2\\.0 \\(pack_install ${mine}\\): the install is marked failed`).test(String(l.msg)));
+  assert.ok(line, JSON.stringify(a.log.lines.map((l) => l.msg)));
   assert.equal(line.level, 'error');
-  assert.equal(line.pack_install_id, 42);
+  assert.ok(a.log.lines.some((l) => /pack_install 999999999 does not exist/.test(String(l.msg))));
 });
