@@ -96,15 +96,16 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
   const [
     { hostname }, { createLogger }, { HealthServer }, { createMetrics }, { createPool, DbAvailability }, { retryingDatabase },
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
-    { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
+    { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer, createPackTestsConsumer, createPacksConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
     { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
-    { ResultSpool }, { writeSpooledTerminal },
+    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName }, { findPackInstall, failRunningPackInstall },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
     import('./mq/status-publisher.ts'), import('./mq/worker-consumers.ts'), import('./execution/environment.ts'), import('./native/memory.ts'),
     import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'), import('./execution/environments.ts'),
-    import('./worker/result-spool.ts'), import('./db/executions.ts'),
+    import('./worker/result-spool.ts'), import('./db/executions.ts'), import('./worker/pack-events.ts'), import('./worker/pack-tests.ts'),
+    import('./db/pack-runtimes.ts'), import('./db/pack-installs.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -120,12 +121,13 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const { worker, schema } = ctx;
         const runLog = ctx.log;
         const connection = new MqConnection({ url: config.messageQueue.url, logger: runLog, connectionName: `attune-agent ${worker.name}` });
-        connection.addSetup(workerTopologySetup(worker.id, runLog));
+        connection.addSetup(workerTopologySetup(worker.id, runLog, { includePackQueues: true }));
         const publisher = new ConfirmPublisher({ connection, logger: runLog, maxMessageBytes: config.messageQueue.maxMessageBytes });
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
+        const environments = new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) });
         const runDeps = {
           config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
-          environments: new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) }),
+          environments,
           logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null,
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
         };
@@ -155,6 +157,17 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const executions = createExecutionsConsumer(connection, worker.id, w.maxConcurrentTasks,
           async (p, _env, d) => ((await admit(p.execution_id, d.receivedAt)) ? service.onDispatch(p) : 'nack-requeue'), runLog);
         const cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), runLog);
+        // Pack events: environments made when a pack is registered, removed when it is deleted (worker/pack-events.ts).
+        const packEvents = new PackEvents({
+          config, detected: ctx.detection.selected, baselineEnv: runDeps.baselineEnv, environments, verifiedReleases: runDeps.verifiedReleases,
+          loadRuntimes: (names) => loadRuntimesByName(pool, names), log: runLog,
+        });
+        const packConsumers = [
+          createPacksConsumer(connection, worker.id, (env) => packEvents.onMessage(env), runLog),
+          createPackTestsConsumer(connection, worker.id, packTestsHandler({
+            workerId: worker.id, findInstall: (id) => findPackInstall(pool, id), failRunning: (id, m) => failRunningPackInstall(pool, id, m), log: runLog,
+          }), runLog),
+        ];
         // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
         metrics?.watch({
           running: () => service.running,
@@ -166,7 +179,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         connection.on('connected', () => {
           if (connects++ > 0) metrics?.brokerReconnected();
         });
-        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer, spool })];
+        return [new ExecutionsAgentService({ connection, publisher, service, executions, cancels, trimmer, spool, packConsumers })];
       },
     });
   } finally {

@@ -3,8 +3,9 @@
  * `attune.dlx.queue` (log and continue on failure, as Attune does), then the per-worker queues and
  * bindings (failure is fatal). Declarations are idempotent, so this runs after every reconnect.
  *
- * `worker.{id}.packs` / `.packtests` are NOT declared by default: the agent does not consume them,
- * and a durable queue without a consumer and without a TTL would collect pack events forever.
+ * `worker.{id}.packs` / `.packtests` are declared only with `includePackQueues` (the agent does, and
+ * consumes them: worker/pack-events.ts, pack-tests.ts): a durable queue without a consumer and
+ * without a TTL would collect pack events forever.
  */
 import type { Channel, ChannelModel } from 'amqplib';
 import type { Logger } from 'pino';

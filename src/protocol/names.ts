@@ -40,12 +40,16 @@ export const PACK_BINDING_KEYS: readonly string[] = ['pack.registered', 'pack.de
 
 export const executionsConsumerTag = (workerId: number): string => `worker-${workerId}`;
 export const cancelConsumerTag = (workerId: number): string => `worker-${workerId}-cancel`;
+export const packsConsumerTag = (workerId: number): string => `worker-${workerId}-packs`;
+export const packTestsConsumerTag = (workerId: number): string => `worker-${workerId}-packtests`;
 
 /** Prefetch of the executions consumer: Attune uses `max_concurrent_tasks + 2` as a u16. */
 export function executionsPrefetch(maxConcurrentTasks: number): number {
   return Math.min(maxConcurrentTasks + 2, 0xffff);
 }
 export const CANCEL_PREFETCH = 10;
+export const PACKS_PREFETCH = 5;
+export const PACK_TESTS_PREFETCH = 1;
 
 /**
  * A queue-argument value with its AMQP field-table type pinned, in amqplib's `{'!': type, value}`

@@ -29,6 +29,8 @@ export interface ExecutionsParts {
   trimmer: IdleTrimmer | null;
   /** The result spool the service replays (worker/result-spool.ts); absent in tests without one. */
   spool?: ResultSpool;
+  /** `worker.{id}.packs` and `.packtests` (worker/pack-events.ts, pack-tests.ts); absent in tests without them. */
+  packConsumers?: Consumer[];
 }
 
 export class ExecutionsAgentService implements AgentService {
@@ -54,6 +56,7 @@ export class ExecutionsAgentService implements AgentService {
     }
     await this.#p.executions.start();
     await this.#p.cancels.start();
+    for (const c of this.#p.packConsumers ?? []) await c.start();
     log.info({ max_concurrent_tasks: config.worker.maxConcurrentTasks }, 'consuming execution dispatches');
     this.#p.trimmer?.touch(); // start-up's one-off memory goes back once nothing happens
   }
@@ -75,6 +78,7 @@ export class ExecutionsAgentService implements AgentService {
       await service.waitIdle(config.worker.killGracePeriodMs + 10_000);
     }
     await cancels.close().catch(() => undefined);
+    for (const c of this.#p.packConsumers ?? []) await c.close().catch(() => undefined);
     await executions.close().catch(() => undefined);
     service.stopSpoolReplay();
     const kept = this.#p.spool ? await service.replaySpool().catch(() => this.#p.spool!.size) : 0;

@@ -313,7 +313,7 @@ async function writePrivateFile(f: PlannedFile): Promise<void> {
 }
 
 /** What the plan asks of this image's filesystem. */
-const REAL_FACTS: PlanFacts = {
+export const REAL_FACTS: PlanFacts = {
   isExecutableFile: isExecutable,
   which(name, pathEnv) {
     return which.sync(name, { path: pathEnv, nothrow: true });

@@ -118,7 +118,7 @@ export function run(i: RunInput): Promise<RunResult> {
   return runExecution({ execution: { ...i.execution, status: 'running' }, claimed: true, previous: 'scheduled', rows }, i.signal ?? new AbortController().signal,
     i.logger ?? pino({ level: 'silent' }), {
       config: i.config, detected: i.detected, baselineEnv: i.baselineEnv, verifiedReleases: i.verifiedReleases ?? new Set(),
-      logArtifacts: i.logArtifacts ?? null, secretValues: i.secretValues ?? null,
+      logArtifacts: i.logArtifacts ?? null, secretValues: i.secretValues ?? null, environments: i.environments,
     });
 }
 

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { ChannelModel } from 'amqplib';
 import { assertCommonTopology, assertWorkerQueues, TopologyError, workerTopologySetup } from '../../../src/mq/topology.ts';
 import { MqConnection, MqConnectError } from '../../../src/mq/connection.ts';
-import { AMQP_URL, brokerQueueArguments, captureLogger, connectTest, declareWorkerQueuesLikeAttune, deleteWorkerQueues, publishExecutionRequested, queueDepth, randomWorkerId, withChannel } from '../../helpers/amqp.ts';
+import { AMQP_URL, attuneEnvelope, brokerQueueArguments, captureLogger, connectTest, declareWorkerQueuesLikeAttune, deleteWorkerQueues, publishExecutionRequested, publishLikeAttune, queueDepth, randomWorkerId, withChannel } from '../../helpers/amqp.ts';
 import { waitFor } from '../../helpers/wait.ts';
 
 let model: ChannelModel;
@@ -80,6 +80,23 @@ describe('per-worker queues', () => {
     const id = workerId();
     await withChannel(model, (ch) => ch.assertQueue(`worker.${id}.cancel`, { durable: true }));
     await assert.rejects(assertWorkerQueues(model, id, captureLogger().logger), /worker\.\d+\.cancel already exists with different settings.*x-dead-letter-exchange/);
+  });
+
+  test('pack queues: ours first → Attune redeclares all four without 406, and pack events and pack test dispatches route to them', async () => {
+    const id = workerId();
+    const { logger } = captureLogger();
+    await assertCommonTopology(model, logger);
+    await assertWorkerQueues(model, id, logger, { includePackQueues: true });
+    await declareWorkerQueuesLikeAttune(model, id);
+    for (const q of ['packs', 'packtests']) assert.match((await brokerQueueArguments(`worker.${id}.${q}`))!, /x-dead-letter-exchange.*attune\.dlx/);
+    for (const key of ['pack.registered', 'pack.deleted']) {
+      const { body, messageId } = attuneEnvelope('PackRegistered', { pack_id: 1, pack_ref: 'p' }, 'api');
+      await publishLikeAttune(model, 'attune.events', key, body, messageId);
+    }
+    const t = attuneEnvelope('PackTestRequested', { pack_install_id: 1, pack_ref: 'p' }, 'executor');
+    await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${id}`, t.body, t.messageId);
+    await waitFor('both pack events in worker.{id}.packs', async () => (await queueDepth(model, `worker.${id}.packs`)) === 2);
+    await waitFor('the pack test dispatch in worker.{id}.packtests', async () => (await queueDepth(model, `worker.${id}.packtests`)) === 1);
   });
 
   test('pack queues are left alone unless asked for', async () => {

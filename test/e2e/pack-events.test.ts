@@ -1,0 +1,140 @@
+/**
+ * Pack events end to end with the built agent (docs/environments.md "Pack events"): the worker
+ * queues declared the way Attune's worker declares them BEFORE the agent starts (the agent's
+ * declarations must be identical, or RabbitMQ answers 406 and the agent exits), then a
+ * PackRegistered makes the pack's venv (core.python 3.11 row, a local wheel) before the first
+ * execution, which runs no setup command; a PackTestRequested fails the running pack install
+ * (tests are not run by the agent); a PackDeleted removes the pack's environments.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomInt, randomUUID } from 'node:crypto';
+import type { ChannelModel } from 'amqplib';
+import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
+import { attuneEnvelope, collectExecutionMessages, connectTest, declareWorkerQueuesLikeAttune, deleteWorkerQueues, publishExecutionRequested, publishLikeAttune, queueDepth, type Collector } from '../helpers/amqp.ts';
+import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { waitFor } from '../helpers/wait.ts';
+
+const PACK = 'eventpack';
+const FIXTURES = resolve(import.meta.dirname, '../fixtures/environments');
+
+let db: TestDatabase;
+let mq: ChannelModel;
+let collector: Collector;
+let work: string;
+let agent: AgentProcess;
+let workerId: number;
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'attune-pack-events-e2e-'));
+  const pack = join(work, 'packs', PACK);
+  mkdirSync(join(pack, 'actions'), { recursive: true });
+  const wheel = execFileSync('python3', [join(FIXTURES, 'make_wheel.py'), work, '1.0.0', 'registered'], { encoding: 'utf8' }).trim();
+  writeFileSync(join(pack, 'requirements.txt'), `${wheel}\n`);
+  writeFileSync(join(pack, 'actions', 'use_dep.py'), 'import json, sys\nimport attune_fixture_dep\nprint(json.dumps({"value": attune_fixture_dep.VALUE, "prefix": sys.prefix}))\n');
+  const image = join(work, 'image');
+  mkdirSync(image);
+  for (const [n, target] of Object.entries({ sh: '/bin/sh', bash: '/bin/bash', python3: '/usr/bin/python3.11', 'python3.11': '/usr/bin/python3.11' })) symlinkSync(target, join(image, n));
+  db = await createTestDatabase('pack_events_e2e');
+  const base = randomInt(100_000, 1_000_000) * 1000;
+  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  workerId = base + 1; // the id the agent will be registered with
+  const runtimeIds = await seedCoreRuntimes(db.pool);
+  await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK]);
+  await db.pool.query(
+    `INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, output_format)
+     VALUES ($1, (SELECT id FROM pack WHERE ref = $2), $2, $1, 'use_dep.py', $3, 'json')`,
+    [`${PACK}.use_dep`, PACK, runtimeIds.python],
+  );
+  mq = await connectTest();
+  collector = await collectExecutionMessages(mq);
+  // Attune's worker (or an earlier Attune worker with this id) declared the four queues first.
+  await declareWorkerQueuesLikeAttune(mq, workerId);
+  const workerName = `pack-events-${randomUUID().slice(0, 8)}`;
+  agent = startAgent({
+    PATH: image,
+    ATTUNE__DATABASE__URL: db.url,
+    ATTUNE__DATABASE__SCHEMA: db.schema,
+    ATTUNE__MESSAGE_QUEUE__URL: 'amqp://guest:guest@127.0.0.1:5672/%2f',
+    ATTUNE__WORKER__NAME: workerName,
+    ATTUNE__PACKS_BASE_DIR: join(work, 'packs'),
+    ATTUNE__ARTIFACTS_DIR: join(work, 'artifacts'),
+    ATTUNE__RUNTIME_ENVS_DIR: join(work, 'runtime_envs'),
+    ATTUNE__LOG__LEVEL: 'info',
+  });
+  await agent.waitForLog(`worker ${workerName} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
+});
+
+after(async () => {
+  await agent?.stop().catch(() => undefined);
+  await collector?.close();
+  if (mq) await deleteWorkerQueues(mq, workerId);
+  await mq?.close();
+  await db?.drop();
+  if (work) rmSync(work, { recursive: true, force: true });
+});
+
+async function publishEvent(type: string, exchange: string, key: string, payload: unknown): Promise<void> {
+  const { body, messageId } = attuneEnvelope(type, payload, 'api');
+  await publishLikeAttune(mq, exchange, key, body, messageId);
+}
+
+test('queues declared by Attune first: the agent starts (no 406) and consumes all four with Attune\'s consumer tags', async () => {
+  const { rows } = await db.pool.query<{ id: string }>('SELECT id FROM worker');
+  assert.deepEqual(rows.map((r) => Number(r.id)), [workerId]);
+  const consuming = agent.logs.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('consuming worker.')).map((l) => `${l.queue} ${l.consumer_tag} ${l.prefetch}`).sort();
+  assert.deepEqual(consuming, [
+    `worker.${workerId}.cancel worker-${workerId}-cancel 10`,
+    `worker.${workerId}.executions worker-${workerId} 12`,
+    `worker.${workerId}.packs worker-${workerId}-packs 5`,
+    `worker.${workerId}.packtests worker-${workerId}-packtests 1`,
+  ]);
+});
+
+test('PackRegistered → the environment exists before the first execution, which runs no setup command', async () => {
+  await publishEvent('PackRegistered', 'attune.events', 'pack.registered', {
+    pack_id: 1, pack_ref: PACK, version: '1.0.0', release_id: null, release_digest: null, runtime_names: ['python'],
+  });
+  await agent.waitForLog('the pack\'s environments made', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack ${PACK} registered:`), { timeoutMs: 240_000 });
+  const envDir = join(work, 'runtime_envs', PACK, 'python-3.11');
+  assert.ok(existsSync(join(envDir, '.attune-runtime-ready')), 'the venv of the 3.11 row (the one this image has)');
+  assert.ok(existsSync(join(envDir, '.attune_deps_installed')));
+  const setupBefore = agent.logs.filter((l) => /: running `/.test(String(l.msg))).length;
+  assert.equal(setupBefore, 2, 'create_command + install_command, on PackRegistered');
+
+  const id = await createExecution(db.pool, { actionRef: `${PACK}.use_dep`, workerId });
+  await publishExecutionRequested(mq, workerId, { execution_id: id, action_ref: `${PACK}.use_dep`, config: {} });
+  await collector.waitFor('ExecutionCompleted', (m) => m.some((x) => x.routingKey === 'execution.completed' && x.json?.payload?.execution_id === id), { timeoutMs: 60_000 });
+  const row = await executionRow(db.pool, id);
+  assert.equal(row.status, 'completed', JSON.stringify(row.result));
+  assert.deepEqual((row.result as { data: unknown }).data, { value: 'registered', prefix: envDir });
+  assert.equal(agent.logs.filter((l) => /: running `/.test(String(l.msg))).length, setupBefore, 'no setup command ran for the execution');
+});
+
+test('PackTestRequested is consumed (queue empty): the running install is marked failed, naming why', async () => {
+  const installId = Number((await db.pool.query(
+    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id) VALUES ($1, '1.0.0', 'running', 'install', $2) RETURNING id`,
+    [PACK, workerId])).rows[0].id);
+  await publishEvent('PackTestRequested', 'attune.executions', `pack.test.dispatch.worker.${workerId}`, {
+    pack_install_id: installId, pack_ref: PACK, pack_version: '1.0.0', candidate_path: null, trigger_reason: 'install',
+    required_runtimes: [], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
+  });
+  const line = await agent.waitForLog('the pack test request logged', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack tests NOT RUN for pack ${PACK}`));
+  assert.equal(line.pack_install_id, installId);
+  await waitFor('worker.{id}.packtests empty', async () => (await queueDepth(mq, `worker.${workerId}.packtests`)) === 0);
+  const row = (await db.pool.query('SELECT status, error_message, finished_at FROM pack_install WHERE id = $1', [installId])).rows[0];
+  assert.equal(row.status, 'failed');
+  assert.match(row.error_message, /^Pack tests were not run: attune-agent does not run pack tests/);
+  assert.ok(row.finished_at instanceof Date);
+});
+
+test('PackDeleted → the pack\'s environments are gone', async () => {
+  await publishEvent('PackDeleted', 'attune.events', 'pack.deleted', { pack_id: 1, pack_ref: PACK, runtime_environment_paths: [], release_digests: [] });
+  await agent.waitForLog('the pack\'s environments removed', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack ${PACK} deleted:`));
+  assert.ok(!existsSync(join(work, 'runtime_envs', PACK)));
+  assert.ok(existsSync(join(work, 'runtime_envs')), 'runtime_envs_dir itself stays');
+});

@@ -1,0 +1,184 @@
+/**
+ * Pack events and pack tests queues against a real RabbitMQ and PostgreSQL (docs/environments.md
+ * "Pack events"): a PackRegistered published the way Attune's API publishes it makes the pack's
+ * venv (a local wheel, no network) before the first execution, which then runs no setup command;
+ * a PackDeleted removes that pack's environments only and refuses a path leaving runtime_envs_dir;
+ * a bad pack_ref is dropped; a PackTestRequested is consumed (queue empty) and logged.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ChannelModel } from 'amqplib';
+import { MqConnection } from '../../../src/mq/connection.ts';
+import { workerTopologySetup } from '../../../src/mq/topology.ts';
+import { createPackTestsConsumer, createPacksConsumer } from '../../../src/mq/worker-consumers.ts';
+import { PackEvents } from '../../../src/worker/pack-events.ts';
+import { notRunMessage, packTestsHandler } from '../../../src/worker/pack-tests.ts';
+import { failRunningPackInstall, findPackInstall } from '../../../src/db/pack-installs.ts';
+import { loadRuntimesByName } from '../../../src/db/pack-runtimes.ts';
+import { RuntimeEnvironments, DEPS_MARKER, READY_MARKER } from '../../../src/execution/environments.ts';
+import { AMQP_URL, attuneEnvelope, captureLogger, connectTest, deleteWorkerQueues, publishLikeAttune, queueDepth, randomWorkerId } from '../../helpers/amqp.ts';
+import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';
+import { waitFor } from '../../helpers/wait.ts';
+import * as h from '../../helpers/execution.ts';
+import { CORE_RUNTIMES } from '../../fixtures/catalog/core-runtimes.ts';
+import type { RuntimeExecutionConfig } from '../../../src/model.ts';
+
+const FIXTURES = resolve(import.meta.dirname, '../../fixtures/environments');
+const PY_CONFIG = CORE_RUNTIMES.find((r) => r.ref === 'core.python')!.execution_config as RuntimeExecutionConfig;
+const USE_DEP_PY = 'import json, sys\nimport attune_fixture_dep\nprint(json.dumps({"value": attune_fixture_dep.VALUE, "prefix": sys.prefix}))\n';
+
+let model: ChannelModel;
+let db: TestDatabase;
+let runtimeId: number;
+const cleanups: Array<() => Promise<void>> = [];
+
+before(async () => {
+  model = await connectTest('pack-events-test');
+  db = await createTestDatabase('pack_events');
+  const { rows } = await db.pool.query<{ id: number }>(
+    `INSERT INTO runtime (ref, name, aliases, distributions, execution_config) VALUES ('core.python', 'Python', ARRAY['python','python3'], '{}', $1) RETURNING id`,
+    [JSON.stringify(PY_CONFIG)],
+  );
+  runtimeId = rows[0].id;
+});
+after(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  await db?.drop();
+  await model?.close();
+});
+
+/** An agent's pack consumers on their own connection, with a packs dir and runtime_envs dir. */
+async function agent() {
+  const workerId = randomWorkerId();
+  const root = h.tempDir('pack-events');
+  const packs = join(root, 'packs');
+  const envs = join(root, 'runtime_envs');
+  mkdirSync(packs, { recursive: true });
+  const log = captureLogger('info');
+  const conn = new MqConnection({ url: AMQP_URL, logger: log.logger, connectionName: `pack-events-${workerId}` });
+  conn.addSetup(workerTopologySetup(workerId, log.logger, { includePackQueues: true }));
+  await conn.start();
+  const config = { ...h.config(), packsBaseDir: packs, runtimeEnvsDir: envs };
+  const environments = new RuntimeEnvironments({ setupTimeoutMs: 300_000, baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+  const events = new PackEvents({
+    config, detected: h.detected(), baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, environments, verifiedReleases: new Set(),
+    loadRuntimes: (names) => loadRuntimesByName(db.pool, names), log: log.logger,
+  });
+  const packsConsumer = createPacksConsumer(conn, workerId, (env) => events.onMessage(env), log.logger);
+  const testsConsumer = createPackTestsConsumer(conn, workerId, packTestsHandler({
+    workerId, findInstall: (id) => findPackInstall(db.pool, id), failRunning: (id, m) => failRunningPackInstall(db.pool, id, m), log: log.logger,
+  }), log.logger);
+  await packsConsumer.start();
+  await testsConsumer.start();
+  cleanups.push(async () => {
+    await packsConsumer.close();
+    await testsConsumer.close();
+    await conn.close();
+    await deleteWorkerQueues(model, workerId);
+    rmSync(root, { recursive: true, force: true });
+  });
+  return { workerId, root, packs, envs, config, environments, log, packsConsumer, testsConsumer };
+}
+
+async function publishPackEvent(type: 'PackRegistered' | 'PackDeleted' | 'RuleCreated', key: string, payload: unknown): Promise<void> {
+  const { body, messageId } = attuneEnvelope(type, payload, 'api');
+  await publishLikeAttune(model, 'attune.events', key, body, messageId);
+}
+
+test('PackRegistered makes the pack\'s venv with its dependencies; the first execution finds it ready and runs no setup command', async () => {
+  const a = await agent();
+  const pack = join(a.packs, 'testpack');
+  mkdirSync(join(pack, 'actions'), { recursive: true });
+  writeFileSync(join(pack, 'actions', 'use_dep.py'), USE_DEP_PY);
+  const wheel = execFileSync('python3', [join(FIXTURES, 'make_wheel.py'), a.root, '1.0.0', 'early'], { encoding: 'utf8' }).trim();
+  writeFileSync(join(pack, 'requirements.txt'), `${wheel}\n`);
+  const envDir = join(a.envs, 'testpack', 'python');
+
+  await publishPackEvent('PackRegistered', 'pack.registered', {
+    pack_id: 7, pack_ref: 'testpack', version: '1.0.0', release_id: null, release_digest: null, runtime_names: ['python', 'ruby_not_here'],
+  });
+  await waitFor('the PackRegistered to be handled and acked', () => a.packsConsumer.stats.acked === 1, { timeoutMs: 240_000 });
+  assert.ok(existsSync(join(envDir, READY_MARKER)), 'the venv exists before any execution');
+  assert.ok(existsSync(join(envDir, DEPS_MARKER)), 'its dependencies are installed');
+  const line = a.log.lines.find((l) => /pack testpack registered: 1 runtime environment\(s\) ready, 0 failed/.test(String(l.msg)));
+  assert.ok(line, JSON.stringify(a.log.lines.map((l) => l.msg)));
+
+  const runLog = captureLogger('info');
+  const r = await h.run({
+    execution: h.execution(), action: h.action('use_dep.py', { output_format: 'json', runtime: runtimeId }),
+    runtime: h.runtime('python', { id: runtimeId, execution_config: PY_CONFIG }),
+    config: a.config, detected: h.detected(), baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, environments: a.environments, logger: runLog.logger,
+  });
+  assert.equal(r.status, 'completed', JSON.stringify(r.result));
+  assert.deepEqual(r.result.data, { value: 'early', prefix: envDir });
+  assert.equal(runLog.lines.filter((l) => /: running `/.test(String(l.msg))).length, 0, 'the first execution runs no setup command');
+});
+
+test('PackDeleted removes that pack\'s environments only; a path leaving runtime_envs_dir is refused; a bad pack_ref is dropped', async () => {
+  const a = await agent();
+  for (const d of ['testpack/python', 'testpack/python-3.11', 'otherpack/python', 'sha256/abc']) mkdirSync(join(a.envs, d), { recursive: true });
+  const outside = join(a.root, 'x');
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'keep'), 'keep');
+
+  await publishPackEvent('PackDeleted', 'pack.deleted', {
+    pack_id: 7, pack_ref: 'testpack', runtime_environment_paths: ['../x', '/etc', 'sha256/abc'], release_digests: [],
+  });
+  await waitFor('the PackDeleted to be acked', () => a.packsConsumer.stats.acked === 1);
+  assert.ok(!existsSync(join(a.envs, 'testpack')), 'the pack\'s environments are gone');
+  assert.ok(!existsSync(join(a.envs, 'sha256', 'abc')), 'the listed relative path is removed');
+  assert.ok(existsSync(join(a.envs, 'otherpack', 'python')), 'another pack\'s environment is untouched');
+  assert.ok(existsSync(join(outside, 'keep')), '../x is not touched');
+  const refused = a.log.lines.filter((l) => /refusing runtime environment path/.test(String(l.msg))).map((l) => l.path);
+  assert.deepEqual(refused, ['../x', '/etc']);
+
+  await publishPackEvent('PackDeleted', 'pack.deleted', { pack_id: 8, pack_ref: '../otherpack', runtime_environment_paths: [] });
+  await waitFor('the bad pack_ref to be dropped', () => a.packsConsumer.stats.dropped === 1);
+  assert.ok(existsSync(join(a.envs, 'otherpack', 'python')));
+  assert.ok(a.log.lines.some((l) => /is not a pack ref/.test(String(l.msg))));
+
+  await publishPackEvent('RuleCreated', 'pack.registered', { rule_id: 1 });
+  await waitFor('another message type to be acked', () => a.packsConsumer.stats.acked === 2);
+  assert.equal(await queueDepth(model, `worker.${a.workerId}.packs`), 0);
+});
+
+test('PackTestRequested: consumed (queue empty); this worker\'s running install finished as failed like Attune does, others untouched', async () => {
+  const a = await agent();
+  const install = async (status: string, worker: number | null) => (await db.pool.query<{ id: number }>(
+    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id, candidate_access_token_hash)
+     VALUES ('testpack', '1.2.0', $1, 'install', $2, 'hash') RETURNING id`, [status, worker])).rows[0].id;
+  const mine = await install('running', a.workerId);
+  const finished = await install('succeeded', a.workerId);
+  const other = await install('running', a.workerId + 1);
+  const publish = async (id: number) => {
+    const { body, messageId } = attuneEnvelope('PackTestRequested', {
+      pack_install_id: id, pack_ref: 'testpack', pack_version: '1.2.0', candidate_path: null, trigger_reason: 'install',
+      required_runtimes: ['python'], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
+    }, 'executor');
+    await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${a.workerId}`, body, messageId);
+  };
+  for (const id of [mine, finished, other, 999_999_999]) await publish(id);
+  await waitFor('the four pack test requests to be acked', () => a.testsConsumer.stats.acked === 4);
+  assert.equal(await queueDepth(model, `worker.${a.workerId}.packtests`), 0);
+
+  const rows = (await db.pool.query(
+    'SELECT id, status, error_message, finished_at, candidate_access_token_hash, test_execution_id, test_result FROM pack_install ORDER BY id')).rows;
+  const row = (id: number) => rows.find((r) => Number(r.id) === id);
+  assert.equal(row(mine).status, 'failed');
+  assert.equal(row(mine).error_message, notRunMessage({ pack_ref: 'testpack', pack_version: '1.2.0', pack_install_id: mine }));
+  assert.match(row(mine).error_message, /attune-agent does not run pack tests/);
+  assert.ok(row(mine).finished_at instanceof Date);
+  assert.equal(row(mine).candidate_access_token_hash, null);
+  assert.equal(row(mine).test_execution_id, null);
+  assert.equal(row(mine).test_result, null);
+  assert.deepEqual([row(finished).status, row(finished).error_message, row(finished).candidate_access_token_hash], ['succeeded', null, 'hash'], 'a finished install is left alone');
+  assert.deepEqual([row(other).status, row(other).error_message], ['running', null], 'another worker\'s attempt is left alone');
+  assert.equal(Number((await db.pool.query('SELECT count(*) FROM pack_test_execution')).rows[0].count), 0, 'no test-run row: no suite ran');
+  const line = a.log.lines.find((l) => new RegExp(`pack tests NOT RUN for pack testpack 1\\.2\\.0 \\(pack_install ${mine}\\): the install is marked failed`).test(String(l.msg)));
+  assert.ok(line, JSON.stringify(a.log.lines.map((l) => l.msg)));
+  assert.equal(line.level, 'error');
+  assert.ok(a.log.lines.some((l) => /pack_install 999999999 does not exist/.test(String(l.msg))));
+});
