@@ -223,6 +223,11 @@ export async function createFileIn(dir: SafeDir, name: string, fileMode: number,
       throw err;
     }
   }
+  return withMode(fh, fileMode);
+}
+
+/** `fh` with `fileMode` set through the handle (umask-proof); closed if that fails. */
+async function withMode(fh: FileHandle, fileMode: number): Promise<FileHandle> {
   try {
     await fh.chmod(fileMode);
     return fh;
@@ -256,14 +261,7 @@ export async function openExistingIn(dir: SafeDir, name: string, flags = O_RDONL
 /** Open (creating it if missing, never truncating) a file of this agent in `dir`. */
 export async function openOrCreateIn(dir: SafeDir, name: string, fileMode: number): Promise<FileHandle> {
   try {
-    const fh = await open(dir.at(name), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, fileMode);
-    try {
-      await fh.chmod(fileMode);
-      return fh;
-    } catch (e) {
-      await fh.close().catch(() => undefined);
-      throw e;
-    }
+    return await withMode(await open(dir.at(name), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, fileMode), fileMode);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     return openExistingIn(dir, name, O_RDWR);
@@ -273,15 +271,17 @@ export async function openOrCreateIn(dir: SafeDir, name: string, fileMode: numbe
 /**
  * Write a whole file atomically: an O_EXCL temp file in the same directory, fchmod, then rename
  * over `name` (which replaces whatever entry had the name, a planted link included, without
- * following it).
+ * following it). `durable`: the data is fsync'ed before the rename (the caller syncs the directory
+ * when the rename itself must survive a crash).
  */
-export async function replaceFileIn(dir: SafeDir, name: string, data: string | Uint8Array, fileMode: number): Promise<void> {
+export async function replaceFileIn(dir: SafeDir, name: string, data: string | Uint8Array, fileMode: number, opts: { durable?: boolean } = {}): Promise<void> {
   const temp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
   const fh = await open(dir.at(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, fileMode);
   let renamed = false;
   try {
     await fh.writeFile(data);
     await fh.chmod(fileMode);
+    if (opts.durable) await fh.sync();
     await fh.close();
     await rename(dir.at(temp), dir.at(name));
     renamed = true;

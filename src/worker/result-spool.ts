@@ -12,15 +12,12 @@
  * actions can write to. Bounded by count and bytes: when full, the results already kept stay and
  * the new one is refused (logged `LOST RESULT`, the row stays `running`).
  */
-import { constants } from 'node:fs';
-import { open, readdir, rename, unlink } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { readdir, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import type { TerminalStatus } from '../model.ts';
-import { openDirBelow, openExistingIn, safeFsMode, type SafeDir } from '../execution/safe-fs.ts';
+import { openDirBelow, openExistingIn, replaceFileIn, safeFsMode, type SafeDir } from '../execution/safe-fs.ts';
 
-const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK } = constants;
 const FILE_RE = /^execution-(\d+)\.json$/;
 
 /** One kept result: what the terminal write and the completion message need, and who kept it. */
@@ -119,20 +116,7 @@ export class ResultSpool {
           return false;
         }
       }
-      const temp = `.${name}.${randomBytes(6).toString('hex')}.tmp`;
-      const fh = await open(dir.at(temp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0o600);
-      let renamed = false;
-      try {
-        await fh.chmod(0o600);
-        await fh.writeFile(data);
-        await fh.sync();
-        await fh.close();
-        await rename(dir.at(temp), dir.at(name));
-        renamed = true;
-      } finally {
-        await fh.close().catch(() => undefined);
-        if (!renamed) await unlink(dir.at(temp)).catch(() => undefined);
-      }
+      await replaceFileIn(dir, name, data, 0o600, { durable: true });
       await dir.handle.sync(); // the rename itself must survive a crash
       this.#files++;
       this.#bytes += data.length;
