@@ -14,7 +14,7 @@
  * under `node --cpu-prof`), BENCH_THROUGHPUT_N (default 100), BENCH_AGENT_ENV='K=V …'.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { randomInt, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,7 @@ import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { build } from '../../build/build.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/pg.ts';
 import { AMQP_URL, attuneEnvelope, declareExchangesLikeAttune } from '../../test/helpers/amqp.ts';
-import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../../test/harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess } from '../../test/harness/platform.ts';
 import { median, type BenchSection, type Figure } from '../lib.ts';
 
 const MAX_CONCURRENT = 10;
@@ -138,8 +138,7 @@ export const executionsSection: BenchSection = {
     try {
       db = await createTestDatabase('bench_exec');
       // Tests run agents against the same broker with their own databases: unique worker/execution ids.
-      const base = randomInt(100_000, 1_000_000) * 1000;
-      await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+      await separateIds(db.pool);
       const runtimeIds = await seedCoreRuntimes(db.pool);
       await insertAction(db.pool, 'benchpack', { ref: 'benchpack.trivial', entrypoint: 'trivial.sh', runtime: 'shell' }, runtimeIds);
       await insertAction(db.pool, 'benchpack', { ref: 'benchpack.big', entrypoint: 'big.sh', runtime: 'shell', timeout_seconds: 600 }, runtimeIds);

@@ -6,7 +6,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -14,7 +14,7 @@ import type { ChannelModel } from 'amqplib';
 import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionCancelRequested, publishExecutionRequested, publishRaw, queueDepth, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -102,8 +102,7 @@ before(async () => {
   // Other runs (this file run twice at once, other e2e files, the bench) start agents against the
   // same broker with their own databases, where ids start at 1 too: queue names (worker.{id}.*) and
   // the execution ids in messages must not collide, or agents take each other's dispatches.
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-exec-'));
   mq = await connectTest('e2e-executions');

@@ -13,7 +13,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { createHash, randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { chmodSync, chownSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
@@ -23,7 +23,7 @@ import { AGENT, AGENT_DIR, NONROOT, addDevNodes, addHostBinary, createWorkspace,
 import { containerArgs, runContainer, show, type Mount } from '../helpers/container.ts';
 import { createTestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested } from '../helpers/amqp.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, separateIds } from '../harness/platform.ts';
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 const VOLUME_MOUNT = '/mnt/agent-bin';
@@ -170,8 +170,7 @@ test('worker from the installed volume in a Debian-like root (uid 65532, read-on
   assert.deepEqual(readdirSync(volume), ['attune-agent'], "Attune's loader test fills the volume first");
   const db = await createTestDatabase('e2e_distribution');
   t.after(() => db.drop());
-  const base = randomInt(100_000, 1_000_000) * 1000; // ids unique on the shared broker (see agent-executions)
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   const mq: ChannelModel = await connectTest('e2e-distribution');
   t.after(() => mq.close());

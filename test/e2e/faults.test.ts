@@ -21,7 +21,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { MqConnection } from '../../src/mq/connection.ts';
 import { ConfirmPublisher, PublishError } from '../../src/mq/publisher.ts';
@@ -74,8 +74,7 @@ async function launch(name: string): Promise<typeof agent> {
 before(async () => {
   db = await createTestDatabase('e2e_faults');
   // Shared broker: other files' databases reuse ids from 1; queue names and payload ids must not collide.
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   await seedRows();
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-faults-'));
   recordFile = join(work, 'started.log');

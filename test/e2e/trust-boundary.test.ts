@@ -9,14 +9,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomInt, randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess } from '../harness/platform.ts';
+import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess, separateIds } from '../harness/platform.ts';
 import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
@@ -96,8 +96,7 @@ async function insertAction(_pack: string, def: ActionDef & { out_schema?: unkno
 
 before(async () => {
   db = await createTestDatabase('e2e_trust');
-  const base = randomInt(100_000, 1_000_000) * 1000;
-  await db.pool.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  await separateIds(db.pool);
   runtimeIds = await seedRuntimes();
   work = mkdtempSync(join(tmpdir(), 'attune-e2e-trust-'));
   artifactsDir = join(work, 'artifacts');

@@ -5,7 +5,8 @@
  * agent executable do its part. Uses the dev schema (docker/dev/attune-schema.sql).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { randomInt } from 'node:crypto';
+import { readdirSync, readFileSync, existsSync, mkdirSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import type pg from 'pg';
@@ -20,6 +21,28 @@ export const CORE_RUNTIME_REFS: Record<string, string> = {
   shell: 'core.shell', python: 'core.python', node: 'core.nodejs', perl: 'core.perl', ruby: 'core.ruby',
   java: 'core.java', go: 'core.go', r: 'core.r', native: 'core.native',
 };
+
+/**
+ * An "image" as an agent's PATH: `dir` holding only sh, bash and `links` (name → host binary), so
+ * detection, the advertised versions and the interpreter an action runs with all come from it.
+ */
+export function imagePath(dir: string, links: Record<string, string>): string {
+  mkdirSync(dir, { recursive: true });
+  for (const [n, target] of Object.entries({ sh: '/bin/sh', bash: '/bin/bash', ...links })) symlinkSync(target, join(dir, n));
+  return dir;
+}
+
+/**
+ * Start this database's worker and execution ids at a random base and return it (the first worker
+ * registered gets base + 1). Other runs on the same broker use databases whose ids start at 1 too:
+ * queue names (worker.{id}.*) and the ids in messages must not collide, or agents take each other's
+ * dispatches.
+ */
+export async function separateIds(db: pg.Pool): Promise<number> {
+  const base = randomInt(100_000, 1_000_000) * 1000;
+  await db.query(`SELECT setval(pg_get_serial_sequence('worker', 'id'), $1), setval(pg_get_serial_sequence('execution', 'id'), $1)`, [base]);
+  return base;
+}
 
 /**
  * Attune's real core catalog (platform-owned runtimes with their version rows, e.g. core.python

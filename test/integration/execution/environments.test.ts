@@ -13,23 +13,15 @@ import * as h from '../../helpers/execution.ts';
 import { CORE_RUNTIMES } from '../../fixtures/catalog/core-runtimes.ts';
 import type { RuntimeExecutionConfig } from '../../../src/model.ts';
 import { DEPS_MARKER, READY_MARKER } from '../../../src/execution/environments.ts';
+import { makeWheel, writeDependencyPack } from '../../fixtures/environments/dep-pack.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../../fixtures/environments');
 const PATH = process.env.PATH ?? '/usr/bin:/bin';
 const catalog = (ref: string) => CORE_RUNTIMES.find((r) => r.ref === ref)!.execution_config as RuntimeExecutionConfig;
 const python = () => h.runtime('python', { execution_config: catalog('core.python') });
-const USE_DEP_PY = 'import json, sys\nimport attune_fixture_dep\nprint(json.dumps({"value": attune_fixture_dep.VALUE, "prefix": sys.prefix}))\n';
-
-function makeWheel(dir: string, version: string, value: string): string {
-  return execFileSync('python3', [join(FIXTURES, 'make_wheel.py'), dir, version, value], { encoding: 'utf8' }).trim();
-}
-
 /** A packs dir with pack `testpack`: the action file and, when given, requirements.txt. */
 function pythonPack(root: string, requirements: string | null): string {
-  const pack = join(root, 'packs', 'testpack');
-  mkdirSync(join(pack, 'actions'), { recursive: true });
-  writeFileSync(join(pack, 'actions', 'use_dep.py'), USE_DEP_PY);
-  if (requirements !== null) writeFileSync(join(pack, 'requirements.txt'), requirements);
+  writeDependencyPack(join(root, 'packs'), 'testpack', requirements);
   return join(root, 'packs');
 }
 

@@ -7,9 +7,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { MqConnection } from '../../../src/mq/connection.ts';
 import { workerTopologySetup } from '../../../src/mq/topology.ts';
@@ -25,10 +24,9 @@ import { waitFor } from '../../helpers/wait.ts';
 import * as h from '../../helpers/execution.ts';
 import { CORE_RUNTIMES } from '../../fixtures/catalog/core-runtimes.ts';
 import type { RuntimeExecutionConfig } from '../../../src/model.ts';
+import { makeWheel, writeDependencyPack } from '../../fixtures/environments/dep-pack.ts';
 
-const FIXTURES = resolve(import.meta.dirname, '../../fixtures/environments');
 const PY_CONFIG = CORE_RUNTIMES.find((r) => r.ref === 'core.python')!.execution_config as RuntimeExecutionConfig;
-const USE_DEP_PY = 'import json, sys\nimport attune_fixture_dep\nprint(json.dumps({"value": attune_fixture_dep.VALUE, "prefix": sys.prefix}))\n';
 
 let model: ChannelModel;
 let db: TestDatabase;
@@ -90,11 +88,7 @@ async function publishPackEvent(type: 'PackRegistered' | 'PackDeleted' | 'RuleCr
 
 test('PackRegistered makes the pack\'s venv with its dependencies; the first execution finds it ready and runs no setup command', async () => {
   const a = await agent();
-  const pack = join(a.packs, 'testpack');
-  mkdirSync(join(pack, 'actions'), { recursive: true });
-  writeFileSync(join(pack, 'actions', 'use_dep.py'), USE_DEP_PY);
-  const wheel = execFileSync('python3', [join(FIXTURES, 'make_wheel.py'), a.root, '1.0.0', 'early'], { encoding: 'utf8' }).trim();
-  writeFileSync(join(pack, 'requirements.txt'), `${wheel}\n`);
+  writeDependencyPack(a.packs, 'testpack', `${makeWheel(a.root, '1.0.0', 'early')}\n`);
   const envDir = join(a.envs, 'testpack', 'python');
 
   await publishPackEvent('PackRegistered', 'pack.registered', {
