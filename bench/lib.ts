@@ -12,8 +12,8 @@ export interface Figure {
   value: number;
   unit: 'ms' | 'MB' | 'exec/s';
   floor?: { name: string; value: number };
-  /** Bounds for value/floor (ratio) or for the value itself. */
-  target?: { maxRatio?: number; minRatio?: number; maxValue?: number };
+  /** Bounds for value/floor (ratio), for the value itself, or for value − floor (what the measured path adds). */
+  target?: { maxRatio?: number; minRatio?: number; maxValue?: number; maxAdded?: number };
   note?: string;
 }
 

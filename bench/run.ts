@@ -12,8 +12,9 @@ import type { BenchSection, Figure } from './lib.ts';
 import { executableSection } from './sections/executable.ts';
 import { executionsSection } from './sections/executions.ts';
 import { onefileSection } from './sections/onefile.ts';
+import { environmentsSection } from './sections/environments.ts';
 
-const SECTIONS: readonly BenchSection[] = [executableSection, onefileSection, executionsSection];
+const SECTIONS: readonly BenchSection[] = [executableSection, onefileSection, executionsSection, environmentsSection];
 
 interface Verdict { ratio?: number; ok?: boolean; target?: string }
 
@@ -29,6 +30,11 @@ function judge(f: Figure): Verdict {
   if (f.target.minRatio !== undefined && ratio !== undefined) {
     checks.push(ratio >= f.target.minRatio);
     parts.push(`≥ ${f.target.minRatio.toFixed(2)}×`);
+  }
+  if (f.target.maxAdded !== undefined && f.floor) {
+    checks.push(f.value - f.floor.value <= f.target.maxAdded);
+    const added = f.value - f.floor.value;
+    parts.push(`adds ${added >= 0 ? '+' : ''}${added.toFixed(2)}, ≤ +${f.target.maxAdded} ${f.unit}`);
   }
   if (f.target.maxValue !== undefined) {
     checks.push(f.value <= f.target.maxValue);

@@ -24,6 +24,7 @@ import { createTestDatabase, type TestDatabase } from '../../test/helpers/pg.ts'
 import { AMQP_URL, attuneEnvelope, declareExchangesLikeAttune } from '../../test/helpers/amqp.ts';
 import { createExecution, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess } from '../../test/harness/platform.ts';
 import { median, type BenchSection, type Figure } from '../lib.ts';
+import { Completions } from '../completions.ts';
 
 const MAX_CONCURRENT = 10;
 const FLOOR_WORKER = new URL('../floor-worker.ts', import.meta.url).pathname;
@@ -74,37 +75,6 @@ function percentile(xs: readonly number[], p: number): number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Completions (`execution.completed`) by execution id, from anyone publishing on attune.executions. */
-class Completions {
-  readonly #waiters = new Map<number, () => void>();
-  readonly #seen = new Set<number>();
-  static async open(model: ChannelModel): Promise<Completions> {
-    const c = new Completions();
-    const ch = await model.createChannel();
-    const { queue } = await ch.assertQueue('', { exclusive: true, autoDelete: true, durable: false });
-    await ch.bindQueue(queue, 'attune.executions', 'execution.completed');
-    await ch.consume(queue, (msg) => {
-      if (!msg) return;
-      const id = (JSON.parse(msg.content.toString('utf8')) as { payload?: { execution_id?: number } }).payload?.execution_id;
-      if (typeof id !== 'number') return;
-      c.#seen.add(id);
-      c.#waiters.get(id)?.();
-    }, { noAck: true });
-    return c;
-  }
-  wait(id: number, timeoutMs: number): Promise<void> {
-    if (this.#seen.has(id)) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`bench: no ExecutionCompleted for execution ${id} within ${timeoutMs} ms`)), timeoutMs);
-      this.#waiters.set(id, () => {
-        clearTimeout(timer);
-        this.#waiters.delete(id);
-        resolve();
-      });
-    });
-  }
-}
 
 /**
  * The throughput floor: n spawns at concurrency c, timed inside a small separate Node process (the
