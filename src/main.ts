@@ -125,6 +125,8 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const publisher = new ConfirmPublisher({ connection, logger: runLog, maxMessageBytes: config.messageQueue.maxMessageBytes });
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
         const environments = new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) });
+        // What set-ups killed with an earlier run of this (or another) agent left under runtime_envs_dir; in the background.
+        void environments.sweep(config.runtimeEnvsDir, runLog);
         const runDeps = {
           config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
           environments,
