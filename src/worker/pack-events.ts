@@ -39,6 +39,12 @@ export interface PackEventsDeps {
   verifiedReleases: Set<string>;
   /** The runtime rows whose lower(name) is one of `names` (pg: db/pack-runtimes.ts). */
   loadRuntimes: (names: readonly string[]) => Promise<RuntimeWithVersions[]>;
+  /**
+   * Attune's refresh on PackRegistered: the runtime_version rows verified on this worker again and
+   * `capabilities.runtime_versions` rewritten (db/pack-runtimes.ts refreshRuntimeVersionsCapability).
+   * Returns what is advertised now.
+   */
+  refreshRuntimeVersions?: () => Promise<Record<string, string[]>>;
   log: Logger;
 }
 
@@ -79,6 +85,17 @@ export class PackEvents {
     const names = [...new Set(p.runtime_names.map((n) => n.toLowerCase()))];
     const rows = names.length > 0 ? await this.#d.loadRuntimes(names) : [];
     const mine = rows.filter((r) => detectedForRuntime(r.runtime, this.#d.detected).length > 0);
+    // As Attune's worker: when the pack names a runtime this worker runs, its version rows (new
+    // ones come with the pack) are verified here and the worker's capabilities refreshed, so the
+    // executor can pick them; then the environments below are planned with them.
+    if (mine.length > 0 && this.#d.refreshRuntimeVersions) {
+      try {
+        const advertised = await this.#d.refreshRuntimeVersions();
+        log.info({ pack_ref: p.pack_ref, runtime_versions: advertised }, `pack ${p.pack_ref} registered: runtime versions verified, capabilities.runtime_versions refreshed`);
+      } catch (e) {
+        log.warn({ pack_ref: p.pack_ref }, `pack ${p.pack_ref} registered: cannot refresh capabilities.runtime_versions (${(e as Error).message}); the worker keeps advertising what it did`);
+      }
+    }
     const done: PreparedEnvironment[] = [];
     for (const r of mine) done.push(await this.#prepare(p, r, log));
     log.info({ pack_ref: p.pack_ref, pack_id: p.pack_id, version: p.version, release_digest: p.release_digest, runtime_names: p.runtime_names, environments: done },
