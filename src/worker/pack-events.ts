@@ -11,7 +11,7 @@
  * A pack_ref that fails Attune's pack-ref rule rejects the message (nack, no requeue); any other
  * message type is logged and acked, as Attune's worker does.
  */
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
@@ -22,7 +22,8 @@ import { PACK_REF, PACK_REF_RULE, resolveActionSource } from '../execution/pack-
 import { chooseRuntimeVersion, detectedForRuntime } from '../execution/runtime-version.ts';
 import { planExecution, type DetectedInterpreter, type PlanConfig } from '../execution/plan.ts';
 import type { RuntimeEnvironments } from '../execution/environments.ts';
-import { openDirBelow } from '../execution/safe-fs.ts';
+import { openDirBelow, openDirFrom } from '../execution/safe-fs.ts';
+import { CACHE_DIR, PACK_REF_MARKER } from '../execution/runtime-cache-key.ts';
 import { REAL_FACTS } from './run-execution.ts';
 
 /** A runtime row with its live versions. */
@@ -140,12 +141,41 @@ export class PackEvents {
     return { runtime: name, env_dir: spec.envDir, outcome: 'ready' };
   }
 
+  /** `sha256/{key}` environments whose `.attune-pack-ref` names the pack (Attune's purge removes them too). */
+  async #ownedCacheEntries(packRef: string): Promise<string[][]> {
+    let cache;
+    try {
+      cache = await openDirBelow(this.#d.config.runtimeEnvsDir, [CACHE_DIR]);
+    } catch {
+      return [];
+    }
+    const owned: string[][] = [];
+    try {
+      for (const e of await cache.entries()) {
+        if (!e.isDirectory() || e.name.startsWith('.')) continue;
+        try {
+          const env = await openDirFrom(cache, [e.name]);
+          try {
+            if ((await readFile(env.at(PACK_REF_MARKER), 'utf8')).trim() === packRef) owned.push([CACHE_DIR, e.name]);
+          } finally {
+            await env.close().catch(() => undefined);
+          }
+        } catch {
+          /* no marker (or not readable): not this pack's */
+        }
+      }
+    } finally {
+      await cache.close().catch(() => undefined);
+    }
+    return owned;
+  }
+
   /** Remove the pack's environments under runtime_envs_dir; returns what was refused. */
   async packDeleted(p: PackDeleted, log: Logger): Promise<{ removed: string[]; refused: string[] }> {
     const root = this.#d.config.runtimeEnvsDir;
     const removed: string[] = [];
     const refused: string[] = [];
-    const targets: string[][] = [[p.pack_ref]];
+    const targets: string[][] = [[p.pack_ref], ...(await this.#ownedCacheEntries(p.pack_ref))];
     for (const rel of p.runtime_environment_paths) {
       const parts = rel.split('/').filter((s) => s !== '');
       if (isAbsolute(rel) || parts.length === 0 || parts.some((s) => s === '.' || s === '..' || s.includes('\0'))) {

@@ -115,7 +115,10 @@ test('PackRegistered makes the pack\'s venv with its dependencies; the first exe
 
 test('PackDeleted removes that pack\'s environments only; a path leaving runtime_envs_dir is refused; a bad pack_ref is dropped', async () => {
   const a = await agent();
-  for (const d of ['testpack/python', 'testpack/python-3.11', 'otherpack/python', 'sha256/abc']) mkdirSync(join(a.envs, d), { recursive: true });
+  for (const d of ['testpack/python', 'testpack/python-3.11', 'otherpack/python', 'sha256/abc', 'sha256/ownedkey', 'sha256/otherkey', 'sha256/nomarker']) mkdirSync(join(a.envs, d), { recursive: true });
+  // Attune's purge reads .attune-pack-ref in sha256/*: the pack's content-addressed environments go too.
+  writeFileSync(join(a.envs, 'sha256', 'ownedkey', '.attune-pack-ref'), 'testpack');
+  writeFileSync(join(a.envs, 'sha256', 'otherkey', '.attune-pack-ref'), 'otherpack');
   const outside = join(a.root, 'x');
   mkdirSync(outside);
   writeFileSync(join(outside, 'keep'), 'keep');
@@ -127,6 +130,8 @@ test('PackDeleted removes that pack\'s environments only; a path leaving runtime
   assert.ok(!existsSync(join(a.envs, 'testpack')), 'the pack\'s environments are gone');
   assert.ok(!existsSync(join(a.envs, 'sha256', 'abc')), 'the listed relative path is removed');
   assert.ok(existsSync(join(a.envs, 'otherpack', 'python')), 'another pack\'s environment is untouched');
+  assert.ok(!existsSync(join(a.envs, 'sha256', 'ownedkey')), 'the pack\'s sha256 environment is removed');
+  assert.ok(existsSync(join(a.envs, 'sha256', 'otherkey')) && existsSync(join(a.envs, 'sha256', 'nomarker')), 'others\' (and unmarked) are kept');
   assert.ok(existsSync(join(outside, 'keep')), '../x is not touched');
   const refused = a.log.lines.filter((l) => /refusing runtime environment path/.test(String(l.msg))).map((l) => l.path);
   assert.deepEqual(refused, ['../x', '/etc']);
