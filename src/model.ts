@@ -107,7 +107,7 @@ export interface RuntimeVersionRow {
   runtime_ref: string;
   version: string;
   execution_config: RuntimeExecutionConfig;
-  /** `{verification: {commands: [...]}, …}` (detect/version-verify.ts reads it). */
+  /** `{verification: {commands: [...]}, …}` (db/version-verify.ts reads it). */
   distributions?: unknown;
   is_default: boolean;
   available: boolean | null;

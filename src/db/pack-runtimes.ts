@@ -5,7 +5,7 @@
 import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Queryable } from './pool.ts';
 import { RUNTIME_COLUMNS, RUNTIME_VERSION_COLUMNS } from './executions.ts';
-import { collectRuntimeVersions, RUNTIME_VERSIONS_CAPABILITY_KEY, type VersionRowForVerify } from '../detect/version-verify.ts';
+import { collectRuntimeVersions, RUNTIME_VERSIONS_CAPABILITY_KEY, type VersionRowForVerify } from './version-verify.ts';
 
 export async function loadRuntimesByName(db: Queryable, names: readonly string[]): Promise<Array<{ runtime: RuntimeRow; versions: RuntimeVersionRow[] }>> {
   if (names.length === 0) return [];
@@ -26,7 +26,7 @@ export async function loadRuntimesByName(db: Queryable, names: readonly string[]
 
 /**
  * Attune's `refresh_runtime_version_capabilities_for_registration`: every live runtime_version row
- * of the runtimes this worker runs is verified here (detect/version-verify.ts), merged with the
+ * of the runtimes this worker runs is verified here (db/version-verify.ts), merged with the
  * detected versions, and written as the worker row's `capabilities.runtime_versions` (only that
  * key: the rest of the row's capabilities stays as registered). Returns the value written.
  */

@@ -13,8 +13,8 @@
  */
 import type { RuntimeVersionRow } from '../model.ts';
 import { normalizeRuntimeName } from '../runtimes.ts';
-import { compareVersionsDesc } from '../db/capabilities.ts';
-import { runVersionProbe } from './detect.ts';
+import { compareVersionsDesc } from './capabilities.ts';
+import { runVersionProbe } from '../detect/detect.ts';
 
 export const RUNTIME_VERSIONS_CAPABILITY_KEY = 'runtime_versions';
 const VERIFY_TIMEOUT_MS = 10_000;
