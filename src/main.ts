@@ -98,7 +98,8 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer, createPackTestsConsumer, createPacksConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
     { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
-    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName }, { findPackInstall, failRunningPackInstall },
+    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName, refreshRuntimeVersionsCapability }, { findPackInstall, failRunningPackInstall },
+    { normalizeRuntimeName }, { runtimeVersions },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
     import('./db/execution-store.ts'), import('./mq/connection.ts'), import('./mq/topology.ts'), import('./mq/publisher.ts'),
@@ -106,6 +107,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     import('./worker/lifecycle.ts'), import('./worker/service.ts'), import('./worker/run-execution.ts'), import('./worker/dispatch-gate.ts'), import('./worker/idle-trim.ts'), import('./worker/executions-service.ts'), import('./execution/environments.ts'),
     import('./worker/result-spool.ts'), import('./db/executions.ts'), import('./worker/pack-events.ts'), import('./worker/pack-tests.ts'),
     import('./db/pack-runtimes.ts'), import('./db/pack-installs.ts'),
+    import('./runtimes.ts'), import('./db/capabilities.ts'),
   ]);
   const w = config.worker;
   const log = createLogger(config.log.level);
@@ -125,6 +127,8 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const publisher = new ConfirmPublisher({ connection, logger: runLog, maxMessageBytes: config.messageQueue.maxMessageBytes });
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
         const environments = new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) });
+        // What set-ups killed with an earlier run of this (or another) agent left under runtime_envs_dir; in the background.
+        void environments.sweep(config.runtimeEnvsDir, runLog);
         const runDeps = {
           config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
           environments,
@@ -161,6 +165,8 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const packEvents = new PackEvents({
           config, detected: ctx.detection.selected, baselineEnv: runDeps.baselineEnv, environments, verifiedReleases: runDeps.verifiedReleases,
           loadRuntimes: (names) => loadRuntimesByName(pool, names), log: runLog,
+          refreshRuntimeVersions: () => refreshRuntimeVersionsCapability(pool, worker.id,
+            new Set(ctx.detection.selected.map((d) => normalizeRuntimeName(d.name))), runtimeVersions(ctx.detection.selected), runDeps.baselineEnv),
         });
         const packConsumers = [
           createPacksConsumer(connection, worker.id, (env) => packEvents.onMessage(env), runLog),

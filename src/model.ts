@@ -107,6 +107,8 @@ export interface RuntimeVersionRow {
   runtime_ref: string;
   version: string;
   execution_config: RuntimeExecutionConfig;
+  /** `{verification: {commands: [...]}, …}` (db/version-verify.ts reads it). */
+  distributions?: unknown;
   is_default: boolean;
   available: boolean | null;
 }

@@ -5,6 +5,7 @@
 import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Queryable } from './pool.ts';
 import { RUNTIME_COLUMNS, RUNTIME_VERSION_COLUMNS } from './executions.ts';
+import { collectRuntimeVersions, RUNTIME_VERSIONS_CAPABILITY_KEY, type VersionRowForVerify } from './version-verify.ts';
 
 export async function loadRuntimesByName(db: Queryable, names: readonly string[]): Promise<Array<{ runtime: RuntimeRow; versions: RuntimeVersionRow[] }>> {
   if (names.length === 0) return [];
@@ -21,4 +22,28 @@ export async function loadRuntimesByName(db: Queryable, names: readonly string[]
     out.push({ runtime, versions: v.rows });
   }
   return out;
+}
+
+/**
+ * Attune's `refresh_runtime_version_capabilities_for_registration`: every live runtime_version row
+ * of the runtimes this worker runs is verified here (db/version-verify.ts), merged with the
+ * detected versions, and written as the worker row's `capabilities.runtime_versions` (only that
+ * key: the rest of the row's capabilities stays as registered). Returns the value written.
+ */
+export async function refreshRuntimeVersionsCapability(
+  db: Queryable,
+  workerId: number,
+  runtimes: ReadonlySet<string>,
+  detected: Readonly<Record<string, readonly string[]>>,
+  env: Record<string, string>,
+): Promise<Record<string, string[]>> {
+  const { rows } = await db.query<VersionRowForVerify>(
+    'SELECT runtime_ref, version, distributions, execution_config FROM runtime_version WHERE retired_at IS NULL ORDER BY id',
+  );
+  const value = await collectRuntimeVersions(rows, runtimes, detected, env);
+  await db.query(
+    `UPDATE worker SET capabilities = jsonb_set(COALESCE(capabilities, '{}'::jsonb), $2::text[], $3::jsonb), updated = now() WHERE id = $1`,
+    [workerId, [RUNTIME_VERSIONS_CAPABILITY_KEY], JSON.stringify(value)],
+  );
+  return value;
 }

@@ -35,6 +35,7 @@ import type { Logger } from 'pino';
 import type { EnvVarSpec } from '../model.ts';
 import { applyTemplate, resolveEnvVar, type TemplateVars } from './context-env.ts';
 import { openDirBelow, openDirFrom, replaceFileIn, type SafeDir } from './safe-fs.ts';
+import { PACK_REF_MARKER } from './runtime-cache-key.ts';
 
 export const READY_MARKER = '.attune-runtime-ready';
 export const DEPS_MARKER = '.attune_deps_installed';
@@ -46,9 +47,13 @@ export interface EnvironmentSpec {
   runtimeName: string;
   runtimeVersion: string | null;
   runtimeEnvsDir: string;
-  /** `{runtime}` or `{runtime}-{version}`: the directory's name under `{runtime_envs_dir}/{pack_ref}`. */
+  /** The directory below runtime_envs_dir holding the environment: `{pack_ref}` (legacy layout) or `sha256`. */
+  parentDir: string;
+  /** `{runtime}` or `{runtime}-{version}` (legacy), or the key (`sha256/{key}`): the directory's name in parentDir. */
   dirName: string;
   envDir: string;
+  /** Attune's content-addressed key (execution/runtime-cache-key.ts) of a pinned release's environment, or null: legacy layout. */
+  cacheKey: string | null;
   createCommand: readonly string[] | null;
   /** Template (`{env_dir}/bin/python3.11`), or null: the environment has no interpreter of its own. */
   interpreterPath: string | null;
@@ -92,14 +97,17 @@ export class RuntimeEnvironments {
     const state = inspect(spec);
     const wantsDeps = manifest !== null && manifest.declares;
     if (!state.exists && !wantsDeps) return { ok: true, warm: true, created: false, installed: false };
-    if (isWarm(state, manifest)) return { ok: true, warm: true, created: false, installed: false };
+    if (isWarm(spec, state, manifest)) {
+      if (spec.cacheKey && state.packRef !== spec.packRef) await this.#markPackRef(spec, log);
+      return { ok: true, warm: true, created: false, installed: false };
+    }
     // Executions of this agent wait for the one set-up in progress, then look again.
     for (;;) {
       const running = this.#inflight.get(spec.envDir);
       if (!running) break;
       await running;
       const again = inspect(spec);
-      if (isWarm(again, await readManifest(spec))) return { ok: true, warm: false, created: false, installed: false };
+      if (isWarm(spec, again, await readManifest(spec))) return { ok: true, warm: false, created: false, installed: false };
     }
     const work = this.#setUp(spec, log).finally(() => this.#inflight.delete(spec.envDir));
     this.#inflight.set(spec.envDir, work);
@@ -110,43 +118,60 @@ export class RuntimeEnvironments {
     const what = describe(spec);
     let packEnvs: SafeDir;
     try {
-      packEnvs = await openDirBelow(spec.runtimeEnvsDir, [spec.packRef], { create: 0o755 });
+      packEnvs = await openDirBelow(spec.runtimeEnvsDir, [spec.parentDir], { create: 0o755 });
     } catch (e) {
-      return { ok: false, error: `${what}: cannot open ${join(spec.runtimeEnvsDir, spec.packRef)} (${(e as Error).message}); give the agent a writable runtime_envs_dir` };
+      return { ok: false, error: `${what}: cannot open ${join(spec.runtimeEnvsDir, spec.parentDir)} (${(e as Error).message}); give the agent a writable runtime_envs_dir` };
     }
     try {
-      const lock = await this.#lock(packEnvs, spec, log);
+      const lock = await this.#lock(packEnvs, lockTarget(spec), log, true);
       if (!lock.ok) return lock;
       try {
+        // Under the lock, whatever a killed set-up of this environment left beside it is garbage.
+        await sweepSiblings(packEnvs, spec.dirName, log);
         // Looked at again under the lock: another agent may have done the work meanwhile.
         const manifest = await readManifest(spec);
         let state = inspect(spec);
+        if (spec.cacheKey) {
+          // Attune's content-addressed layout: complete (dependencies included) before it is renamed
+          // into place with the key as its ready marker, so no worker ever uses it half-built.
+          if (isWarm(spec, state, manifest)) {
+            if (state.packRef !== spec.packRef) await this.#markPackRef(spec, log);
+            return { ok: true, warm: false, created: false, installed: false };
+          }
+          const made = await this.#create(packEnvs, spec, state.exists, log, manifest);
+          if (!made.ok) return made;
+          return { ok: true, warm: false, created: true, installed: made.installed };
+        }
         let created = false;
         let installed = false;
         if (!state.isDir || !state.interpreterOk) {
-          const made = await this.#create(packEnvs, spec, state.exists, log);
+          const made = await this.#create(packEnvs, spec, state.exists, log, null);
           if (!made.ok) return made;
           created = true;
           state = inspect(spec);
         }
         if (manifest !== null && manifest.declares && state.depsDigest !== manifest.sha256) {
-          const inst = await this.#install(spec, manifest.sha256, log);
+          const inst = await this.#install(spec, packEnvs, spec.dirName, spec.envDir, manifest.sha256, log);
           if (!inst.ok) return inst;
           installed = true;
         }
         return { ok: true, warm: false, created, installed };
       } finally {
-        await rm(packEnvs.at(lockName(spec)), { recursive: true, force: true }).catch(() => undefined);
+        await rm(packEnvs.at(lockName(spec.dirName)), { recursive: true, force: true }).catch(() => undefined);
       }
     } finally {
       await packEnvs.close().catch(() => undefined);
     }
   }
 
-  /** create_command in a temporary sibling, checked, marked and renamed into place. */
-  async #create(packEnvs: SafeDir, spec: EnvironmentSpec, replacing: boolean, log: Logger): Promise<{ ok: true } | { ok: false; error: string }> {
+  /**
+   * create_command in a temporary sibling, checked, marked and renamed into place. `manifest`
+   * (the sha256 layout only): its dependencies are installed in the sibling too, before the rename.
+   */
+  async #create(packEnvs: SafeDir, spec: EnvironmentSpec, replacing: boolean, log: Logger, manifest: Manifest | null): Promise<{ ok: true; installed: boolean } | { ok: false; error: string }> {
     const tmpName = `.${spec.dirName}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-    const tmpDir = join(spec.runtimeEnvsDir, spec.packRef, tmpName);
+    const tmpDir = join(spec.runtimeEnvsDir, spec.parentDir, tmpName);
+    let installed = false;
     const started = performance.now();
     try {
       await mkdir(packEnvs.at(tmpName), { mode: 0o755 });
@@ -163,9 +188,17 @@ export class RuntimeEnvironments {
           }
         }
       }
-      const tmp = await openDirBelow(spec.runtimeEnvsDir, [spec.packRef, tmpName]);
+      if (manifest !== null && manifest.declares) {
+        const inst = await this.#install(spec, packEnvs, tmpName, tmpDir, manifest.sha256, log);
+        if (!inst.ok) return inst;
+        installed = !!spec.installCommand && spec.installCommand.length > 0;
+      }
+      const tmp = await openDirBelow(spec.runtimeEnvsDir, [spec.parentDir, tmpName]);
       try {
-        await replaceFileIn(tmp, READY_MARKER, 'ready', 0o644);
+        // Attune's sha256 layout is ready only when the marker holds the key; `.attune-pack-ref`
+        // names the owner for Attune's PackDeleted purge.
+        if (spec.cacheKey) await replaceFileIn(tmp, PACK_REF_MARKER, spec.packRef, 0o644);
+        await replaceFileIn(tmp, READY_MARKER, spec.cacheKey ?? 'ready', 0o644);
       } finally {
         await tmp.close().catch(() => undefined);
       }
@@ -175,9 +208,16 @@ export class RuntimeEnvironments {
         await rename(packEnvs.at(spec.dirName), packEnvs.at(old)).catch((e: NodeJS.ErrnoException) => { if (e.code !== 'ENOENT') throw e; });
         await rm(packEnvs.at(old), { recursive: true, force: true });
       }
-      await rename(packEnvs.at(tmpName), packEnvs.at(spec.dirName));
+      try {
+        await rename(packEnvs.at(tmpName), packEnvs.at(spec.dirName));
+      } catch (e) {
+        // Attune's workers take no lock of ours: one may have published this key meanwhile (its publish accepts ours the same way).
+        if (!spec.cacheKey || !isWarm(spec, inspect(spec), manifest)) throw e;
+        log.info({ env_dir: spec.envDir }, `${describe(spec)}: another worker published this runtime environment meanwhile; using it`);
+        return { ok: true, installed: false };
+      }
       log.info({ env_dir: spec.envDir, ms: Math.round(performance.now() - started) }, `${describe(spec)}: runtime environment created`);
-      return { ok: true };
+      return { ok: true, installed };
     } catch (e) {
       return { ok: false, error: `${describe(spec)}: cannot create the runtime environment ${spec.envDir} (${(e as Error).message})` };
     } finally {
@@ -185,23 +225,24 @@ export class RuntimeEnvironments {
     }
   }
 
-  async #install(spec: EnvironmentSpec, sha256: string, log: Logger): Promise<{ ok: true } | { ok: false; error: string }> {
+  /** install_command in the environment `dirName` of packEnvs (at `dirPath`), then its marker. */
+  async #install(spec: EnvironmentSpec, packEnvs: SafeDir, dirName: string, dirPath: string, sha256: string, log: Logger): Promise<{ ok: true } | { ok: false; error: string }> {
     if (!spec.installCommand || spec.installCommand.length === 0) return { ok: true };
     const started = performance.now();
-    const envInterp = spec.interpreterPath ? applyTemplate(spec.interpreterPath, templateVars(spec, spec.envDir, '')) : null;
-    const vars = templateVars(spec, spec.envDir, envInterp && isExecutable(envInterp) ? envInterp : spec.baseInterpreter ?? '');
+    const envInterp = spec.interpreterPath ? applyTemplate(spec.interpreterPath, templateVars(spec, dirPath, '')) : null;
+    const vars = templateVars(spec, dirPath, envInterp && isExecutable(envInterp) ? envInterp : spec.baseInterpreter ?? '');
     const argv = spec.installCommand.map((a) => applyTemplate(a, vars));
-    const r = await this.#run(argv, spec, spec.envDir, vars, log);
+    const r = await this.#run(argv, spec, dirPath, vars, log);
     if (!r.ok) return r;
     try {
-      const env = await openDirBelow(spec.runtimeEnvsDir, [spec.packRef, spec.dirName]);
+      const env = await openDirFrom(packEnvs, [dirName]);
       try {
         await replaceFileIn(env, DEPS_MARKER, sha256, 0o644);
       } finally {
         await env.close().catch(() => undefined);
       }
     } catch (e) {
-      return { ok: false, error: `${describe(spec)}: dependencies installed but ${join(spec.envDir, DEPS_MARKER)} cannot be written (${(e as Error).message})` };
+      return { ok: false, error: `${describe(spec)}: dependencies installed but ${join(dirPath, DEPS_MARKER)} cannot be written (${(e as Error).message})` };
     }
     log.info({ env_dir: spec.envDir, ms: Math.round(performance.now() - started), manifest: spec.manifestFile }, `${describe(spec)}: dependencies installed`);
     return { ok: true };
@@ -243,9 +284,78 @@ export class RuntimeEnvironments {
     });
   }
 
-  /** The cross-process lock: `.{dir}.lock`, made by this process, or broken when stale; waits at most the longest set-up. */
-  async #lock(packEnvs: SafeDir, spec: EnvironmentSpec, log: Logger): Promise<{ ok: true } | { ok: false; error: string }> {
-    const name = lockName(spec);
+  /**
+   * At start: what set-ups killed mid-way (the agent SIGKILLed, the pod evicted) left below
+   * runtime_envs_dir, in every `{pack_ref}/` and `sha256/`: stale locks (owner dead on this host,
+   * or older than the longest set-up) are broken and the temporaries of an environment are
+   * removed once its lock is taken (not waited for: an environment being set up now is skipped).
+   * Returns how many were removed.
+   */
+  async sweep(runtimeEnvsDir: string, log: Logger): Promise<number> {
+    let root: SafeDir;
+    try {
+      root = await openDirBelow(runtimeEnvsDir, []);
+    } catch {
+      return 0; // nothing made yet
+    }
+    let removed = 0;
+    try {
+      for (const d of await root.entries()) {
+        if (!d.isDirectory()) continue; // a link is not followed
+        let sub: SafeDir;
+        try {
+          sub = await openDirFrom(root, [d.name]);
+        } catch {
+          continue;
+        }
+        try {
+          const envs = new Set<string>();
+          for (const e of await sub.entries()) {
+            const of = leftoverOf(e.name) ?? (e.isDirectory() ? /^\.(.+)\.lock$/.exec(e.name)?.[1] : undefined);
+            if (of) envs.add(of);
+          }
+          for (const dirName of envs) {
+            const target: LockTarget = { runtimeEnvsDir, parentDir: d.name, dirName, envDir: join(runtimeEnvsDir, d.name, dirName), what: `runtime environment ${join(d.name, dirName)}` };
+            const lock = await this.#lock(sub, target, log, false);
+            if (!lock.ok) continue;
+            try {
+              removed += await sweepSiblings(sub, dirName, log);
+            } finally {
+              await rm(sub.at(lockName(dirName)), { recursive: true, force: true }).catch(() => undefined);
+            }
+          }
+        } finally {
+          await sub.close().catch(() => undefined);
+        }
+      }
+    } catch (e) {
+      log.warn({ runtime_envs_dir: runtimeEnvsDir }, `cannot look for interrupted runtime environment set-ups: ${(e as Error).message}`);
+    } finally {
+      await root.close().catch(() => undefined);
+    }
+    return removed;
+  }
+
+  /** Attune writes `.attune-pack-ref` into a ready sha256 environment at each execution; an environment built without it gets it here. */
+  async #markPackRef(spec: EnvironmentSpec, log: Logger): Promise<void> {
+    try {
+      const env = await openDirBelow(spec.runtimeEnvsDir, [spec.parentDir, spec.dirName]);
+      try {
+        await replaceFileIn(env, PACK_REF_MARKER, spec.packRef, 0o644);
+      } finally {
+        await env.close().catch(() => undefined);
+      }
+    } catch (e) {
+      log.warn({ env_dir: spec.envDir }, `${describe(spec)}: cannot write ${join(spec.envDir, PACK_REF_MARKER)} (${(e as Error).message}); Attune's PackDeleted will not find this environment`);
+    }
+  }
+
+  /**
+   * The cross-process lock: `.{dir}.lock`, made by this process, or broken when stale; waits at
+   * most the longest set-up (`wait`), or not at all (`busy`: a live owner holds it).
+   */
+  async #lock(packEnvs: SafeDir, spec: LockTarget, log: Logger, wait: boolean): Promise<{ ok: true } | { ok: false; error: string; busy?: boolean }> {
+    const name = lockName(spec.dirName);
     const staleAfterMs = 2 * this.#opts.setupTimeoutMs + 60_000;
     const deadline = Date.now() + staleAfterMs;
     let waited = false;
@@ -263,20 +373,21 @@ export class RuntimeEnvironments {
         return { ok: true };
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-          return { ok: false, error: `${describe(spec)}: cannot take the lock ${join(spec.runtimeEnvsDir, spec.packRef, name)} (${(e as Error).message})` };
+          return { ok: false, error: `${spec.what}: cannot take the lock ${join(spec.runtimeEnvsDir, spec.parentDir, name)} (${(e as Error).message})` };
         }
       }
       const owner = await readOwner(packEnvs.at(name));
       if (this.#isStale(owner, staleAfterMs)) {
-        log.warn({ lock: join(spec.runtimeEnvsDir, spec.packRef, name), owner: owner.owner }, 'breaking a stale runtime environment lock');
+        log.warn({ lock: join(spec.runtimeEnvsDir, spec.parentDir, name), owner: owner.owner }, 'breaking a stale runtime environment lock');
         const aside = `${name}.stale-${randomBytes(4).toString('hex')}`;
         // The rename is atomic: of several agents breaking it at once, one wins; the others try again.
         await rename(packEnvs.at(name), packEnvs.at(aside)).then(() => rm(packEnvs.at(aside), { recursive: true, force: true }), () => undefined);
         continue;
       }
+      if (!wait) return { ok: false, busy: true, error: `${spec.what}: the runtime environment is being set up by another process` };
       if (Date.now() > deadline) {
         const o = owner.owner;
-        return { ok: false, error: `${describe(spec)}: the runtime environment is being set up by ${o ? `pid ${o.pid} on ${o.host}` : 'another process'} for too long (lock ${join(spec.runtimeEnvsDir, spec.packRef, name)}); remove the lock if that process is gone` };
+        return { ok: false, error: `${spec.what}: the runtime environment is being set up by ${o ? `pid ${o.pid} on ${o.host}` : 'another process'} for too long (lock ${join(spec.runtimeEnvsDir, spec.parentDir, name)}); remove the lock if that process is gone` };
       }
       waited = true;
       await new Promise((r) => setTimeout(r, this.#opts.lockPollMs));
@@ -313,8 +424,55 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-function lockName(spec: EnvironmentSpec): string {
-  return `.${spec.dirName}.lock`;
+function lockName(dirName: string): string {
+  return `.${dirName}.lock`;
+}
+
+/** What the lock needs to know of the environment it guards. */
+interface LockTarget { runtimeEnvsDir: string; parentDir: string; dirName: string; envDir: string; what: string }
+
+function lockTarget(spec: EnvironmentSpec): LockTarget {
+  return { runtimeEnvsDir: spec.runtimeEnvsDir, parentDir: spec.parentDir, dirName: spec.dirName, envDir: spec.envDir, what: describe(spec) };
+}
+
+/**
+ * What a set-up of this agent leaves beside an environment while it runs: `.{dir}.tmp-{pid}-{hex8}`
+ * (the sibling being built), `.{dir}.old-{pid}-{hex8}` (a broken one moved aside) and
+ * `.{dir}.lock.stale-{hex8}` (a stale lock moved aside). Attune's own temporaries
+ * (`.runtime.{uuid}.tmp`, `.{key}.{uuid}.tmp`) name no owner and are left alone.
+ */
+const LEFTOVER = /^\.(.+)\.(?:(?:tmp|old)-\d+-[0-9a-f]{8}|lock\.stale-[0-9a-f]{8})$/;
+
+/** The environment a leftover belongs to, or null: not one of ours. */
+export function leftoverOf(name: string): string | null {
+  const m = LEFTOVER.exec(name);
+  return m ? m[1] : null;
+}
+
+/**
+ * Remove what killed set-ups of `dirName` left in packEnvs. Only called under that environment's
+ * lock: temporaries are made only under it, so any there now belongs to a set-up that is over.
+ * Removal goes through the open directory; rm never follows a link it meets (a link is removed).
+ */
+async function sweepSiblings(packEnvs: SafeDir, dirName: string, log: Logger): Promise<number> {
+  let removed = 0;
+  let names: string[];
+  try {
+    names = (await packEnvs.entries()).map((d) => d.name);
+  } catch {
+    return 0;
+  }
+  for (const name of names) {
+    if (leftoverOf(name) !== dirName) continue;
+    try {
+      await rm(packEnvs.at(name), { recursive: true, force: true });
+      removed++;
+      log.info({ path: join(packEnvs.path, name) }, 'removed what an interrupted runtime environment set-up left behind');
+    } catch (e) {
+      log.warn({ path: join(packEnvs.path, name) }, `cannot remove what an interrupted runtime environment set-up left behind: ${(e as Error).message}`);
+    }
+  }
+  return removed;
 }
 
 export function describe(spec: Pick<EnvironmentSpec, 'packRef' | 'runtimeName' | 'runtimeVersion'>): string {
@@ -354,30 +512,47 @@ export function declaresDependencies(manifestFile: string, text: string): boolea
   return text.trim() !== '';
 }
 
-interface EnvState { exists: boolean; isDir: boolean; interpreterOk: boolean; depsDigest: string | null }
+interface EnvState {
+  exists: boolean; isDir: boolean; interpreterOk: boolean; depsDigest: string | null;
+  /** sha256 layout: `.attune-runtime-ready` (the key when complete) and `.attune-pack-ref`, trimmed. */
+  ready: string | null; packRef: string | null;
+}
+
+const ABSENT: EnvState = { exists: false, isDir: false, interpreterOk: false, depsDigest: null, ready: null, packRef: null };
+
+function readTrimmed(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
 
 /** What is on disk (sync: a handful of stats on the warm path). */
 function inspect(spec: EnvironmentSpec): EnvState {
   try {
-    if (!lstatSync(spec.envDir).isDirectory()) return { exists: true, isDir: false, interpreterOk: false, depsDigest: null };
+    if (!lstatSync(spec.envDir).isDirectory()) return { ...ABSENT, exists: true };
   } catch {
-    return { exists: false, isDir: false, interpreterOk: false, depsDigest: null };
+    return ABSENT;
   }
   // Attune's workers build the legacy layout in place and write no ready marker there: a directory
   // whose interpreter works is an environment (ours never appear half-built: they are renamed in).
   // A dangling interpreter link (the image's python moved) fails here too.
   const interpreterOk = spec.interpreterPath === null || isExecutable(applyTemplate(spec.interpreterPath, templateVars(spec, spec.envDir, '')));
-  let depsDigest: string | null = null;
-  try {
-    depsDigest = readFileSync(join(spec.envDir, DEPS_MARKER), 'utf8').trim();
-  } catch {
-    depsDigest = null;
-  }
-  return { exists: true, isDir: true, interpreterOk, depsDigest };
+  const depsDigest = readTrimmed(join(spec.envDir, DEPS_MARKER));
+  const keyed = spec.cacheKey !== null;
+  return {
+    exists: true, isDir: true, interpreterOk, depsDigest,
+    ready: keyed ? readTrimmed(join(spec.envDir, READY_MARKER)) : null,
+    packRef: keyed ? readTrimmed(join(spec.envDir, PACK_REF_MARKER)) : null,
+  };
 }
 
-function isWarm(state: EnvState, manifest: Manifest | null): boolean {
+function isWarm(spec: EnvironmentSpec, state: EnvState, manifest: Manifest | null): boolean {
   if (!state.isDir || !state.interpreterOk) return false;
+  // sha256 layout: ready exactly when Attune's is_ready says so (the marker holds the key, which
+  // covers the manifest's digest: a changed manifest is another key, another directory).
+  if (spec.cacheKey) return state.ready === spec.cacheKey;
   return manifest === null || !manifest.declares || state.depsDigest === manifest.sha256;
 }
 

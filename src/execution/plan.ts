@@ -18,12 +18,15 @@ import { escapeSingleQuoted, formatParameters, parameterFileExtension, stdinPayl
 import { executionTokenClaims, packRefOf, signHs256 } from './jwt.ts';
 import { PACK_REF, PACK_REF_RULE, type ActionSource } from './pack-files.ts';
 import type { EnvironmentSpec } from './environments.ts';
+import { CACHE_DIR, runtimeCacheKey, SHA256_OF_NOTHING, thisWorkerIdentity, type CacheIdentity } from './runtime-cache-key.ts';
 
 export interface PlanFacts {
   /** Exists, is a regular file (after symlinks) and is executable by the agent. */
   isExecutableFile(path: string): boolean;
   /** Absolute path of `name` on the given PATH, or null. */
   which(name: string, pathEnv: string): string | null;
+  /** SHA-256 (hex) of a regular file's bytes, or null when it cannot be read (the sha256 layout's dependency digest). */
+  sha256OfFile?(path: string): string | null;
 }
 
 export interface DetectedInterpreter {
@@ -51,6 +54,8 @@ export interface PlanInput {
   tempDir: string;
   facts: PlanFacts;
   nowSeconds: number;
+  /** Platform and image format of the `sha256/{key}` layout (default: this machine, as Attune's musl worker). */
+  cacheIdentity?: CacheIdentity;
 }
 
 export interface PlannedFile {
@@ -133,16 +138,20 @@ export function planExecution(input: PlanInput): PlanResult {
   if (runtimeName === '' || runtimeName === '.' || runtimeName === '..' || /[/\0]/.test(runtimeName)) {
     return fail('bad-env-dir', 'prepare', `runtime name ${JSON.stringify(runtimeName)} cannot name a directory under runtime_envs_dir=${input.config.runtimeEnvsDir}; fix the runtime's name`);
   }
-  // Legacy layout (contract §5.4): `{pack}/{runtime}`, or `{pack}/{runtime}-{version}` for a chosen version.
-  let envDirName = runtimeName;
-  let envDir = join(input.config.runtimeEnvsDir, packRef, envDirName);
+  // A pinned release (the row's pack_release_digest, Attune's ATTUNE_PACK_RELEASE_DIGEST): Attune's
+  // content-addressed `sha256/{key}` layout, for the chosen version and for its fallback alike.
+  // Otherwise the legacy layout (contract §5.4): `{pack}/{runtime}`, or `{pack}/{runtime}-{version}`.
+  const cacheKey = keyOf(input, runtimeName, execConfig);
+  const envParent = cacheKey ? CACHE_DIR : packRef;
+  let envDirName = cacheKey ?? runtimeName;
+  let envDir = join(input.config.runtimeEnvsDir, envParent, envDirName);
   let baseInterpreter: string | null = null;
   const pick = (cfg: RuntimeExecutionConfig, allowDetected: boolean, dir: string, notes = warnings) =>
     resolveInterpreter(cfg, kind, source.packDir, dir, allowDetected ? input.detected : [], facts, pathEnv, notes);
 
   if (input.runtimeVersion) {
-    const versionDirName = `${runtimeName}-${input.runtimeVersion.version}`;
-    const versionEnvDir = join(input.config.runtimeEnvsDir, packRef, versionDirName);
+    const versionDirName = cacheKey ?? `${runtimeName}-${input.runtimeVersion.version}`;
+    const versionEnvDir = join(input.config.runtimeEnvsDir, envParent, versionDirName);
     const versionConfig = input.runtimeVersion.execution_config ?? {};
     const v = /^[A-Za-z0-9._+-]+$/.test(input.runtimeVersion.version) && !input.runtimeVersion.version.startsWith('.')
       ? pick(versionConfig, false, versionEnvDir) : { interpreter: null };
@@ -266,7 +275,7 @@ export function planExecution(input: PlanInput): PlanResult {
       // Like Attune: no `environment` (or env_type `none`), no set-up at all, dependencies or not.
       environment: execConfig.environment && execConfig.environment.env_type !== 'none' ? {
         packRef, packDir: source.packDir, runtimeName, runtimeVersion, runtimeEnvsDir: input.config.runtimeEnvsDir,
-        dirName: envDirName, envDir,
+        parentDir: envParent, dirName: envDirName, envDir, cacheKey,
         createCommand: execConfig.environment.create_command ?? null,
         interpreterPath: execConfig.environment.interpreter_path ?? null,
         manifestFile: execConfig.dependencies?.manifest_file ?? null,
@@ -279,6 +288,27 @@ export function planExecution(input: PlanInput): PlanResult {
     },
   };
 }
+
+/**
+ * Attune's `sha256/{key}` (execution/runtime-cache-key.ts) when the execution is pinned to a
+ * release, else null. Its inputs as Attune's worker takes them: the version its executor chose
+ * (even when that version's interpreter is missing and the base runtime runs), and the manifest of
+ * that version's own execution_config (Attune replaces the whole config with it), else the runtime's.
+ */
+function keyOf(input: PlanInput, runtimeName: string, execConfig: RuntimeExecutionConfig): string | null {
+  const release = input.execution.pack_release_digest;
+  if (!release) return null;
+  const cfg = input.runtimeVersion ? (input.runtimeVersion.execution_config ?? {}) : execConfig;
+  const manifest = cfg.dependencies?.manifest_file;
+  const dependencyDigest = manifest ? (input.facts.sha256OfFile?.(join(input.source.packDir, manifest)) ?? SHA256_OF_NOTHING) : SHA256_OF_NOTHING;
+  const id = input.cacheIdentity ?? THIS_WORKER;
+  return runtimeCacheKey({
+    releaseDigest: release, dependencyDigest, runtimeName, runtimeVersion: input.runtimeVersion?.version ?? 'default',
+    platform: id.platform, workerImageFormat: id.workerImageFormat, usizeBytes: id.usizeBytes,
+  });
+}
+
+const THIS_WORKER = thisWorkerIdentity();
 
 function fail(code: PlanErrorCode, stage: 'prepare' | 'execute', message: string): PlanResult {
   return { ok: false, error: new PlanError(code, stage, message) };

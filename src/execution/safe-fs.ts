@@ -18,7 +18,7 @@
  * checked directory for a link between two steps): the agent warns at start (safeFsMode).
  */
 import { constants, fstatSync, openSync, closeSync, statSync } from 'node:fs';
-import { mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 
@@ -79,6 +79,11 @@ export class SafeDir {
 
   close(): Promise<void> {
     return this.#fh.close();
+  }
+
+  /** The names in this directory (with their types, not followed), read through the open descriptor. */
+  entries() {
+    return readdir(safeFsMode() === 'proc-fd' ? `/proc/self/fd/${this.#fh.fd}` : this.path, { withFileTypes: true });
   }
 }
 

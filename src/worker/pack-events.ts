@@ -11,7 +11,7 @@
  * A pack_ref that fails Attune's pack-ref rule rejects the message (nack, no requeue); any other
  * message type is logged and acked, as Attune's worker does.
  */
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { isAbsolute, join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ActionRow, ExecutionRow, RuntimeRow, RuntimeVersionRow } from '../model.ts';
@@ -22,7 +22,8 @@ import { PACK_REF, PACK_REF_RULE, resolveActionSource } from '../execution/pack-
 import { chooseRuntimeVersion, detectedForRuntime } from '../execution/runtime-version.ts';
 import { planExecution, type DetectedInterpreter, type PlanConfig } from '../execution/plan.ts';
 import type { RuntimeEnvironments } from '../execution/environments.ts';
-import { openDirBelow } from '../execution/safe-fs.ts';
+import { openDirBelow, openDirFrom } from '../execution/safe-fs.ts';
+import { CACHE_DIR, PACK_REF_MARKER } from '../execution/runtime-cache-key.ts';
 import { REAL_FACTS } from './run-execution.ts';
 
 /** A runtime row with its live versions. */
@@ -39,6 +40,12 @@ export interface PackEventsDeps {
   verifiedReleases: Set<string>;
   /** The runtime rows whose lower(name) is one of `names` (pg: db/pack-runtimes.ts). */
   loadRuntimes: (names: readonly string[]) => Promise<RuntimeWithVersions[]>;
+  /**
+   * Attune's refresh on PackRegistered: the runtime_version rows verified on this worker again and
+   * `capabilities.runtime_versions` rewritten (db/pack-runtimes.ts refreshRuntimeVersionsCapability).
+   * Returns what is advertised now.
+   */
+  refreshRuntimeVersions?: () => Promise<Record<string, string[]>>;
   log: Logger;
 }
 
@@ -79,6 +86,17 @@ export class PackEvents {
     const names = [...new Set(p.runtime_names.map((n) => n.toLowerCase()))];
     const rows = names.length > 0 ? await this.#d.loadRuntimes(names) : [];
     const mine = rows.filter((r) => detectedForRuntime(r.runtime, this.#d.detected).length > 0);
+    // As Attune's worker: when the pack names a runtime this worker runs, its version rows (new
+    // ones come with the pack) are verified here and the worker's capabilities refreshed, so the
+    // executor can pick them; then the environments below are planned with them.
+    if (mine.length > 0 && this.#d.refreshRuntimeVersions) {
+      try {
+        const advertised = await this.#d.refreshRuntimeVersions();
+        log.info({ pack_ref: p.pack_ref, runtime_versions: advertised }, `pack ${p.pack_ref} registered: runtime versions verified, capabilities.runtime_versions refreshed`);
+      } catch (e) {
+        log.warn({ pack_ref: p.pack_ref }, `pack ${p.pack_ref} registered: cannot refresh capabilities.runtime_versions (${(e as Error).message}); the worker keeps advertising what it did`);
+      }
+    }
     const done: PreparedEnvironment[] = [];
     for (const r of mine) done.push(await this.#prepare(p, r, log));
     log.info({ pack_ref: p.pack_ref, pack_id: p.pack_id, version: p.version, release_digest: p.release_digest, runtime_names: p.runtime_names, environments: done },
@@ -123,12 +141,41 @@ export class PackEvents {
     return { runtime: name, env_dir: spec.envDir, outcome: 'ready' };
   }
 
+  /** `sha256/{key}` environments whose `.attune-pack-ref` names the pack (Attune's purge removes them too). */
+  async #ownedCacheEntries(packRef: string): Promise<string[][]> {
+    let cache;
+    try {
+      cache = await openDirBelow(this.#d.config.runtimeEnvsDir, [CACHE_DIR]);
+    } catch {
+      return [];
+    }
+    const owned: string[][] = [];
+    try {
+      for (const e of await cache.entries()) {
+        if (!e.isDirectory() || e.name.startsWith('.')) continue;
+        try {
+          const env = await openDirFrom(cache, [e.name]);
+          try {
+            if ((await readFile(env.at(PACK_REF_MARKER), 'utf8')).trim() === packRef) owned.push([CACHE_DIR, e.name]);
+          } finally {
+            await env.close().catch(() => undefined);
+          }
+        } catch {
+          /* no marker (or not readable): not this pack's */
+        }
+      }
+    } finally {
+      await cache.close().catch(() => undefined);
+    }
+    return owned;
+  }
+
   /** Remove the pack's environments under runtime_envs_dir; returns what was refused. */
   async packDeleted(p: PackDeleted, log: Logger): Promise<{ removed: string[]; refused: string[] }> {
     const root = this.#d.config.runtimeEnvsDir;
     const removed: string[] = [];
     const refused: string[] = [];
-    const targets: string[][] = [[p.pack_ref]];
+    const targets: string[][] = [[p.pack_ref], ...(await this.#ownedCacheEntries(p.pack_ref))];
     for (const rel of p.runtime_environment_paths) {
       const parts = rel.split('/').filter((s) => s !== '');
       if (isAbsolute(rel) || parts.length === 0 || parts.some((s) => s === '.' || s === '..' || s.includes('\0'))) {

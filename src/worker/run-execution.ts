@@ -13,7 +13,8 @@
  * before it starts, an output that cannot be stored encrypted is never written in clear.
  */
 import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -317,5 +318,12 @@ export const REAL_FACTS: PlanFacts = {
   isExecutableFile: isExecutable,
   which(name, pathEnv) {
     return which.sync(name, { path: pathEnv, nothrow: true });
+  },
+  sha256OfFile(path) {
+    try {
+      return createHash('sha256').update(readFileSync(path)).digest('hex');
+    } catch {
+      return null;
+    }
   },
 };

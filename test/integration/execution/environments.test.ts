@@ -12,7 +12,11 @@ import pino from 'pino';
 import * as h from '../../helpers/execution.ts';
 import { CORE_RUNTIMES } from '../../fixtures/catalog/core-runtimes.ts';
 import type { RuntimeExecutionConfig } from '../../../src/model.ts';
-import { DEPS_MARKER, READY_MARKER } from '../../../src/execution/environments.ts';
+import { DEPS_MARKER, READY_MARKER, RuntimeEnvironments } from '../../../src/execution/environments.ts';
+import { PACK_REF_MARKER, runtimeCacheKey, thisWorkerIdentity } from '../../../src/execution/runtime-cache-key.ts';
+import { RELEASE_MARKER, releaseRoot } from '../../../src/execution/pack-files.ts';
+import { createHash } from 'node:crypto';
+import { renameSync } from 'node:fs';
 import { makeWheel, writeDependencyPack } from '../../fixtures/environments/dep-pack.ts';
 
 const FIXTURES = resolve(import.meta.dirname, '../../fixtures/environments');
@@ -299,4 +303,118 @@ test('an environment Attune built in place (no .attune-runtime-ready, deps marke
   assert.deepEqual(r.result.data, { value: 'attune-built', prefix: envDir });
   assert.equal(log.ran(/: running `/), 0, 'no setup command: the environment is reused');
   assert.ok(!existsSync(join(envDir, READY_MARKER)), 'left as Attune made it');
+});
+
+/** A pinned release of `testpack` on the packs volume (verified by its ready marker); returns its digest. */
+function pinnedRelease(packsDir: string, requirements: string, label: string): string {
+  const digest = createHash('sha256').update(label).digest('hex');
+  const staging = writeDependencyPack(join(packsDir, '.staging'), label, requirements);
+  writeFileSync(join(staging, 'pack.yaml'), 'ref: testpack\n');
+  mkdirSync(releaseRoot(packsDir, digest), { recursive: true });
+  renameSync(staging, join(releaseRoot(packsDir, digest), 'pack'));
+  writeFileSync(join(releaseRoot(packsDir, digest), RELEASE_MARKER), digest);
+  return digest;
+}
+
+/** The key Attune's worker computes for this release of testpack on this machine (python, no version chosen). */
+function keyFor(packsDir: string, digest: string): string {
+  const manifest = readFileSync(join(releaseRoot(packsDir, digest), 'pack', 'requirements.txt'));
+  const id = thisWorkerIdentity();
+  return runtimeCacheKey({ releaseDigest: digest, dependencyDigest: createHash('sha256').update(manifest).digest('hex'), runtimeName: 'python', runtimeVersion: 'default', ...id })!;
+}
+
+test('a pinned release: the environment is Attune\'s sha256/{key}, complete before it appears; an Attune-built one is reused', async (t) => {
+  const root = h.tempDir('env-key');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = join(root, 'packs');
+  const envs = join(root, 'runtime_envs');
+  const digest = pinnedRelease(packs, `${makeWheel(root, '1.0.0', 'keyed')}\n`, 'release-1');
+  const key = keyFor(packs, digest);
+  const envDir = join(envs, 'sha256', key);
+  const log = capture();
+  const pinned = (d: string) => h.run({
+    execution: h.execution({ pack_release: 1, pack_release_digest: d }), action: h.action('use_dep.py', { output_format: 'json' }), runtime: python(),
+    config: { ...h.config(), packsBaseDir: packs, runtimeEnvsDir: envs }, detected: h.detected(), baselineEnv: { PATH }, logger: log.logger,
+  });
+
+  const first = await pinned(digest);
+  assert.equal(first.status, 'completed', JSON.stringify(first.result));
+  assert.deepEqual(first.result.data, { value: 'keyed', prefix: envDir });
+  assert.equal(readFileSync(join(envDir, READY_MARKER), 'utf8'), key, 'ready exactly when Attune\'s is_ready says so');
+  assert.equal(readFileSync(join(envDir, PACK_REF_MARKER), 'utf8'), 'testpack', 'the owner Attune\'s PackDeleted purge reads');
+  assert.ok(existsSync(join(envDir, DEPS_MARKER)), 'installed before the rename');
+  assert.ok(!existsSync(join(envs, 'testpack')), 'no legacy directory');
+  assert.deepEqual(readdir(join(envs, 'sha256')), [key], 'no temporary or lock left beside it');
+  assert.equal(log.ran(/: running `/), 2);
+
+  const second = await pinned(digest);
+  assert.equal(second.status, 'completed');
+  assert.equal(log.ran(/: running `/), 2, 'warm: no setup command');
+
+  // What Attune's worker publishes for another release: a venv with the deps, the key as ready marker, no pack-ref marker yet.
+  const digest2 = pinnedRelease(packs, `${makeWheel(root, '2.0.0', 'attune-keyed')}\n`, 'release-2');
+  const key2 = keyFor(packs, digest2);
+  const attuneDir = join(envs, 'sha256', key2);
+  execFileSync('python3', ['-m', 'venv', '--copies', attuneDir]);
+  execFileSync(join(attuneDir, 'bin', 'python3'), ['-m', 'pip', 'install', '-q', '-r', join(releaseRoot(packs, digest2), 'pack', 'requirements.txt')], { env: { PATH, PIP_CONFIG_FILE: '/dev/null', PIP_DISABLE_PIP_VERSION_CHECK: '1' } });
+  writeFileSync(join(attuneDir, READY_MARKER), key2);
+  const third = await pinned(digest2);
+  assert.equal(third.status, 'completed', JSON.stringify(third.result));
+  assert.deepEqual(third.result.data, { value: 'attune-keyed', prefix: attuneDir });
+  assert.equal(log.ran(/: running `/), 2, 'Attune\'s environment is used as it is');
+  assert.equal(readFileSync(join(attuneDir, PACK_REF_MARKER), 'utf8'), 'testpack', 'marked as Attune marks it at each execution');
+
+  // A directory at the key whose ready marker is not the key (half-built by hand, another format): rebuilt.
+  writeFileSync(join(envDir, READY_MARKER), 'ready');
+  const fourth = await pinned(digest);
+  assert.equal(fourth.status, 'completed', JSON.stringify(fourth.result));
+  assert.equal(readFileSync(join(envDir, READY_MARKER), 'utf8'), key);
+  assert.equal(log.ran(/runtime environment created/), 2);
+});
+
+test('what a killed set-up left (temporary sibling, moved-aside directory, stale lock) is removed at the next set-up and at start', async (t) => {
+  const root = h.tempDir('env-sweep');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = pythonPack(root, `${makeWheel(root, '1.0.0', 'swept')}\n`);
+  const envs = join(root, 'runtime_envs');
+  const dead = spawn('true');
+  await new Promise((r) => dead.on('close', r));
+  const host = (await import('node:os')).hostname();
+  const leave = (dir: string, name: string) => {
+    mkdirSync(join(dir, `.${name}.tmp-${dead.pid}-0badc0de`, 'bin'), { recursive: true });
+    writeFileSync(join(dir, `.${name}.tmp-${dead.pid}-0badc0de`, 'bin', 'half'), 'x');
+    mkdirSync(join(dir, `.${name}.old-${dead.pid}-deadbeef`), { recursive: true });
+    mkdirSync(join(dir, `.${name}.lock.stale-12345678`), { recursive: true });
+    mkdirSync(join(dir, `.${name}.lock`), { recursive: true });
+    writeFileSync(join(dir, `.${name}.lock`, 'owner'), JSON.stringify({ pid: dead.pid, host, started_ms: Date.now() }));
+  };
+  // A link planted among them is removed as a link, its target untouched; others' names are left alone.
+  const outside = join(root, 'outside');
+  mkdirSync(outside);
+  writeFileSync(join(outside, 'keep'), 'k');
+  const { symlinkSync } = await import('node:fs');
+
+  // 1. At the next set-up of that environment (under its lock).
+  leave(join(envs, 'testpack'), 'python');
+  symlinkSync(outside, join(envs, 'testpack', `.python.tmp-${dead.pid}-aaaaaaaa`));
+  writeFileSync(join(envs, 'testpack', '.runtime.1b4e28ba-2fa1-11d2-883f-0016d3cca427.tmp'), 'attune\'s');
+  const log = capture();
+  const r = await runPython(packs, envs, log.logger);
+  assert.equal(r.status, 'completed', JSON.stringify(r.result));
+  assert.deepEqual(readdir(join(envs, 'testpack')), ['.runtime.1b4e28ba-2fa1-11d2-883f-0016d3cca427.tmp', 'python']);
+  assert.ok(existsSync(join(outside, 'keep')));
+
+  // 2. At start, for an environment that is warm (no set-up would ever look) and in sha256/.
+  leave(join(envs, 'testpack'), 'python');
+  leave(join(envs, 'sha256'), 'f'.repeat(64));
+  mkdirSync(join(envs, 'other', '.python.lock'), { recursive: true }); // a live owner's lock: kept
+  writeFileSync(join(envs, 'other', '.python.lock', 'owner'), JSON.stringify({ pid: process.pid, host, started_ms: Date.now() }));
+  mkdirSync(join(envs, 'other', `.python.tmp-${process.pid}-abcdef01`));
+  const environments = new RuntimeEnvironments({ setupTimeoutMs: 60_000, baselineEnv: { PATH } });
+  const removed = await environments.sweep(envs, log.logger);
+  assert.equal(removed, 6, 'tmp, old and stale-lock leftovers of both environments');
+  assert.deepEqual(readdir(join(envs, 'testpack')), ['.runtime.1b4e28ba-2fa1-11d2-883f-0016d3cca427.tmp', 'python']);
+  assert.deepEqual(readdir(join(envs, 'sha256')), []);
+  assert.deepEqual(readdir(join(envs, 'other')), ['.python.lock', `.python.tmp-${process.pid}-abcdef01`], 'a set-up in progress is not touched');
+  assert.equal((await runPython(packs, envs, log.logger)).status, 'completed');
 });

@@ -16,7 +16,9 @@ import { createPackTestsConsumer, createPacksConsumer } from '../../../src/mq/wo
 import { PackEvents } from '../../../src/worker/pack-events.ts';
 import { notRunMessage, packTestsHandler } from '../../../src/worker/pack-tests.ts';
 import { failRunningPackInstall, findPackInstall } from '../../../src/db/pack-installs.ts';
-import { loadRuntimesByName } from '../../../src/db/pack-runtimes.ts';
+import { loadRuntimesByName, refreshRuntimeVersionsCapability } from '../../../src/db/pack-runtimes.ts';
+import { execFileSync } from 'node:child_process';
+import type { DetectedInterpreter } from '../../../src/execution/plan.ts';
 import { RuntimeEnvironments, DEPS_MARKER, READY_MARKER } from '../../../src/execution/environments.ts';
 import { AMQP_URL, attuneEnvelope, captureLogger, connectTest, deleteWorkerQueues, publishLikeAttune, queueDepth, randomWorkerId } from '../../helpers/amqp.ts';
 import { createTestDatabase, type TestDatabase } from '../../helpers/pg.ts';
@@ -49,7 +51,7 @@ after(async () => {
 });
 
 /** An agent's pack consumers on their own connection, with a packs dir and runtime_envs dir. */
-async function agent() {
+async function agent(opts: { detected?: DetectedInterpreter[]; refresh?: () => Promise<Record<string, string[]>> } = {}) {
   const workerId = randomWorkerId();
   const root = h.tempDir('pack-events');
   const packs = join(root, 'packs');
@@ -62,8 +64,8 @@ async function agent() {
   const config = { ...h.config(), packsBaseDir: packs, runtimeEnvsDir: envs };
   const environments = new RuntimeEnvironments({ setupTimeoutMs: 300_000, baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
   const events = new PackEvents({
-    config, detected: h.detected(), baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, environments, verifiedReleases: new Set(),
-    loadRuntimes: (names) => loadRuntimesByName(db.pool, names), log: log.logger,
+    config, detected: opts.detected ?? h.detected(), baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, environments, verifiedReleases: new Set(),
+    loadRuntimes: (names) => loadRuntimesByName(db.pool, names), log: log.logger, refreshRuntimeVersions: opts.refresh,
   });
   const packsConsumer = createPacksConsumer(conn, workerId, (env) => events.onMessage(env), log.logger);
   const testsConsumer = createPackTestsConsumer(conn, workerId, packTestsHandler({
@@ -113,7 +115,10 @@ test('PackRegistered makes the pack\'s venv with its dependencies; the first exe
 
 test('PackDeleted removes that pack\'s environments only; a path leaving runtime_envs_dir is refused; a bad pack_ref is dropped', async () => {
   const a = await agent();
-  for (const d of ['testpack/python', 'testpack/python-3.11', 'otherpack/python', 'sha256/abc']) mkdirSync(join(a.envs, d), { recursive: true });
+  for (const d of ['testpack/python', 'testpack/python-3.11', 'otherpack/python', 'sha256/abc', 'sha256/ownedkey', 'sha256/otherkey', 'sha256/nomarker']) mkdirSync(join(a.envs, d), { recursive: true });
+  // Attune's purge reads .attune-pack-ref in sha256/*: the pack's content-addressed environments go too.
+  writeFileSync(join(a.envs, 'sha256', 'ownedkey', '.attune-pack-ref'), 'testpack');
+  writeFileSync(join(a.envs, 'sha256', 'otherkey', '.attune-pack-ref'), 'otherpack');
   const outside = join(a.root, 'x');
   mkdirSync(outside);
   writeFileSync(join(outside, 'keep'), 'keep');
@@ -125,6 +130,8 @@ test('PackDeleted removes that pack\'s environments only; a path leaving runtime
   assert.ok(!existsSync(join(a.envs, 'testpack')), 'the pack\'s environments are gone');
   assert.ok(!existsSync(join(a.envs, 'sha256', 'abc')), 'the listed relative path is removed');
   assert.ok(existsSync(join(a.envs, 'otherpack', 'python')), 'another pack\'s environment is untouched');
+  assert.ok(!existsSync(join(a.envs, 'sha256', 'ownedkey')), 'the pack\'s sha256 environment is removed');
+  assert.ok(existsSync(join(a.envs, 'sha256', 'otherkey')) && existsSync(join(a.envs, 'sha256', 'nomarker')), 'others\' (and unmarked) are kept');
   assert.ok(existsSync(join(outside, 'keep')), '../x is not touched');
   const refused = a.log.lines.filter((l) => /refusing runtime environment path/.test(String(l.msg))).map((l) => l.path);
   assert.deepEqual(refused, ['../x', '/etc']);
@@ -175,4 +182,44 @@ test('PackTestRequested: consumed (queue empty); this worker\'s running install 
   assert.ok(line, JSON.stringify(a.log.lines.map((l) => l.msg)));
   assert.equal(line.level, 'error');
   assert.ok(a.log.lines.some((l) => /pack_install 999999999 does not exist/.test(String(l.msg))));
+});
+
+test('PackRegistered re-verifies runtime versions: a version row added after start is verified here, advertised in the worker\'s capabilities, and its environment made', async () => {
+  const PATH = process.env.PATH ?? '/usr/bin:/bin';
+  const full = execFileSync('python3', ['-c', 'import sys; print("%d.%d.%d" % sys.version_info[:3])'], { encoding: 'utf8' }).trim();
+  const minor = full.split('.').slice(0, 2).join('.');
+  const detected = h.detected().map((d) => (d.name === 'python' ? { ...d, version: full } : d));
+  const { rows: [w] } = await db.pool.query<{ id: number }>(
+    `INSERT INTO worker (name, worker_type, worker_role, status, capabilities) VALUES ($1, 'container', 'action', 'active', $2) RETURNING id`,
+    [`pack-events-versions-${process.pid}`, JSON.stringify({ runtimes: ['python', 'native'], worker_version: '0.6.0', runtime_versions: { python: [full] } })],
+  );
+  const a = await agent({
+    detected,
+    refresh: () => refreshRuntimeVersionsCapability(db.pool, w.id, new Set(['python', 'shell']), { python: [full] }, { PATH }),
+  });
+  writeDependencyPack(a.packs, 'testpack', `${makeWheel(a.root, '1.0.0', 'versioned')}\n`);
+  // Registered with the pack, after this agent started: one this image has, one it has not.
+  const versionConfig = { ...PY_CONFIG, interpreter: { ...PY_CONFIG.interpreter, binary: 'python3' } };
+  await db.pool.query(
+    `INSERT INTO runtime_version (runtime, runtime_ref, version, execution_config, distributions, is_default) VALUES
+       ($1, 'core.python', $2, $3, $4, true),
+       ($1, 'core.python', '9.99', $3, $5, false)`,
+    [runtimeId, minor, JSON.stringify(versionConfig),
+      JSON.stringify({ verification: { commands: [{ binary: 'python3', args: ['--version'], exit_code: 0, pattern: `Python ${minor.replace('.', '\\.')}\\.`, priority: 1 }] } }),
+      JSON.stringify({ verification: { commands: [{ binary: 'python9.99', args: ['--version'], priority: 1 }] } })],
+  );
+  cleanups.push(async () => {
+    await db.pool.query(`DELETE FROM runtime_version WHERE runtime = $1`, [runtimeId]);
+  });
+
+  await publishPackEvent('PackRegistered', 'pack.registered', {
+    pack_id: 8, pack_ref: 'testpack', version: '1.0.0', release_id: null, release_digest: null, runtime_names: ['python'],
+  });
+  await waitFor('the PackRegistered to be handled and acked', () => a.packsConsumer.stats.acked === 1, { timeoutMs: 240_000 });
+  const { rows: [row] } = await db.pool.query<{ capabilities: Record<string, unknown> }>('SELECT capabilities FROM worker WHERE id = $1', [w.id]);
+  assert.deepEqual(row.capabilities.runtime_versions, { python: [full, minor] }, 'the verified row is advertised (detected version kept), 9.99 is not');
+  assert.deepEqual(row.capabilities.runtimes, ['python', 'native'], 'the other capabilities are untouched');
+  const envDir = join(a.envs, 'testpack', `python-${minor}`);
+  assert.ok(existsSync(join(envDir, DEPS_MARKER)), `the environment of the new version is made ahead: ${JSON.stringify(a.log.lines.map((l) => l.msg))}`);
+  assert.ok(a.log.lines.some((l) => /runtime versions verified, capabilities.runtime_versions refreshed/.test(String(l.msg))));
 });

@@ -339,7 +339,7 @@ test('environment: legacy layout {pack}/{runtime}-{version}; the environment\'s 
   assert.equal(before.argv[0], '/usr/bin/python3.11');
   assert.deepEqual(before.environment, {
     packRef: 'demo', packDir: PACK_DIR, runtimeName: 'python', runtimeVersion: '3.11', runtimeEnvsDir: '/opt/attune/runtime_envs',
-    dirName: 'python-3.11', envDir: '/opt/attune/runtime_envs/demo/python-3.11',
+    parentDir: 'demo', dirName: 'python-3.11', envDir: '/opt/attune/runtime_envs/demo/python-3.11', cacheKey: null,
     createCommand: ['python3.11', '-m', 'venv', '{env_dir}'], interpreterPath: '{env_dir}/bin/python3.11',
     manifestFile: 'requirements.txt', installCommand: ['{interpreter}', '-m', 'pip', 'install', '-r', '{manifest_path}'],
     envVars: null, baseInterpreter: '/usr/bin/python3.11', interpreterBinary: 'python3.11',
@@ -350,4 +350,35 @@ test('environment: legacy layout {pack}/{runtime}-{version}; the environment\'s 
   assert.equal(plan().environment, null, 'a runtime without environment or dependencies');
   const none = { ...cfg('11'), environment: { env_type: 'none' } };
   assert.equal(plan({ runtime: rt('Python', '/usr/bin/python3', { execution_config: none }) }).environment, null, 'env_type none: no set-up, as in Attune');
+});
+
+test('environment: a pinned release uses Attune\'s sha256/{key} layout, for the chosen version and its fallback alike', () => {
+  const digest = '0123456789abcdef'.repeat(4);
+  const cfg = {
+    interpreter: { binary: 'python3', args: ['-u'] },
+    environment: { env_type: 'virtualenv', create_command: ['python3', '-m', 'venv', '{env_dir}'], interpreter_path: '{env_dir}/bin/python3' },
+    dependencies: { manifest_file: 'requirements.txt', install_command: ['{interpreter}', '-m', 'pip', 'install', '-r', '{manifest_path}'] },
+  };
+  const req = `${PACK_DIR}/requirements.txt`;
+  const hashing = (files: Record<string, string>): PlanFacts => ({ ...facts(['/usr/bin/python3']), sha256OfFile: (p) => files[p] ?? null });
+  const id = { platform: 'linux:x86_64:musl', workerImageFormat: '0.6.0', usizeBytes: 8 as const };
+  const pinned = execution({ pack_release: 3, pack_release_digest: digest });
+  const runtime = rt('Python', '/usr/bin/python3', { execution_config: cfg });
+  // requirements.txt = "requests==2.31.0\n": sha256 1d277ef3…883f; key derived in runtime-cache-key.test.ts.
+  const p = plan({ execution: pinned, runtime, cacheIdentity: id, facts: hashing({ [req]: '1d277ef3981a3e49b02912a0f03fe1ab563539d7e4e1b5c1e6404a57b19d883f' }) });
+  const key = 'bfbae73f094823477edbcb043f4cd7a18769bf0c3913f41507e28064f233454b';
+  assert.equal(p.environment?.cacheKey, key);
+  assert.equal(p.environment?.parentDir, 'sha256');
+  assert.equal(p.environment?.dirName, key);
+  assert.equal(p.environment?.envDir, `/opt/attune/runtime_envs/sha256/${key}`);
+  // Not pinned, or a digest that is not lowercase SHA-256: the legacy layout, as Attune.
+  assert.equal(plan({ runtime, cacheIdentity: id }).environment?.envDir, '/opt/attune/runtime_envs/demo/python');
+  assert.equal(plan({ execution: execution({ pack_release_digest: digest.toUpperCase() }), runtime, cacheIdentity: id }).environment?.cacheKey, null);
+  // The version Attune's executor chose is in the key even when its interpreter is missing here (the base runtime runs, same directory).
+  const v: RuntimeVersionRow = { id: 1, runtime: 1, runtime_ref: 'core.python', version: '3.12', is_default: true, available: true,
+    execution_config: { ...cfg, interpreter: { binary: 'python3.12' } } };
+  const fallback = plan({ execution: pinned, runtime, runtimeVersion: v, cacheIdentity: id, facts: hashing({}) });
+  assert.equal(fallback.runtimeVersion, null);
+  assert.equal(fallback.environment?.cacheKey, '669fd4762e2d85f46fe6632fde66c7d49a52f2edc47a03ea05a8969d20dfe59e', 'version 3.12, the manifest unreadable: sha256 of no bytes');
+  assert.equal(fallback.environment?.envDir, `/opt/attune/runtime_envs/sha256/${fallback.environment?.cacheKey}`);
 });
