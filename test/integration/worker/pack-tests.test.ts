@@ -277,3 +277,19 @@ test('a python runner on an image without python: the runner cannot start, the s
   assert.equal(c.status, 'error');
   assert.match(c.errorMessage, /^Internal error: Failed to spawn command 'python3': No such file or directory \(os error 2\) \(attune-agent: this image has no python for the unittest runner python; interpreters detected: shell \//);
 });
+
+test('a python candidate gets a private environment under .pack-test-attempts/{id}, removed with the candidate after its run', async () => {
+  const a = await agent();
+  const token = 'python-candidate-token';
+  const id = await a.install('pyunit', '1.1.0', 'install', { packId: null, hash: hashIntegrationToken(token) });
+  const candidate = join(a.packs, `.pack-test-${id}`);
+  cpSync(join(a.packs, 'pyunit'), candidate, { recursive: true });
+  writeFileSync(join(candidate, 'requirements.txt'), `${makeWheel(a.root, '1.0.0', 'from-venv')}\n`);
+  await a.request({ pack_install_id: id, pack_ref: 'pyunit', pack_version: '1.1.0', trigger_reason: 'install', candidate_path: candidate, candidate_access_token: token });
+  const row = await installRow(id);
+  assert.equal(row.status, 'activating', JSON.stringify(row.test_result ?? row.error_message));
+  assert.match(row.test_result.testSuites[0].testCases[0].stdout, new RegExp(`PREFIX=${a.envs}/\\.pack-test-attempts/${id}/python`));
+  assert.ok(!existsSync(candidate), 'the candidate is removed');
+  assert.ok(!existsSync(join(a.envs, '.pack-test-attempts', String(id))), 'its environment too');
+  assert.ok(!existsSync(join(a.envs, 'pyunit')), 'the active pack\'s environment is not touched');
+});
