@@ -185,14 +185,17 @@ export class PackTests {
       this.#finish(p, log, p.trigger_reason === 'manual' ? 'succeeded' : 'activating', null, testExecutionId, result);
     const yamlPath = join(packDir, 'pack.yaml');
     if (!existsSync(yamlPath)) return fail(`pack.yaml not found for pack '${p.pack_ref}' on worker`);
+    let text: string;
+    try {
+      text = await readFile(yamlPath, 'utf8');
+    } catch (e) {
+      return fail(`Internal error: Failed to read pack.yaml for '${p.pack_ref}': ${rustIoError(e)}`);
+    }
     let doc: unknown;
     try {
-      doc = parseYaml(await readFile(yamlPath, 'utf8'));
+      doc = parseYaml(text);
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      return fail(code && /^E[A-Z]+$/.test(code)
-        ? `Internal error: Failed to read pack.yaml for '${p.pack_ref}': ${rustIoError(e)}`
-        : `Internal error: Failed to parse pack.yaml for '${p.pack_ref}': ${(e as Error).message}`);
+      return fail(`Internal error: Failed to parse pack.yaml for '${p.pack_ref}': ${(e as Error).message}`);
     }
     const testing = doc !== null && typeof doc === 'object' && !Array.isArray(doc) ? (doc as Record<string, unknown>).testing : undefined;
     // No testing configuration: a successful (no-op) run, so the install is not blocked.
