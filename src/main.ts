@@ -205,10 +205,14 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
   }
 }
 
-/** A consumer whose close() first runs `stop` (a running pack test suite is killed, its message requeued). */
-function stoppingFirst<C extends { close(): Promise<void> }>(consumer: C, stop: () => void): C {
+/**
+ * A consumer whose close() stops deliveries, then runs `stop` (a running pack test suite is killed,
+ * its message requeued), then closes.
+ */
+function stoppingFirst<C extends { cancel(): Promise<void>; close(): Promise<void> }>(consumer: C, stop: () => void): C {
   const close = consumer.close.bind(consumer);
   consumer.close = async () => {
+    await consumer.cancel().catch(() => undefined);
     stop();
     await close();
   };

@@ -104,6 +104,7 @@ export class PackTests {
   /** The consumer's handler: one envelope of `worker.{id}.packtests`. */
   async onMessage(env: Envelope<unknown>, delivery: DeliveryInfo): Promise<Disposition> {
     const log = this.#d.log.child({ message_id: env.message_id, message_type: env.message_type });
+    if (this.#stop.signal.aborted) return 'nack-requeue'; // shutting down: for the next start
     if (env.message_type !== 'PackTestRequested') {
       log.info(`ignoring a ${env.message_type} message on the pack tests queue (acked)`);
       return 'ack';

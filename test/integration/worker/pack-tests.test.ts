@@ -91,17 +91,21 @@ async function agent(o: AgentOpts = {}) {
       [ref, version, over.status ?? 'running', trigger, over.packId === undefined ? await pack(ref) : over.packId,
         over.worker === undefined ? workerId : over.worker, over.hash ?? null])).rows[0].id;
   let published = 0;
-  /** Publish a PackTestRequested as Attune's executor does and wait until it is settled. */
-  const request = async (payload: Record<string, unknown>) => {
+  /** Publish a PackTestRequested as Attune's executor does. */
+  const publish = async (payload: Record<string, unknown>) => {
     const { body, messageId } = attuneEnvelope('PackTestRequested', {
       candidate_path: null, required_runtimes: [], worker_selector: {}, worker_tolerations: [], worker_affinity: {}, ...payload,
     }, 'executor');
     await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${workerId}`, body, messageId);
+  };
+  /** …and wait until it is settled. */
+  const request = async (payload: Record<string, unknown>) => {
+    await publish(payload);
     published++;
     const s = consumer.stats;
     await waitFor(`pack test request ${published} to be settled`, () => s.acked + s.dropped + s.requeued >= published, { timeoutMs: 240_000 });
   };
-  return { workerId, root, packs, envs, log, consumer, pack, install, request };
+  return { workerId, root, packs, envs, log, consumer, tests, pack, install, request, publish };
 }
 
 async function installRow(id: number) {
@@ -292,4 +296,23 @@ test('a python candidate gets a private environment under .pack-test-attempts/{i
   assert.ok(!existsSync(candidate), 'the candidate is removed');
   assert.ok(!existsSync(join(a.envs, '.pack-test-attempts', String(id))), 'its environment too');
   assert.ok(!existsSync(join(a.envs, 'pyunit')), 'the active pack\'s environment is not touched');
+});
+
+test('shutdown while a suite runs: its process group is killed, the request requeued, the install left running for the next start', async () => {
+  const mark = h.marker();
+  const a = await agent({ baselineEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...mark.env } });
+  const dir = join(a.packs, 'sleeper');
+  mkdirSync(join(dir, 'tests'), { recursive: true });
+  writeFileSync(join(dir, 'tests', 'sleep.sh'), 'sleep 600\n');
+  writeFileSync(join(dir, 'pack.yaml'), 'ref: sleeper\ntesting:\n  enabled: true\n  discovery:\n    method: directory\n  runners:\n    s:\n      type: script\n      entry_point: tests/sleep.sh\n      timeout: 600\n');
+  const id = await a.install('sleeper', '1.0.0', 'install');
+  await a.publish({ pack_install_id: id, pack_ref: 'sleeper', pack_version: '1.0.0', trigger_reason: 'install' });
+  await waitFor('the runner to start', () => h.processesWithMarker(mark.value).length > 0);
+  await a.consumer.cancel();
+  a.tests.stop();
+  await waitFor('the request to be requeued', () => a.consumer.stats.requeued === 1);
+  await waitFor('no process of the suite left', () => h.processesWithMarker(mark.value).length === 0);
+  const row = await installRow(id);
+  assert.deepEqual([row.status, row.error_message, row.test_result], ['running', null, null]);
+  assert.ok(a.log.lines.some((l) => /stopped by the agent's shutdown/.test(String(l.msg))));
 });
