@@ -260,15 +260,16 @@ export class PackTests {
     const rv = await d.db.loadRuntimeByRef('core.python');
     if (!rv) return { ok: false, error: 'Not found: runtime with ref=core.python' };
     if (detectedForRuntime(rv.runtime, d.detected).length === 0) return { ok: true, interpreter: null };
-    const planned = await planPackRuntime(d, { pack_id: packId, pack_ref: p.pack_ref, release_id: null, release_digest: null }, rv, packDir);
+    // A candidate has no pack row yet: its environment is private to the attempt, planned with
+    // `{runtime_envs_dir}/.pack-test-attempts/{id}` as the runtime_envs_dir (so every path of it is
+    // the plan's own: `…/{id}/{pack_ref}/{runtime}`, one level below Attune's `…/{id}/{runtime}`),
+    // and removed with the attempt.
+    const planDeps = p.candidate_path === null ? d
+      : { ...d, config: { ...d.config, runtimeEnvsDir: join(d.config.runtimeEnvsDir, ATTEMPTS_DIR, String(p.pack_install_id)) } };
+    const planned = await planPackRuntime(planDeps, { pack_id: packId, pack_ref: p.pack_ref, release_id: null, release_digest: null }, rv, packDir);
     if (!planned.ok) return { ok: false, error: `Internal error: ${planned.error}` };
-    let spec = planned.plan.environment;
+    const spec = planned.plan.environment;
     if (!spec) return { ok: true, interpreter: planned.plan.interpreter };
-    if (p.candidate_path !== null) {
-      // A candidate has no pack row yet: its environment is private to the attempt.
-      const attempts = join(d.config.runtimeEnvsDir, ATTEMPTS_DIR);
-      spec = { ...spec, runtimeEnvsDir: attempts, packRef: String(p.pack_install_id), envDir: join(attempts, String(p.pack_install_id), spec.dirName) };
-    }
     const ready = await d.environments.ensure(spec, log);
     if (!ready.ok) return { ok: false, error: `Internal error: ${ready.error}` };
     if (spec.interpreterPath !== null) {

@@ -6,6 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
@@ -29,6 +30,11 @@ const PY_CONFIG = CORE_RUNTIMES.find((r) => r.ref === 'core.python')!.execution_
 let model: ChannelModel;
 let db: TestDatabase;
 const cleanups: Array<() => Promise<void>> = [];
+
+/** The image's python must never receive a pack's dependency (it goes into the pack's environment only). */
+function assertImagePythonUntouched(): void {
+  assert.notEqual(spawnSync('python3', ['-c', 'import attune_fixture_dep'], { stdio: 'ignore' }).status, 0, 'attune_fixture_dep was installed into the image\'s python');
+}
 
 before(async () => {
   model = await connectTest('pack-tests-test');
@@ -189,6 +195,7 @@ test('a python unittest suite imports the pack\'s dependency from its venv (loca
   assert.match(suite.testCases[0].stderr, /Ran 2 tests/);
   assert.match(suite.testCases[0].stdout, new RegExp(`PREFIX=${a.envs}/pyunit/python`));
   assert.ok(existsSync(join(a.envs, 'pyunit', 'python', '.attune_deps_installed')), 'the pack\'s environment an execution uses');
+  assertImagePythonUntouched();
 });
 
 test('testing disabled or absent → succeeded without a row; pack.yaml missing → failed; stale, misrouted and mismatched requests', async () => {
@@ -292,10 +299,11 @@ test('a python candidate gets a private environment under .pack-test-attempts/{i
   await a.request({ pack_install_id: id, pack_ref: 'pyunit', pack_version: '1.1.0', trigger_reason: 'install', candidate_path: candidate, candidate_access_token: token });
   const row = await installRow(id);
   assert.equal(row.status, 'activating', JSON.stringify(row.test_result ?? row.error_message));
-  assert.match(row.test_result.testSuites[0].testCases[0].stdout, new RegExp(`PREFIX=${a.envs}/\\.pack-test-attempts/${id}/python`));
+  assert.match(row.test_result.testSuites[0].testCases[0].stdout, new RegExp(`PREFIX=${a.envs}/\\.pack-test-attempts/${id}/pyunit/python`));
   assert.ok(!existsSync(candidate), 'the candidate is removed');
   assert.ok(!existsSync(join(a.envs, '.pack-test-attempts', String(id))), 'its environment too');
   assert.ok(!existsSync(join(a.envs, 'pyunit')), 'the active pack\'s environment is not touched');
+  assertImagePythonUntouched();
 });
 
 test('shutdown while a suite runs: its process group is killed, the request requeued, the install left running for the next start', async () => {
