@@ -99,7 +99,7 @@ test('PackRegistered → the environment exists before the first execution, whic
   await publishEvent('PackRegistered', 'attune.events', 'pack.registered', {
     pack_id: 1, pack_ref: PACK, version: '1.0.0', release_id: null, release_digest: null, runtime_names: ['python'],
   });
-  await agent.waitForLog('the pack\'s environments made', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack ${PACK} registered:`), { timeoutMs: 240_000 });
+  await agent.waitForLog('the pack\'s environments made', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack ${PACK} registered:`) && l.msg.includes('runtime environment(s) ready'), { timeoutMs: 240_000 });
   const envDir = join(work, 'runtime_envs', PACK, 'python-3.11');
   assert.ok(existsSync(join(envDir, '.attune-runtime-ready')), 'the venv of the 3.11 row (the one this image has)');
   assert.ok(existsSync(join(envDir, '.attune_deps_installed')));
