@@ -98,7 +98,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer, createPackTestsConsumer, createPacksConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
     { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
-    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { packTestsHandler }, { loadRuntimesByName, refreshRuntimeVersionsCapability }, { findPackInstall, failRunningPackInstall },
+    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { PackTests, cleanupStalePackTestAttempts, ATTEMPTS_DIR }, { loadRuntimesByName, refreshRuntimeVersionsCapability }, packInstalls,
     { normalizeRuntimeName }, { runtimeVersions },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
@@ -168,11 +168,22 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
           refreshRuntimeVersions: () => refreshRuntimeVersionsCapability(pool, worker.id,
             new Set(ctx.detection.selected.map((d) => normalizeRuntimeName(d.name))), runtimeVersions(ctx.detection.selected), runDeps.baselineEnv),
         });
+        // Pack tests run here (worker/pack-tests.ts); attempt data a killed agent left behind goes first.
+        for (const root of [config.packsBaseDir, config.runtimeEnvsDir]) cleanupStalePackTestAttempts(`${root}/${ATTEMPTS_DIR}`, Date.now(), runLog);
+        const packTests = new PackTests({
+          workerId: worker.id, config, detected: ctx.detection.selected, baselineEnv: runDeps.baselineEnv, verifiedReleases: runDeps.verifiedReleases,
+          environments, log: runLog,
+          db: {
+            findInstall: (id) => packInstalls.findPackInstall(pool, id),
+            finishRunning: (id, f) => packInstalls.finishRunningPackInstall(pool, id, f),
+            findPackIdByRef: (ref) => packInstalls.findPackIdByRef(pool, ref),
+            insertTestExecution: (r) => packInstalls.insertPackTestExecution(pool, r),
+            loadRuntimeByRef: (ref) => packInstalls.loadRuntimeByRef(pool, ref),
+          },
+        });
         const packConsumers = [
           createPacksConsumer(connection, worker.id, (env) => packEvents.onMessage(env), runLog),
-          createPackTestsConsumer(connection, worker.id, packTestsHandler({
-            workerId: worker.id, findInstall: (id) => findPackInstall(pool, id), failRunning: (id, m) => failRunningPackInstall(pool, id, m), log: runLog,
-          }), runLog),
+          stoppingFirst(createPackTestsConsumer(connection, worker.id, (env, d) => packTests.onMessage(env, d), runLog), () => packTests.stop()),
         ];
         // Metrics (only when the health listener is on): live gauges read at scrape time, reconnects.
         metrics?.watch({
@@ -192,6 +203,20 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     await pool.end();
     await health?.close();
   }
+}
+
+/**
+ * A consumer whose close() stops deliveries, then runs `stop` (a running pack test suite is killed,
+ * its message requeued), then closes.
+ */
+function stoppingFirst<C extends { cancel(): Promise<void>; close(): Promise<void> }>(consumer: C, stop: () => void): C {
+  const close = consumer.close.bind(consumer);
+  consumer.close = async () => {
+    await consumer.cancel().catch(() => undefined);
+    stop();
+    await close();
+  };
+  return consumer;
 }
 
 main(process.argv.slice(2)).then(

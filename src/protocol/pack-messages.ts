@@ -26,8 +26,13 @@ export interface PackDeleted {
 export interface PackTestRequested {
   pack_install_id: number;
   pack_ref: string;
-  pack_version: string | null;
-  trigger_reason: string | null;
+  /** Required strings in Attune's PackTestRequestedPayload. */
+  pack_version: string;
+  trigger_reason: string;
+  /** A staged candidate (`{packs_base_dir}/.pack-test-{id}` on a volume), or null: the active pack. */
+  candidate_path: string | null;
+  /** The attempt's secret (never logged); its hash is pack_install.candidate_access_token_hash. */
+  candidate_access_token: string | null;
 }
 
 const isId = (v: unknown): v is number => Number.isSafeInteger(v);
@@ -93,9 +98,19 @@ export function decodePackTestRequested(payload: unknown): Decoded<PackTestReque
   if (!id.ok) return id;
   const packRef = req(payload, 'pack_ref', isStr, 'a string');
   if (!packRef.ok) return packRef;
-  const version = opt(payload, 'pack_version', isStr, 'a string');
+  const version = req(payload, 'pack_version', isStr, 'a string');
   if (!version.ok) return version;
-  const reason = opt(payload, 'trigger_reason', isStr, 'a string');
+  const reason = req(payload, 'trigger_reason', isStr, 'a string');
   if (!reason.ok) return reason;
-  return { ok: true, value: { pack_install_id: id.value, pack_ref: packRef.value, pack_version: version.value, trigger_reason: reason.value } };
+  const candidate = opt(payload, 'candidate_path', isStr, 'a string');
+  if (!candidate.ok) return candidate;
+  const token = opt(payload, 'candidate_access_token', isStr, 'a string');
+  if (!token.ok) return token;
+  return {
+    ok: true,
+    value: {
+      pack_install_id: id.value, pack_ref: packRef.value, pack_version: version.value, trigger_reason: reason.value,
+      candidate_path: candidate.value, candidate_access_token: token.value,
+    },
+  };
 }

@@ -20,7 +20,7 @@ import { decodePackDeleted, decodePackRegistered, type PackDeleted, type PackReg
 import type { Disposition } from '../mq/consumer.ts';
 import { PACK_REF, PACK_REF_RULE, resolveActionSource } from '../execution/pack-files.ts';
 import { chooseRuntimeVersion, detectedForRuntime } from '../execution/runtime-version.ts';
-import { planExecution, type DetectedInterpreter, type PlanConfig } from '../execution/plan.ts';
+import { planExecution, type DetectedInterpreter, type ExecutionPlan, type PlanConfig } from '../execution/plan.ts';
 import type { RuntimeEnvironments } from '../execution/environments.ts';
 import { openDirBelow, openDirFrom } from '../execution/safe-fs.ts';
 import { CACHE_DIR, PACK_REF_MARKER } from '../execution/runtime-cache-key.ts';
@@ -47,6 +47,48 @@ export interface PackEventsDeps {
    */
   refreshRuntimeVersions?: () => Promise<Record<string, string[]>>;
   log: Logger;
+}
+
+/** What planning an execution of a pack needs (a subset of PackEventsDeps; worker/pack-tests.ts uses it too). */
+export type PackPlanDeps = Pick<PackEventsDeps, 'config' | 'detected' | 'baselineEnv' | 'verifiedReleases'>;
+
+/** The pack as PackRegistered names it. */
+export type PackIdent = Pick<PackRegistered, 'pack_id' | 'pack_ref' | 'release_id' | 'release_digest'>;
+
+/**
+ * The plan an execution of one of the pack's actions without a version constraint gets for this
+ * runtime (the default/newest version this image has, the pack dir of the pinned release or
+ * `{packs_base_dir}/{pack_ref}`, or `packDir` when given): its `environment` is the one that
+ * execution looks for, its `interpreter` what it would run (the environment's once that is ready).
+ */
+export async function planPackRuntime(
+  d: PackPlanDeps, p: PackIdent, { runtime, versions }: RuntimeWithVersions, packDirOverride?: string,
+): Promise<{ ok: true; plan: ExecutionPlan } | { ok: false; error: string }> {
+  const action: ActionRow = {
+    id: 0, ref: `${p.pack_ref}.pack_registered`, pack: p.pack_id, pack_ref: p.pack_ref, entrypoint: 'pack_registered', runtime: runtime.id,
+    runtime_version_constraint: null, param_schema: null, out_schema: null, is_adhoc: false, parameter_delivery: 'stdin',
+    parameter_format: 'json', output_format: 'text', timeout_seconds: null, log_retention_policy: null, log_retention_limit: null,
+  };
+  const execution: ExecutionRow = {
+    id: 0, action: null, action_ref: action.ref, pack_release: p.release_id, pack_release_digest: p.release_digest, executable_snapshot: null,
+    config: {}, env_vars: null, parent: null, enforcement: null, executor: null, permission_set_refs: null, worker: null,
+    status: 'running', trace_tag: null, result: null, started_at: null, timeout_seconds: null, workflow_task: null,
+  };
+  let packDir = packDirOverride;
+  if (packDir === undefined) {
+    // Adhoc for the lookup: the pack directory (a pinned release verified) is found without an action file.
+    const located = await resolveActionSource({ packsBaseDir: d.config.packsBaseDir, action: { ...action, is_adhoc: true }, execution, verifiedReleases: d.verifiedReleases });
+    if (!located.ok) return { ok: false, error: located.error };
+    packDir = located.source.packDir;
+  }
+  const choice = chooseRuntimeVersion(versions, null, { actionRef: action.ref, runtime, detected: d.detected });
+  if (!choice.ok) return { ok: false, error: choice.error };
+  const planned = planExecution({
+    execution, action, runtime, runtimeVersion: choice.version, config: d.config, detected: d.detected,
+    baselineEnv: d.baselineEnv, source: { kind: 'file', path: join(packDir, 'actions', action.entrypoint), packDir, packDirExists: true },
+    tempDir: '/nonexistent', facts: REAL_FACTS, nowSeconds: Math.floor(Date.now() / 1000),
+  });
+  return planned.ok ? { ok: true, plan: planned.plan } : { ok: false, error: planned.error.message };
 }
 
 /** What one PackRegistered did per runtime (logged; returned for tests). */
@@ -111,29 +153,8 @@ export class PackEvents {
       log.warn({ pack_ref: p.pack_ref, runtime: name }, `pack ${p.pack_ref}, runtime ${name}: runtime environment not made ahead (the first execution tries again): ${error}`);
       return { runtime: name, env_dir: null, outcome: 'failed', error };
     };
-    // The action an execution of this pack without a version constraint would be: only its pack and runtime matter here.
-    const action: ActionRow = {
-      id: 0, ref: `${p.pack_ref}.pack_registered`, pack: p.pack_id, pack_ref: p.pack_ref, entrypoint: 'pack_registered', runtime: runtime.id,
-      runtime_version_constraint: null, param_schema: null, out_schema: null, is_adhoc: false, parameter_delivery: 'stdin',
-      parameter_format: 'json', output_format: 'text', timeout_seconds: null, log_retention_policy: null, log_retention_limit: null,
-    };
-    const execution: ExecutionRow = {
-      id: 0, action: null, action_ref: action.ref, pack_release: p.release_id, pack_release_digest: p.release_digest, executable_snapshot: null,
-      config: {}, env_vars: null, parent: null, enforcement: null, executor: null, permission_set_refs: null, worker: null,
-      status: 'running', trace_tag: null, result: null, started_at: null, timeout_seconds: null, workflow_task: null,
-    };
-    // Adhoc for the lookup: the pack directory (a pinned release verified) is found without an action file.
-    const located = await resolveActionSource({ packsBaseDir: this.#d.config.packsBaseDir, action: { ...action, is_adhoc: true }, execution, verifiedReleases: this.#d.verifiedReleases });
-    if (!located.ok) return fail(located.error);
-    const { packDir } = located.source;
-    const choice = chooseRuntimeVersion(versions, null, { actionRef: action.ref, runtime, detected: this.#d.detected });
-    if (!choice.ok) return fail(choice.error);
-    const planned = planExecution({
-      execution, action, runtime, runtimeVersion: choice.version, config: this.#d.config, detected: this.#d.detected,
-      baselineEnv: this.#d.baselineEnv, source: { kind: 'file', path: join(packDir, 'actions', action.entrypoint), packDir, packDirExists: true },
-      tempDir: '/nonexistent', facts: REAL_FACTS, nowSeconds: Math.floor(Date.now() / 1000),
-    });
-    if (!planned.ok) return fail(planned.error.message);
+    const planned = await planPackRuntime(this.#d, p, { runtime, versions });
+    if (!planned.ok) return fail(planned.error);
     const spec = planned.plan.environment;
     if (!spec) return { runtime: name, env_dir: null, outcome: 'none' };
     const r = await this.#d.environments.ensure(spec, log);

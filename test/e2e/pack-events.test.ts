@@ -3,12 +3,13 @@
  * queues declared the way Attune's worker declares them BEFORE the agent starts (the agent's
  * declarations must be identical, or RabbitMQ answers 406 and the agent exits), then a
  * PackRegistered makes the pack's venv (core.python 3.11 row, a local wheel) before the first
- * execution, which runs no setup command; a PackTestRequested fails the running pack install
- * (tests are not run by the agent); a PackDeleted removes the pack's environments.
+ * execution, which runs no setup command; a PackTestRequested published as Attune's executor
+ * publishes it runs the pack's unittest suite in that venv and finishes the running pack install
+ * with a pack_test_execution row; a PackDeleted removes the pack's environments.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
@@ -30,7 +31,14 @@ let workerId: number;
 
 before(async () => {
   work = mkdtempSync(join(tmpdir(), 'attune-pack-events-e2e-'));
-  writeDependencyPack(join(work, 'packs'), PACK, `${makeWheel(work, '1.0.0', 'registered')}\n`);
+  const packDir = writeDependencyPack(join(work, 'packs'), PACK, `${makeWheel(work, '1.0.0', 'registered')}\n`);
+  // The pack's test suite: unittest, importing the pack's dependency (so only its venv can pass it).
+  mkdirSync(join(packDir, 'tests'));
+  writeFileSync(join(packDir, 'tests', 'test_dep.py'),
+    'import sys, unittest\nimport attune_fixture_dep\n\nclass T(unittest.TestCase):\n' +
+    '    def test_dep(self):\n        print("PREFIX=" + sys.prefix)\n        self.assertEqual(attune_fixture_dep.VALUE, "registered")\n');
+  writeFileSync(join(packDir, 'pack.yaml'), `ref: ${PACK}\nlabel: ${PACK}\nversion: 1.0.0\ntesting:\n  enabled: true\n  discovery:\n    method: directory\n` +
+    '  runners:\n    python:\n      type: unittest\n      entry_point: tests/test_dep.py\n      timeout: 120\n');
   const image = imagePath(join(work, 'image'), { python3: '/usr/bin/python3.11', 'python3.11': '/usr/bin/python3.11' });
   db = await createTestDatabase('pack_events_e2e');
   const base = await separateIds(db.pool);
@@ -107,21 +115,27 @@ test('PackRegistered → the environment exists before the first execution, whic
   assert.equal(agent.logs.filter((l) => /: running `/.test(String(l.msg))).length, setupBefore, 'no setup command ran for the execution');
 });
 
-test('PackTestRequested is consumed (queue empty): the running install is marked failed, naming why', async () => {
+test('PackTestRequested from the executor: the suite runs in the pack\'s venv; the install is activating with a pack_test_execution row', async () => {
+  const packId = Number((await db.pool.query('SELECT id FROM pack WHERE ref = $1', [PACK])).rows[0].id);
   const installId = Number((await db.pool.query(
-    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id) VALUES ($1, '1.0.0', 'running', 'install', $2) RETURNING id`,
-    [PACK, workerId])).rows[0].id);
-  await publishEvent('PackTestRequested', 'attune.executions', `pack.test.dispatch.worker.${workerId}`, {
+    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, pack_id, assigned_worker_id) VALUES ($1, '1.0.0', 'running', 'install', $2, $3) RETURNING id`,
+    [PACK, packId, workerId])).rows[0].id);
+  const { body, messageId } = attuneEnvelope('PackTestRequested', {
     pack_install_id: installId, pack_ref: PACK, pack_version: '1.0.0', candidate_path: null, trigger_reason: 'install',
-    required_runtimes: [], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
-  });
-  const line = await agent.waitForLog('the pack test request logged', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack tests NOT RUN for pack ${PACK}`));
-  assert.equal(line.pack_install_id, installId);
+    required_runtimes: ['python'], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
+  }, 'executor');
+  await publishLikeAttune(mq, 'attune.executions', `pack.test.dispatch.worker.${workerId}`, body, messageId);
+  const line = await agent.waitForLog('the pack test finished', (l) => typeof l.msg === 'string' && l.msg.startsWith(`pack tests of ${PACK} 1.0.0 (pack_install ${installId}):`), { timeoutMs: 120_000 });
+  assert.match(String(line.msg), /: activating \(1\/1 passed\)$/);
   await waitFor('worker.{id}.packtests empty', async () => (await queueDepth(mq, `worker.${workerId}.packtests`)) === 0);
-  const row = (await db.pool.query('SELECT status, error_message, finished_at FROM pack_install WHERE id = $1', [installId])).rows[0];
-  assert.equal(row.status, 'failed');
-  assert.match(row.error_message, /^Pack tests were not run: attune-agent does not run pack tests/);
-  assert.ok(row.finished_at instanceof Date);
+  const row = (await db.pool.query('SELECT status, error_message, finished_at, test_execution_id, test_result FROM pack_install WHERE id = $1', [installId])).rows[0];
+  assert.deepEqual([row.status, row.error_message, row.finished_at], ['activating', null, null]);
+  const t = (await db.pool.query('SELECT * FROM pack_test_execution WHERE id = $1', [row.test_execution_id])).rows[0];
+  assert.deepEqual([Number(t.pack_id), t.pack_version, t.trigger_reason, t.total_tests, t.passed, t.failed, t.skipped, t.pass_rate], [packId, '1.0.0', 'install', 1, 1, 0, 0, 1]);
+  const testCase = t.result.testSuites[0].testCases[0];
+  assert.equal(testCase.status, 'passed');
+  assert.match(testCase.stdout, new RegExp(`PREFIX=${join(work, 'runtime_envs', PACK, 'python-3.11')}`), 'the venv PackRegistered made');
+  assert.deepEqual(row.test_result, t.result);
 });
 
 test('PackDeleted → the pack\'s environments are gone', async () => {

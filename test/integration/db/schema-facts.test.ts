@@ -360,3 +360,39 @@ describe("the core catalog as Attune's reconciliation stores it", () => {
     assert.deepEqual(versionComponents('nightly'), [null, null, null]);
   });
 });
+
+describe('pack_install and pack_test_execution, as the pack tests write them', () => {
+  test('pack_install columns, the status CHECK (with activating) and no FK on pack_id / test_execution_id', async () => {
+    const c = await columns('pack_install');
+    assert.deepEqual([...c.keys()].sort(), [
+      'absent_metadata_policy', 'assigned_worker_id', 'candidate_access_token_hash', 'error_message', 'finished_at', 'id', 'pack_id', 'pack_ref',
+      'pack_version', 'requested_by', 'started_at', 'status', 'test_execution_id', 'test_result', 'trigger_reason', 'updated_at',
+    ]);
+    assert.deepEqual(['status', 'test_result', 'test_execution_id', 'finished_at', 'candidate_access_token_hash'].map((k) => [k, c.get(k)!.type, c.get(k)!.nullable]),
+      [['status', 'text', false], ['test_result', 'jsonb', true], ['test_execution_id', 'int8', true], ['finished_at', 'timestamptz', true], ['candidate_access_token_hash', 'text', true]]);
+    assert.deepEqual(await constraintNames('pack_install', 'f'), [], 'plain BIGINTs: the pack may be rolled back, the test row cascade-deleted');
+    const insert = (status: string) => q(`INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason) VALUES ('p', '1', $1, 'install')`, [status]);
+    for (const s of ['pending', 'running', 'activating', 'succeeded', 'failed', 'rolled_back']) await insert(s);
+    await rejects(`INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason) VALUES ('p', '1', 'done', 'install')`, [], 'valid_pack_install_status_enum');
+  });
+
+  test('pack_test_execution: pass_rate DOUBLE PRECISION (20260818000001), version VARCHAR(50), trigger reason and count CHECKs, cascade from pack', async () => {
+    const c = await columns('pack_test_execution');
+    assert.deepEqual([...c.entries()].map(([k, v]) => [k, v.type, v.nullable]), [
+      ['id', 'int8', false], ['pack_id', 'int8', false], ['pack_version', 'varchar', false], ['execution_time', 'timestamptz', false],
+      ['trigger_reason', 'varchar', false], ['total_tests', 'int4', false], ['passed', 'int4', false], ['failed', 'int4', false], ['skipped', 'int4', false],
+      ['pass_rate', 'float8', false], ['duration_ms', 'int8', false], ['result', 'jsonb', false], ['created', 'timestamptz', false],
+    ]);
+    assert.deepEqual(await constraintNames('pack_test_execution', 'c'), ['valid_pass_rate', 'valid_test_counts', 'valid_trigger_reason']);
+    const pack = (await q<{ id: number }>(`INSERT INTO pack (ref, label, version) VALUES ('ptefacts', 'x', '1.0.0') RETURNING id`))[0].id;
+    const ins = `INSERT INTO pack_test_execution (pack_id, pack_version, execution_time, trigger_reason, total_tests, passed, failed, skipped, pass_rate, duration_ms, result)
+                 VALUES ($1, $2, now(), $3, 3, 2, 1, 0, $4, 5, '{}')`;
+    await q(ins, [pack, '1.0.0', 'install', 2 / 3]);
+    assert.equal((await q<{ pass_rate: number }>('SELECT pass_rate FROM pack_test_execution WHERE pack_id = $1', [pack]))[0].pass_rate, 2 / 3, 'an f64 round-trips exactly');
+    await rejects(ins, [pack, '1.0.0', 'retest', 0.5], 'valid_trigger_reason');
+    await rejects(ins, [pack, '1.0.0', 'install', 1.5], 'valid_pass_rate');
+    await assert.rejects(q(ins, [pack, 'x'.repeat(51), 'install', 0.5]), /value too long for type character varying\(50\)/);
+    await q('DELETE FROM pack WHERE id = $1', [pack]);
+    assert.equal((await q('SELECT 1 FROM pack_test_execution WHERE pack_id = $1', [pack])).length, 0, 'ON DELETE CASCADE');
+  });
+});

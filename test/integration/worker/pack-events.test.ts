@@ -3,7 +3,7 @@
  * "Pack events"): a PackRegistered published the way Attune's API publishes it makes the pack's
  * venv (a local wheel, no network) before the first execution, which then runs no setup command;
  * a PackDeleted removes that pack's environments only and refuses a path leaving runtime_envs_dir;
- * a bad pack_ref is dropped; a PackTestRequested is consumed (queue empty) and logged.
+ * a bad pack_ref is dropped. Pack tests: pack-tests.test.ts.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,10 +12,8 @@ import { join } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { MqConnection } from '../../../src/mq/connection.ts';
 import { workerTopologySetup } from '../../../src/mq/topology.ts';
-import { createPackTestsConsumer, createPacksConsumer } from '../../../src/mq/worker-consumers.ts';
+import { createPacksConsumer } from '../../../src/mq/worker-consumers.ts';
 import { PackEvents } from '../../../src/worker/pack-events.ts';
-import { notRunMessage, packTestsHandler } from '../../../src/worker/pack-tests.ts';
-import { failRunningPackInstall, findPackInstall } from '../../../src/db/pack-installs.ts';
 import { loadRuntimesByName, refreshRuntimeVersionsCapability } from '../../../src/db/pack-runtimes.ts';
 import { execFileSync } from 'node:child_process';
 import type { DetectedInterpreter } from '../../../src/execution/plan.ts';
@@ -68,19 +66,14 @@ async function agent(opts: { detected?: DetectedInterpreter[]; refresh?: () => P
     loadRuntimes: (names) => loadRuntimesByName(db.pool, names), log: log.logger, refreshRuntimeVersions: opts.refresh,
   });
   const packsConsumer = createPacksConsumer(conn, workerId, (env) => events.onMessage(env), log.logger);
-  const testsConsumer = createPackTestsConsumer(conn, workerId, packTestsHandler({
-    workerId, findInstall: (id) => findPackInstall(db.pool, id), failRunning: (id, m) => failRunningPackInstall(db.pool, id, m), log: log.logger,
-  }), log.logger);
   await packsConsumer.start();
-  await testsConsumer.start();
   cleanups.push(async () => {
     await packsConsumer.close();
-    await testsConsumer.close();
     await conn.close();
     await deleteWorkerQueues(model, workerId);
     rmSync(root, { recursive: true, force: true });
   });
-  return { workerId, root, packs, envs, config, environments, log, packsConsumer, testsConsumer };
+  return { workerId, root, packs, envs, config, environments, log, packsConsumer };
 }
 
 async function publishPackEvent(type: 'PackRegistered' | 'PackDeleted' | 'RuleCreated', key: string, payload: unknown): Promise<void> {
@@ -144,44 +137,6 @@ test('PackDeleted removes that pack\'s environments only; a path leaving runtime
   await publishPackEvent('RuleCreated', 'pack.registered', { rule_id: 1 });
   await waitFor('another message type to be acked', () => a.packsConsumer.stats.acked === 2);
   assert.equal(await queueDepth(model, `worker.${a.workerId}.packs`), 0);
-});
-
-test('PackTestRequested: consumed (queue empty); this worker\'s running install finished as failed like Attune does, others untouched', async () => {
-  const a = await agent();
-  const install = async (status: string, worker: number | null) => (await db.pool.query<{ id: number }>(
-    `INSERT INTO pack_install (pack_ref, pack_version, status, trigger_reason, assigned_worker_id, candidate_access_token_hash)
-     VALUES ('testpack', '1.2.0', $1, 'install', $2, 'hash') RETURNING id`, [status, worker])).rows[0].id;
-  const mine = await install('running', a.workerId);
-  const finished = await install('succeeded', a.workerId);
-  const other = await install('running', a.workerId + 1);
-  const publish = async (id: number) => {
-    const { body, messageId } = attuneEnvelope('PackTestRequested', {
-      pack_install_id: id, pack_ref: 'testpack', pack_version: '1.2.0', candidate_path: null, trigger_reason: 'install',
-      required_runtimes: ['python'], worker_selector: {}, worker_tolerations: [], worker_affinity: {},
-    }, 'executor');
-    await publishLikeAttune(model, 'attune.executions', `pack.test.dispatch.worker.${a.workerId}`, body, messageId);
-  };
-  for (const id of [mine, finished, other, 999_999_999]) await publish(id);
-  await waitFor('the four pack test requests to be acked', () => a.testsConsumer.stats.acked === 4);
-  assert.equal(await queueDepth(model, `worker.${a.workerId}.packtests`), 0);
-
-  const rows = (await db.pool.query(
-    'SELECT id, status, error_message, finished_at, candidate_access_token_hash, test_execution_id, test_result FROM pack_install ORDER BY id')).rows;
-  const row = (id: number) => rows.find((r) => Number(r.id) === id);
-  assert.equal(row(mine).status, 'failed');
-  assert.equal(row(mine).error_message, notRunMessage({ pack_ref: 'testpack', pack_version: '1.2.0', pack_install_id: mine }));
-  assert.match(row(mine).error_message, /attune-agent does not run pack tests/);
-  assert.ok(row(mine).finished_at instanceof Date);
-  assert.equal(row(mine).candidate_access_token_hash, null);
-  assert.equal(row(mine).test_execution_id, null);
-  assert.equal(row(mine).test_result, null);
-  assert.deepEqual([row(finished).status, row(finished).error_message, row(finished).candidate_access_token_hash], ['succeeded', null, 'hash'], 'a finished install is left alone');
-  assert.deepEqual([row(other).status, row(other).error_message], ['running', null], 'another worker\'s attempt is left alone');
-  assert.equal(Number((await db.pool.query('SELECT count(*) FROM pack_test_execution')).rows[0].count), 0, 'no test-run row: no suite ran');
-  const line = a.log.lines.find((l) => new RegExp(`pack tests NOT RUN for pack testpack 1\\.2\\.0 \\(pack_install ${mine}\\): the install is marked failed`).test(String(l.msg)));
-  assert.ok(line, JSON.stringify(a.log.lines.map((l) => l.msg)));
-  assert.equal(line.level, 'error');
-  assert.ok(a.log.lines.some((l) => /pack_install 999999999 does not exist/.test(String(l.msg))));
 });
 
 test('PackRegistered re-verifies runtime versions: a version row added after start is verified here, advertised in the worker\'s capabilities, and its environment made', async () => {

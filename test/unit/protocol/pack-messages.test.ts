@@ -25,9 +25,14 @@ test('PackDeleted: lists default to [] (serde defaults); non-string entries refu
   assert.equal(decodePackDeleted('x').ok, false);
 });
 
-test('PackTestRequested: the fields the agent uses; the rest ignored', () => {
+test('PackTestRequested: the fields the agent uses; the rest ignored; pack_version and trigger_reason required as in Attune', () => {
   assert.deepEqual(decodePackTestRequested({ pack_install_id: 5, pack_ref: 'acme', pack_version: '2.0.0', trigger_reason: 'install', candidate_access_token: 'secret', worker_selector: {} }), {
-    ok: true, value: { pack_install_id: 5, pack_ref: 'acme', pack_version: '2.0.0', trigger_reason: 'install' },
+    ok: true, value: { pack_install_id: 5, pack_ref: 'acme', pack_version: '2.0.0', trigger_reason: 'install', candidate_path: null, candidate_access_token: 'secret' },
+  });
+  assert.deepEqual(decodePackTestRequested({ pack_install_id: 5, pack_ref: 'acme', pack_version: '2.0.0', trigger_reason: 'manual', candidate_path: '/p/.pack-test-5', candidate_access_token: null }), {
+    ok: true, value: { pack_install_id: 5, pack_ref: 'acme', pack_version: '2.0.0', trigger_reason: 'manual', candidate_path: '/p/.pack-test-5', candidate_access_token: null },
   });
   assert.match((decodePackTestRequested({ pack_install_id: '5', pack_ref: 'acme' }) as { error: string }).error, /pack_install_id/);
+  assert.match((decodePackTestRequested({ pack_install_id: 5, pack_ref: 'acme', trigger_reason: 'install' }) as { error: string }).error, /pack_version/);
+  assert.match((decodePackTestRequested({ pack_install_id: 5, pack_ref: 'acme', pack_version: '1', trigger_reason: 'install', candidate_path: 3 }) as { error: string }).error, /candidate_path/);
 });
