@@ -230,7 +230,12 @@ export class RuntimeEnvironments {
     if (!spec.installCommand || spec.installCommand.length === 0) return { ok: true };
     const started = performance.now();
     const envInterp = spec.interpreterPath ? applyTemplate(spec.interpreterPath, templateVars(spec, dirPath, '')) : null;
-    const vars = templateVars(spec, dirPath, envInterp && isExecutable(envInterp) ? envInterp : spec.baseInterpreter ?? '');
+    // Never the image's interpreter when the environment should have its own: pip would install the
+    // pack's dependencies into the image's python (shared by every pack) instead of the environment.
+    if (envInterp && !isExecutable(envInterp)) {
+      return { ok: false, error: `${describe(spec)}: the environment has no interpreter at ${envInterp}; dependencies not installed (remove ${dirPath} to have it created again)` };
+    }
+    const vars = templateVars(spec, dirPath, envInterp ?? spec.baseInterpreter ?? '');
     const argv = spec.installCommand.map((a) => applyTemplate(a, vars));
     const r = await this.#run(argv, spec, dirPath, vars, log);
     if (!r.ok) return r;

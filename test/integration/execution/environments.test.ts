@@ -418,3 +418,23 @@ test('what a killed set-up left (temporary sibling, moved-aside directory, stale
   assert.deepEqual(readdir(join(envs, 'other')), ['.python.lock', `.python.tmp-${process.pid}-abcdef01`], 'a set-up in progress is not touched');
   assert.equal((await runPython(packs, envs, log.logger)).status, 'completed');
 });
+
+test('an environment that should have its own interpreter but has none: the install fails, never into the image\'s python', async (t) => {
+  const root = h.tempDir('env-no-interp');
+  t.after(() => rmSync(root, { recursive: true, force: true }));
+  const packs = pythonPack(root, `${makeWheel(root, '1.0.0', 'nowhere')}\n`);
+  const envs = join(root, 'runtime_envs');
+  const core = catalog('core.python');
+  // A catalog row with an interpreter_path but no create_command: nothing makes that interpreter.
+  const execution_config = { ...core, environment: { env_type: 'virtualenv', dir_name: '.venv', interpreter_path: '{env_dir}/bin/python3' } } as RuntimeExecutionConfig;
+  const log = capture();
+  const r = await h.run({
+    execution: h.execution(), action: h.action('use_dep.py', { output_format: 'json' }), runtime: h.runtime('python', { execution_config }),
+    config: { ...h.config(), packsBaseDir: packs, runtimeEnvsDir: envs }, detected: h.detected(),
+    baselineEnv: { PATH }, logger: log.logger,
+  });
+  assert.equal(r.status, 'failed', JSON.stringify(r.result));
+  assert.match(JSON.stringify(r.result), /has no interpreter at .*runtime_envs\/testpack\/python\/bin\/python3; dependencies not installed/);
+  assert.equal(log.ran(/pip install/), 0, 'no install command ran');
+  assert.throws(() => execFileSync('python3', ['-c', 'import attune_fixture_dep'], { stdio: 'ignore' }), 'the image\'s python did not get the dependency');
+});
