@@ -25,12 +25,30 @@ export async function bundleAgent(opts: { root: string; outfile: string; version
     legalComments: 'none', // licences ship as files in LICENSES/ instead
     metafile: true,
     logLevel: 'warning',
+    plugins: [lazyChildProcessForCommander],
   });
   if (result.errors.length > 0) throw new Error(`build: esbuild failed: ${result.errors.map((e) => e.text).join('; ')}`);
   const output = Object.values(result.metafile.outputs)[0];
   const used = Object.entries(output.inputs).filter(([, v]) => v.bytesInOutput > 0).map(([k]) => k);
   return { outfile: opts.outfile, bytes: output.bytes, packages: bundledPackages(opts.root, used) };
 }
+
+/**
+ * commander imports node:child_process at its top (only for executable subcommands, which the agent
+ * has none of); evaluating it loads net, stream, dgram… on every start, `--version` included. Here
+ * commander gets a stand-in that loads the real module on first use.
+ */
+const lazyChildProcessForCommander: esbuild.Plugin = {
+  name: 'lazy-child-process-for-commander',
+  setup(b) {
+    b.onResolve({ filter: /^node:child_process$/ }, (args) =>
+      /node_modules[\\/]commander[\\/]/.test(args.importer) ? { path: 'lazy-child-process', namespace: 'attune-lazy' } : undefined);
+    b.onLoad({ filter: /.*/, namespace: 'attune-lazy' }, () => ({
+      loader: 'js',
+      contents: "module.exports = new Proxy({}, { get: (_, key) => require('node:child_process')[key] });",
+    }));
+  },
+};
 
 /** The npm packages whose code ended up in the bundle (their licences must ship with it). */
 function bundledPackages(root: string, inputs: readonly string[]): BundledPackage[] {

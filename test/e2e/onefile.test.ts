@@ -432,3 +432,25 @@ test('two builds into different directories are byte-identical', { timeout: 240_
     rmSync(other, { recursive: true, force: true });
   }
 });
+
+test('--version, usage errors and a closed reader on the host: the answer on the right stream, the right exit code, no crash', async () => {
+  const run = (args: string[], shell?: string) => new Promise<{ code: number | null; out: string; err: string }>((resolve, reject) => {
+    const child = shell ? spawn('/bin/bash', ['-c', shell], { stdio: ['ignore', 'pipe', 'pipe'] }) : spawn(built.executable, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString('utf8')));
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+  const version = await run(['--version']);
+  assert.deepEqual(version, { code: 0, out: `${VERSION}\n`, err: '' });
+  const bad = await run(['--bogus']);
+  assert.equal(bad.code, 2);
+  assert.equal(bad.out, '');
+  assert.match(bad.err, /unknown option '--bogus'/);
+  // The reader closes before the agent writes: EPIPE is not a crash (no stack trace, exit 0).
+  const closed = await run([], `set -o pipefail; '${built.executable}' --version | { exec 0<&-; sleep 0.5; }; echo "status=$?"`);
+  assert.equal(closed.err, '');
+  assert.match(closed.out, /status=0/);
+});
