@@ -146,3 +146,37 @@ test('candidate token hash as Attune\'s hash_integration_token; io errors as Rus
   assert.equal(rustIoError(Object.assign(new Error('x'), { code: 'ENOENT' })), 'No such file or directory (os error 2)');
   assert.equal(rustIoError(Object.assign(new Error('odd'), { code: 'EWHATEVER' })), 'odd');
 });
+
+test('the testing section of Attune\'s own core pack (packs/core/pack.yaml 1.0.3) parses and passes the policy, runners in file order', async () => {
+  const { parse } = await import('yaml');
+  // Verbatim from attune-system/attune packs/core/pack.yaml (the real catalog, not our reading of it).
+  const testing = (parse(`testing:
+  enabled: true
+  discovery:
+    method: "directory"
+    path: "tests"
+  runners:
+    shell:
+      type: "script"
+      entry_point: "tests/run_tests.sh"
+      timeout: 60
+      result_format: "simple"
+    python:
+      type: "unittest"
+      entry_point: "tests/test_actions.py"
+      timeout: 120
+      result_format: "simple"
+  result_path: "tests/results/"
+  min_pass_rate: 1.0
+  on_failure: "block"
+`) as { testing: unknown }).testing;
+  const parsed = parseTestConfig(testing);
+  assert.ok(parsed.ok, JSON.stringify(parsed));
+  assert.deepEqual(parsed.value.runners.map(([name, r]) => [name, r.type, r.entry_point, r.timeout]), [
+    ['shell', 'script', 'tests/run_tests.sh', 60],
+    ['python', 'unittest', 'tests/test_actions.py', 120],
+  ]);
+  assert.equal(parsed.value.min_pass_rate, 1);
+  assert.equal(parsed.value.on_failure, 'block');
+  assert.equal(validatePolicy(parsed.value), null);
+});
