@@ -22,6 +22,8 @@ export interface RuntimeSpec {
   inlineFlag: string | null;
   /** Interpreter arguments before the file when the action has no runtime row (`go run file.go`). */
   interpreterArgs: readonly string[];
+  /** Its version probe starts slowly (a JVM, R): launched before the others, see detect/detect.ts. */
+  slowProbe?: true;
 }
 
 export const RUNTIMES: readonly RuntimeSpec[] = [
@@ -30,8 +32,8 @@ export const RUNTIMES: readonly RuntimeSpec[] = [
   { name: 'node', aliases: ['node', 'nodejs', 'node.js'], binaries: ['node', 'nodejs'], versionArgs: ['--version'], versionStyle: 'semver', fileExtension: '.js', actionExtensions: ['.js', '.mjs', '.cjs'], inlineFlag: '-e', interpreterArgs: [] },
   { name: 'ruby', aliases: ['ruby', 'rb'], binaries: ['ruby'], versionArgs: ['--version'], versionStyle: 'semver', fileExtension: '.rb', actionExtensions: ['.rb'], inlineFlag: '-e', interpreterArgs: [] },
   { name: 'go', aliases: ['go', 'golang'], binaries: ['go'], versionArgs: ['version'], versionStyle: 'semver', fileExtension: '.go', actionExtensions: ['.go'], inlineFlag: null, interpreterArgs: ['run'] },
-  { name: 'java', aliases: ['java', 'jdk', 'openjdk'], binaries: ['java'], versionArgs: ['-version'], versionStyle: 'java', fileExtension: '.java', actionExtensions: ['.java'], inlineFlag: null, interpreterArgs: [] },
-  { name: 'r', aliases: ['r', 'rscript'], binaries: ['Rscript'], versionArgs: ['--version'], versionStyle: 'semver', fileExtension: '.R', actionExtensions: ['.r'], inlineFlag: '-e', interpreterArgs: [] },
+  { name: 'java', aliases: ['java', 'jdk', 'openjdk'], binaries: ['java'], versionArgs: ['-version'], versionStyle: 'java', fileExtension: '.java', actionExtensions: ['.java'], inlineFlag: null, interpreterArgs: [], slowProbe: true },
+  { name: 'r', aliases: ['r', 'rscript'], binaries: ['Rscript'], versionArgs: ['--version'], versionStyle: 'semver', fileExtension: '.R', actionExtensions: ['.r'], inlineFlag: '-e', interpreterArgs: [], slowProbe: true },
   { name: 'perl', aliases: ['perl', 'perl5'], binaries: ['perl'], versionArgs: ['--version'], versionStyle: 'semver', fileExtension: '.pl', actionExtensions: ['.pl'], inlineFlag: '-e', interpreterArgs: [] },
 ];
 

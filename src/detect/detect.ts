@@ -46,7 +46,11 @@ export interface DetectOptions {
 }
 
 export async function detectRuntimes(opts: DetectOptions): Promise<DetectionResult> {
-  const results = await Promise.all(RUNTIMES.map((p) => probeRuntime(p, opts.env, opts.probeTimeoutMs)));
+  // Each probe's lookup and spawn block the event loop until the child runs, one after another: the
+  // slow starters go first so their run overlaps the others' launches (detection ≈ the slowest probe).
+  const launchOrder = [...RUNTIMES].sort((a, b) => Number(b.slowProbe === true) - Number(a.slowProbe === true));
+  const byName = new Map(await Promise.all(launchOrder.map(async (p) => [p.name, await probeRuntime(p, opts.env, opts.probeTimeoutMs)] as const)));
+  const results = RUNTIMES.map((p) => byName.get(p.name)!);
   const detected: DetectedRuntime[] = [];
   const unusable: UnusableRuntime[] = [];
   for (const r of results) {
