@@ -33,12 +33,11 @@ import { decodePackTestRequested, type PackTestRequested } from '../protocol/pac
 import type { DeliveryInfo, Disposition } from '../mq/consumer.ts';
 import { PACK_REF, PACK_REF_RULE } from '../execution/pack-files.ts';
 import { runProcess } from '../execution/process.ts';
-import { applyTemplate } from '../execution/context-env.ts';
-import { isExecutable, type RuntimeEnvironments } from '../execution/environments.ts';
+import type { RuntimeEnvironments } from '../execution/environments.ts';
+import { locateBinary } from '../detect/detect.ts';
 import { detectedForRuntime } from '../execution/runtime-version.ts';
 import type { FinishStatus, PackInstallRow, PackTestExecutionInsert } from '../db/pack-installs.ts';
 import { planPackRuntime, type PackPlanDeps, type RuntimeWithVersions } from './pack-events.ts';
-import { REAL_FACTS } from './run-execution.ts';
 import {
   MAX_TEST_OUTPUT_BYTES, acceptsResult, executePackTests, parseTestConfig, validatePolicy,
   type CommandOutput, type PackTestResult, type RunnerCommand, type RunnerInterpreters,
@@ -266,15 +265,18 @@ export class PackTests {
     // and removed with the attempt.
     const planDeps = p.candidate_path === null ? d
       : { ...d, config: { ...d.config, runtimeEnvsDir: join(d.config.runtimeEnvsDir, ATTEMPTS_DIR, String(p.pack_install_id)) } };
-    const planned = await planPackRuntime(planDeps, { pack_id: packId, pack_ref: p.pack_ref, release_id: null, release_digest: null }, rv, packDir);
+    const plan = () => planPackRuntime(planDeps, { pack_id: packId, pack_ref: p.pack_ref, release_id: null, release_digest: null }, rv, packDir);
+    let planned = await plan();
     if (!planned.ok) return { ok: false, error: `Internal error: ${planned.error}` };
     const spec = planned.plan.environment;
     if (!spec) return { ok: true, interpreter: planned.plan.interpreter };
     const ready = await d.environments.ensure(spec, log);
     if (!ready.ok) return { ok: false, error: `Internal error: ${ready.error}` };
-    if (spec.interpreterPath !== null) {
-      const inEnv = applyTemplate(spec.interpreterPath, { pack_dir: packDir, env_dir: spec.envDir, interpreter: '', manifest_path: '' });
-      if (isExecutable(inEnv)) return { ok: true, interpreter: inEnv };
+    // As an execution does (worker/run-execution.ts): unless the environment was ready at once, the
+    // plan is made again, so it names the environment's interpreter.
+    if (!ready.warm) {
+      planned = await plan();
+      if (!planned.ok) return { ok: false, error: `Internal error: ${planned.error}` };
     }
     return { ok: true, interpreter: planned.plan.interpreter };
   }
@@ -341,11 +343,9 @@ export async function resolveCandidate(packsBaseDir: string, installId: number, 
   return { ok: true, dir: candidatePath };
 }
 
-/** `/bin/{name}` when it is there (Attune's fixed paths), else `name` on the baseline PATH. */
+/** `/bin/{name}` when it is there (Attune's fixed paths), else `name` on the baseline PATH (as detection finds it). */
 function shell(name: 'sh' | 'bash', baseline: Readonly<Record<string, string>>): string {
-  const fixed = `/bin/${name}`;
-  if (isExecutable(fixed)) return fixed;
-  return REAL_FACTS.which(name, baseline.PATH ?? '') ?? fixed;
+  return locateBinary(name, baseline) ?? `/bin/${name}`;
 }
 
 /**
