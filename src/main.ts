@@ -101,7 +101,7 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
     { pgExecutionStore, pgLogArtifacts, pgSecretValues }, { MqConnection }, { workerTopologySetup }, { ConfirmPublisher },
     { createStatusPublisher }, { createCancelConsumer, createExecutionsConsumer, createPackTestsConsumer, createPacksConsumer }, { baselineEnvironment }, { keepLargeAllocationsMapped },
     { runWorker }, { ExecutionService }, { runExecution }, { databaseGate, dispatchHoldMs }, { IdleTrimmer, IDLE_TRIM_ENV }, { ExecutionsAgentService }, { RuntimeEnvironments },
-    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { PackTests, cleanupStalePackTestAttempts, ATTEMPTS_DIR }, { loadRuntimesByName, refreshRuntimeVersionsCapability }, packInstalls,
+    { ResultSpool }, { writeSpooledTerminal }, { PackEvents }, { PackTests, cleanupStalePackTestAttempts, ATTEMPTS_DIR }, { loadRuntimesByName, loadRuntimeByRef, refreshRuntimeVersionsCapability }, packInstalls,
     { normalizeRuntimeName }, { runtimeVersions },
   ] = await Promise.all([
     import('node:os'), import('./observe/logger.ts'), import('./observe/health.ts'), import('./observe/metrics.ts'), import('./db/pool.ts'), import('./db/retry.ts'),
@@ -129,11 +129,13 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         connection.addSetup(workerTopologySetup(worker.id, runLog, { includePackQueues: true }));
         const publisher = new ConfirmPublisher({ connection, logger: runLog, maxMessageBytes: config.messageQueue.maxMessageBytes });
         const availability = new DbAvailability(pool, { heartbeat: () => ctx.heartbeat.state() });
-        const environments = new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv) });
+        // What every child of the agent starts from (actions, set-up commands, pack test runners).
+        const baselineEnv = baselineEnvironment(ctx.env, w.passthroughEnv);
+        const environments = new RuntimeEnvironments({ setupTimeoutMs: w.envSetupTimeoutMs, baselineEnv });
         // What set-ups killed with an earlier run of this (or another) agent left under runtime_envs_dir; in the background.
         void environments.sweep(config.runtimeEnvsDir, runLog);
         const runDeps = {
-          config, detected: ctx.detection.selected, baselineEnv: baselineEnvironment(ctx.env, w.passthroughEnv), verifiedReleases: new Set<string>(),
+          config, detected: ctx.detection.selected, baselineEnv, verifiedReleases: new Set<string>(),
           environments,
           logArtifacts: schema.logArtifacts ? pgLogArtifacts(pool) : null,
           secretValues: schema.secretValues ? pgSecretValues(pool) : null,
@@ -166,22 +168,22 @@ async function composeWorker(config: Readonly<Config>, warnings: readonly string
         const cancels = createCancelConsumer(connection, worker.id, (p) => service.onCancel(p.execution_id), runLog);
         // Pack events: environments made when a pack is registered, removed when it is deleted (worker/pack-events.ts).
         const packEvents = new PackEvents({
-          config, detected: ctx.detection.selected, baselineEnv: runDeps.baselineEnv, environments, verifiedReleases: runDeps.verifiedReleases,
+          config, detected: ctx.detection.selected, baselineEnv, environments, verifiedReleases: runDeps.verifiedReleases,
           loadRuntimes: (names) => loadRuntimesByName(pool, names), log: runLog,
           refreshRuntimeVersions: () => refreshRuntimeVersionsCapability(pool, worker.id,
-            new Set(ctx.detection.selected.map((d) => normalizeRuntimeName(d.name))), runtimeVersions(ctx.detection.selected), runDeps.baselineEnv),
+            new Set(ctx.detection.selected.map((d) => normalizeRuntimeName(d.name))), runtimeVersions(ctx.detection.selected), baselineEnv),
         });
         // Pack tests run here (worker/pack-tests.ts); attempt data a killed agent left behind goes first.
         for (const root of [config.packsBaseDir, config.runtimeEnvsDir]) cleanupStalePackTestAttempts(`${root}/${ATTEMPTS_DIR}`, Date.now(), runLog);
         const packTests = new PackTests({
-          workerId: worker.id, config, detected: ctx.detection.selected, baselineEnv: runDeps.baselineEnv, verifiedReleases: runDeps.verifiedReleases,
+          workerId: worker.id, config, detected: ctx.detection.selected, baselineEnv, verifiedReleases: runDeps.verifiedReleases,
           environments, log: runLog,
           db: {
             findInstall: (id) => packInstalls.findPackInstall(pool, id),
             finishRunning: (id, f) => packInstalls.finishRunningPackInstall(pool, id, f),
             findPackIdByRef: (ref) => packInstalls.findPackIdByRef(pool, ref),
             insertTestExecution: (r) => packInstalls.insertPackTestExecution(pool, r),
-            loadRuntimeByRef: (ref) => packInstalls.loadRuntimeByRef(pool, ref),
+            loadRuntimeByRef: (ref) => loadRuntimeByRef(pool, ref),
           },
         });
         const packConsumers = [

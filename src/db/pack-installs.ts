@@ -8,8 +8,6 @@
  * - `pack` read by ref (its id: a test-run row is written only for the pack the install names).
  */
 import type { Queryable } from './pool.ts';
-import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
-import { RUNTIME_COLUMNS, RUNTIME_VERSION_COLUMNS } from './executions.ts';
 
 export interface PackInstallRow {
   id: number;
@@ -82,16 +80,4 @@ export async function insertPackTestExecution(db: Queryable, r: PackTestExecutio
       r.result.skipped, r.result.passRate, r.result.durationMs, JSON.stringify(r.result)],
   );
   return rows[0].id;
-}
-
-/** The live `core.python` runtime row and its versions (what Attune's prepare_python_test_runtime loads by ref). */
-export async function loadRuntimeByRef(db: Queryable, ref: string): Promise<{ runtime: RuntimeRow; versions: RuntimeVersionRow[] } | null> {
-  const { rows } = await db.query<RuntimeRow>(`SELECT ${RUNTIME_COLUMNS.join(', ')} FROM runtime WHERE ref = $1 AND retired_at IS NULL`, [ref]);
-  const runtime = rows[0];
-  if (!runtime) return null;
-  const v = await db.query<RuntimeVersionRow>(
-    `SELECT ${RUNTIME_VERSION_COLUMNS.join(', ')} FROM runtime_version WHERE runtime = $1 AND retired_at IS NULL ORDER BY id`,
-    [runtime.id],
-  );
-  return { runtime, versions: v.rows };
 }

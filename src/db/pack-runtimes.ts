@@ -1,27 +1,39 @@
 /**
  * The runtime rows a `PackRegistered` names (its `runtime_names` are lower(runtime.name), as Attune
- * writes them), each with its live versions: what worker/pack-events.ts plans environments from.
+ * writes them), each with its live versions: what worker/pack-events.ts plans environments from;
+ * and the one runtime by ref the pack tests plan their python from (worker/pack-tests.ts).
  */
 import type { RuntimeRow, RuntimeVersionRow } from '../model.ts';
 import type { Queryable } from './pool.ts';
 import { RUNTIME_COLUMNS, RUNTIME_VERSION_COLUMNS } from './executions.ts';
 import { collectRuntimeVersions, RUNTIME_VERSIONS_CAPABILITY_KEY, type VersionRowForVerify } from './version-verify.ts';
 
-export async function loadRuntimesByName(db: Queryable, names: readonly string[]): Promise<Array<{ runtime: RuntimeRow; versions: RuntimeVersionRow[] }>> {
+type RuntimeWithVersions = { runtime: RuntimeRow; versions: RuntimeVersionRow[] };
+
+/** The runtime row with its live (not retired) versions, oldest first. */
+async function withLiveVersions(db: Queryable, runtime: RuntimeRow): Promise<RuntimeWithVersions> {
+  const v = await db.query<RuntimeVersionRow>(
+    `SELECT ${RUNTIME_VERSION_COLUMNS.join(', ')} FROM runtime_version WHERE runtime = $1 AND retired_at IS NULL ORDER BY id`,
+    [runtime.id],
+  );
+  return { runtime, versions: v.rows };
+}
+
+export async function loadRuntimesByName(db: Queryable, names: readonly string[]): Promise<RuntimeWithVersions[]> {
   if (names.length === 0) return [];
   const { rows } = await db.query<RuntimeRow>(
     `SELECT ${RUNTIME_COLUMNS.join(', ')} FROM runtime WHERE lower(name) = ANY($1::text[]) AND retired_at IS NULL ORDER BY id`,
     [names.map((n) => n.toLowerCase())],
   );
-  const out: Array<{ runtime: RuntimeRow; versions: RuntimeVersionRow[] }> = [];
-  for (const runtime of rows) {
-    const v = await db.query<RuntimeVersionRow>(
-      `SELECT ${RUNTIME_VERSION_COLUMNS.join(', ')} FROM runtime_version WHERE runtime = $1 AND retired_at IS NULL ORDER BY id`,
-      [runtime.id],
-    );
-    out.push({ runtime, versions: v.rows });
-  }
+  const out: RuntimeWithVersions[] = [];
+  for (const runtime of rows) out.push(await withLiveVersions(db, runtime));
   return out;
+}
+
+/** The live runtime row with this ref and its versions (Attune's prepare_python_test_runtime loads `core.python`), or null. */
+export async function loadRuntimeByRef(db: Queryable, ref: string): Promise<RuntimeWithVersions | null> {
+  const { rows } = await db.query<RuntimeRow>(`SELECT ${RUNTIME_COLUMNS.join(', ')} FROM runtime WHERE ref = $1 AND retired_at IS NULL`, [ref]);
+  return rows[0] ? withLiveVersions(db, rows[0]) : null;
 }
 
 /**

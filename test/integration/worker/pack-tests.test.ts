@@ -15,6 +15,7 @@ import { workerTopologySetup } from '../../../src/mq/topology.ts';
 import { createPackTestsConsumer } from '../../../src/mq/worker-consumers.ts';
 import { PackTests, hashIntegrationToken } from '../../../src/worker/pack-tests.ts';
 import * as installs from '../../../src/db/pack-installs.ts';
+import { loadRuntimeByRef } from '../../../src/db/pack-runtimes.ts';
 import { RuntimeEnvironments } from '../../../src/execution/environments.ts';
 import type { DetectedInterpreter } from '../../../src/execution/plan.ts';
 import { AMQP_URL, attuneEnvelope, captureLogger, connectTest, deleteWorkerQueues, publishLikeAttune, queueDepth, randomWorkerId } from '../../helpers/amqp.ts';
@@ -73,7 +74,7 @@ async function agent(o: AgentOpts = {}) {
       finishRunning: (id, f) => installs.finishRunningPackInstall(db.pool, id, f),
       findPackIdByRef: (ref) => installs.findPackIdByRef(db.pool, ref),
       insertTestExecution: (r) => installs.insertPackTestExecution(db.pool, r),
-      loadRuntimeByRef: (ref) => installs.loadRuntimeByRef(db.pool, ref),
+      loadRuntimeByRef: (ref) => loadRuntimeByRef(db.pool, ref),
     },
   });
   const consumer = createPackTestsConsumer(conn, workerId, (env, d) => tests.onMessage(env, d), log.logger);
