@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
 import { makeWheel, writeDependencyPack } from '../fixtures/environments/dep-pack.ts';
 
 const PACK = 'envpack';
@@ -33,12 +33,7 @@ before(async () => {
   db = await createTestDatabase('pack_environments');
   await separateIds(db.pool);
   const runtimeIds = await seedCoreRuntimes(db.pool);
-  await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK]);
-  await db.pool.query(
-    `INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, output_format)
-     VALUES ($1, (SELECT id FROM pack WHERE ref = $2), $2, $1, 'use_dep.py', $3, 'json')`,
-    [`${PACK}.use_dep`, PACK, runtimeIds.python],
-  );
+  await insertAction(db.pool, PACK, { ref: `${PACK}.use_dep`, entrypoint: 'use_dep.py', runtime: 'python', output_format: 'json' }, runtimeIds);
   mq = await connectTest();
   collector = await collectExecutionMessages(mq);
   for (const name of ['a', 'b']) {

@@ -16,7 +16,7 @@ import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { attuneEnvelope, collectExecutionMessages, connectTest, declareWorkerQueuesLikeAttune, deleteWorkerQueues, publishExecutionRequested, publishLikeAttune, queueDepth, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { makeWheel, writeDependencyPack } from '../fixtures/environments/dep-pack.ts';
 
@@ -44,12 +44,7 @@ before(async () => {
   const base = await separateIds(db.pool);
   workerId = base + 1; // the id the agent will be registered with
   const runtimeIds = await seedCoreRuntimes(db.pool);
-  await db.pool.query(`INSERT INTO pack (ref, label, version) VALUES ($1, $1, '1.0.0')`, [PACK]);
-  await db.pool.query(
-    `INSERT INTO action (ref, pack, pack_ref, label, entrypoint, runtime, output_format)
-     VALUES ($1, (SELECT id FROM pack WHERE ref = $2), $2, $1, 'use_dep.py', $3, 'json')`,
-    [`${PACK}.use_dep`, PACK, runtimeIds.python],
-  );
+  await insertAction(db.pool, PACK, { ref: `${PACK}.use_dep`, entrypoint: 'use_dep.py', runtime: 'python', output_format: 'json' }, runtimeIds);
   mq = await connectTest();
   collector = await collectExecutionMessages(mq);
   // Attune's worker (or an earlier Attune worker with this id) declared the four queues first.
