@@ -20,7 +20,7 @@ import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { build } from '../../build/build.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/pg.ts';
 import { AMQP_URL, attuneEnvelope, declareExchangesLikeAttune } from '../../test/helpers/amqp.ts';
-import { createExecution, imagePath, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess } from '../../test/harness/platform.ts';
+import { createExecution, imagePath, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess, consumingWorkerId } from '../../test/harness/platform.ts';
 import { makeWheel } from '../../test/fixtures/environments/dep-pack.ts';
 import { median, type BenchSection, type Figure } from '../lib.ts';
 import { Completions } from '../completions.ts';
@@ -80,8 +80,7 @@ export const environmentsSection: BenchSection = {
         ATTUNE__RUNTIME_ENVS_DIR: envsDir,
         ATTUNE_WORKER_NAME: workerName,
       }, [], { executable: built.executable });
-      await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 60_000 });
-      const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [workerName])).rows[0].id);
+      const workerId = await consumingWorkerId(agent, db.pool, workerName, { timeoutMs: 60_000 });
 
       /** One execution of `{pack}.hello`, dispatched as Attune does; its latency (ms); throws unless completed. */
       const run = async (pack: string): Promise<number> => {

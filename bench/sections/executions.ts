@@ -22,7 +22,7 @@ import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { build } from '../../build/build.ts';
 import { createTestDatabase, type TestDatabase } from '../../test/helpers/pg.ts';
 import { AMQP_URL, attuneEnvelope, declareExchangesLikeAttune } from '../../test/helpers/amqp.ts';
-import { createExecution, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess } from '../../test/harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, separateIds, startAgent, type AgentProcess, consumingWorkerId } from '../../test/harness/platform.ts';
 import { median, type BenchSection, type Figure } from '../lib.ts';
 import { Completions } from '../completions.ts';
 
@@ -132,9 +132,8 @@ export const executionsSection: BenchSection = {
         // e.g. BENCH_AGENT_ENV='MALLOC_ARENA_MAX=2' to try allocator settings on the agent
         ...Object.fromEntries((process.env.BENCH_AGENT_ENV ?? '').split(/\s+/).filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
       }, [], { executable: process.env.BENCH_AGENT_EXECUTABLE ?? built.executable });
-      await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 60_000 });
+      const workerId = await consumingWorkerId(agent, db.pool, workerName, { timeoutMs: 60_000 });
       const pid = agent.child.pid!;
-      const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [workerName])).rows[0].id);
       await sleep(500);
       const idleStartMb = statusKb(pid, 'VmRSS') / 1024;
       if (process.env.BENCH_DEBUG) ctx.log(`agent smaps_rollup (start):\n${readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8')}`);

@@ -14,7 +14,7 @@ import type { ChannelModel } from 'amqplib';
 import which from 'which';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionCancelRequested, publishExecutionRequested, publishRaw, queueDepth, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type ActionDef, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 
@@ -120,8 +120,7 @@ before(async () => {
     ATTUNE_WORKER_NAME: `e2e-exec-${process.pid}`,
     DATABASE_URL: `postgres://leak:${SECRET}@db/x`,
   });
-  await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches');
-  workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [`e2e-exec-${process.pid}`])).rows[0].id);
+  workerId = await consumingWorkerId(agent, db.pool, `e2e-exec-${process.pid}`);
 });
 
 after(async () => {

@@ -21,7 +21,7 @@ import pg from 'pg';
 import pino from 'pino';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { createExecution, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { MqConnection } from '../../src/mq/connection.ts';
 import { ConfirmPublisher, PublishError } from '../../src/mq/publisher.ts';
@@ -66,8 +66,7 @@ async function launch(name: string): Promise<typeof agent> {
     ATTUNE_WORKER_RUNTIMES: 'shell',
     ATTUNE_WORKER_NAME: name,
   });
-  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  const workerId = await consumingWorkerId(proc, db.pool, name, { timeoutMs: 30_000 });
   return { name, proc, workerId, artifacts };
 }
 

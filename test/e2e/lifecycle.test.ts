@@ -22,7 +22,7 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, deleteWorkerQueues, publishExecutionRequested, queueDepth, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PACK = 'lifepack';
@@ -61,8 +61,7 @@ async function launch(name: string, env: Record<string, string>, viaProxy = fals
     ATTUNE_WORKER_NAME: name,
     ...env,
   });
-  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  const workerId = await consumingWorkerId(proc, db.pool, name, { timeoutMs: 30_000 });
   const a = { name, proc, workerId, port, mqProxy };
   agents.push(a);
   return a;

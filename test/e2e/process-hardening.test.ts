@@ -24,7 +24,7 @@ import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { connectTest, deleteWorkerQueues, publishExecutionRequested } from '../helpers/amqp.ts';
-import { AGENT_EXECUTABLE, createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { AGENT_EXECUTABLE, createExecution, executionRow, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const PROBE = resolve(import.meta.dirname, '../fixtures/hostile/probe.py');
@@ -134,8 +134,7 @@ async function probeUnder(name: string, uid: 0 | typeof NONROOT, pid1: boolean):
     closeSync(leak);
   }
   procs.push(agent);
-  await agent.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  const workerId = await consumingWorkerId(agent, db.pool, name, { timeoutMs: 30_000 });
   workerIds.push(workerId);
   const id = await createExecution(db.pool, { actionRef: `${PACK}.probe`, workerId });
   await publishExecutionRequested(mq, workerId, { execution_id: id, action_ref: `${PACK}.probe` });

@@ -19,7 +19,7 @@ import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const run = promisify(execFile);
@@ -62,8 +62,7 @@ async function launch(name: string, retryWindowSec: number): Promise<Agent> {
     ATTUNE_WORKER_RUNTIMES: 'shell',
     ATTUNE_WORKER_NAME: name,
   });
-  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  const workerId = await consumingWorkerId(proc, db.pool, name, { timeoutMs: 30_000 });
   return { name, proc, workerId, mqProxy, dbProxy };
 }
 

